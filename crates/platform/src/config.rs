@@ -1,0 +1,350 @@
+//! Configuration from environment variables, validated at startup with every bad field listed at once.
+//!
+//! Each service builds its own `Config` with an [`EnvReader`]; the pieces every service shares (Kafka, MongoDB,
+//! telemetry) are defined here once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Every field that could not be read, so an operator fixes them all in one go.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Reads typed values from the environment (or a map, in tests), collecting problems instead of stopping at the
+/// first one.
+#[derive(Debug)]
+pub struct EnvReader {
+    vars: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Default for EnvReader {
+    fn default() -> Self {
+        Self::from_env()
+    }
+}
+
+impl EnvReader {
+    /// Reads the process environment.
+    pub fn from_env() -> Self {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    /// Reads a given set of variables (tests, or a service embedded in another process).
+    pub fn from_map(vars: HashMap<String, String>) -> Self {
+        Self {
+            vars,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The raw value, if set and not blank.
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A string with a default.
+    pub fn string(&mut self, key: &str, default: &str) -> String {
+        self.raw(key).unwrap_or(default).to_owned()
+    }
+
+    /// An optional string.
+    pub fn optional_string(&mut self, key: &str) -> Option<String> {
+        self.raw(key).map(str::to_owned)
+    }
+
+    /// Any `FromStr` value with a default; a value that does not parse is recorded as a problem.
+    pub fn parse<T>(&mut self, key: &str, default: T) -> T
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.raw(key) {
+            None => default,
+            Some(raw) => match raw.parse() {
+                Ok(value) => value,
+                Err(e) => {
+                    self.problem(key, format!("'{raw}' is not valid: {e}"));
+                    default
+                }
+            },
+        }
+    }
+
+    /// A duration in milliseconds (`..._MS` variables).
+    pub fn millis(&mut self, key: &str, default: Duration) -> Duration {
+        let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(self.parse(key, default_ms))
+    }
+
+    /// A boolean: true/false, 1/0, yes/no, on/off.
+    pub fn flag(&mut self, key: &str, default: bool) -> bool {
+        match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            None => default,
+            Some("1" | "true" | "yes" | "on") => true,
+            Some("0" | "false" | "no" | "off") => false,
+            Some(other) => {
+                self.problem(key, format!("'{other}' is not a boolean (true/false)"));
+                default
+            }
+        }
+    }
+
+    /// Records a problem found by a service's own cross-field checks.
+    pub fn problem(&mut self, key: &str, message: impl fmt::Display) {
+        self.problems.push(format!("{key}: {message}"));
+    }
+
+    /// Ends reading: `Err` with every problem if there was any.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for production log pipelines.
+    Json,
+    /// Human-readable lines, for development.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "pretty" | "text" => Ok(Self::Pretty),
+            _ => Err("expected 'json' or 'pretty'".into()),
+        }
+    }
+}
+
+/// Logging settings shared by every service.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// `HERALD_LOG_FORMAT`: `json` or `pretty`. Default `pretty`.
+    pub format: LogFormat,
+    /// `RUST_LOG`: an `EnvFilter` directive. Default `info`.
+    pub filter: String,
+}
+
+impl TelemetryConfig {
+    pub fn read(env: &mut EnvReader) -> Self {
+        Self {
+            format: env.parse("HERALD_LOG_FORMAT", LogFormat::Pretty),
+            filter: env.string("RUST_LOG", "info"),
+        }
+    }
+}
+
+/// How to reach Kafka, shared by every producer and consumer.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// `KAFKA_BROKERS`: bootstrap servers, comma-separated. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// `HERALD_TOPIC_PREFIX`: prepended to every topic name. Default empty.
+    pub topic_prefix: String,
+    /// `KAFKA_CLIENT_ID`: client id reported to the brokers. Default the service name.
+    pub client_id: String,
+    /// `KAFKA_MESSAGE_TIMEOUT_MS`: how long a produce may take, retries included, before it fails. Default 10000.
+    pub message_timeout: Duration,
+    /// Extra librdkafka properties from `KAFKA_PROPERTY_<NAME>` variables (`KAFKA_PROPERTY_SECURITY_PROTOCOL=ssl`
+    /// sets `security.protocol`). Values are secrets as far as logging is concerned.
+    pub extra: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("client_id", &self.client_id)
+            .field("message_timeout", &self.message_timeout)
+            .field(
+                "extra",
+                &self
+                    .extra
+                    .iter()
+                    .map(|(k, _)| (k.as_str(), "<redacted>"))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    pub fn read(env: &mut EnvReader, service: &str) -> Self {
+        let mut extra: Vec<(String, String)> = env
+            .vars
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("KAFKA_PROPERTY_")
+                    .map(|name| (name.to_ascii_lowercase().replace('_', "."), v.clone()))
+            })
+            .collect();
+        extra.sort();
+        let config = Self {
+            brokers: env.string("KAFKA_BROKERS", "127.0.0.1:9092"),
+            topic_prefix: env.string("HERALD_TOPIC_PREFIX", ""),
+            client_id: env.string("KAFKA_CLIENT_ID", service),
+            message_timeout: env.millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10)),
+            extra,
+        };
+        if config.message_timeout.is_zero() {
+            env.problem("KAFKA_MESSAGE_TIMEOUT_MS", "must be greater than 0");
+        }
+        config
+    }
+
+    /// A config for tests and tools: given brokers and prefix, defaults for the rest.
+    pub fn new(brokers: impl Into<String>, topic_prefix: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: topic_prefix.into(),
+            client_id: "herald".into(),
+            message_timeout: Duration::from_secs(10),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The topic names under this installation's prefix.
+    pub fn topics(&self) -> herald_domain::Topics {
+        herald_domain::Topics::new(self.topic_prefix.clone())
+    }
+}
+
+/// How to reach MongoDB (or a MongoDB-wire server such as FerretDB).
+#[derive(Clone)]
+pub struct MongoConfig {
+    /// `MONGODB_URI`: connection string; credentials and TLS go here. Default `mongodb://127.0.0.1:27017`.
+    pub uri: String,
+    /// `MONGODB_DATABASE`: database name. Default `herald`.
+    pub database: String,
+}
+
+impl fmt::Debug for MongoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoConfig")
+            .field("uri", &redact_uri(&self.uri))
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl MongoConfig {
+    pub fn read(env: &mut EnvReader) -> Self {
+        let config = Self {
+            uri: env.string("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            database: env.string("MONGODB_DATABASE", "herald"),
+        };
+        if !config.uri.starts_with("mongodb://") && !config.uri.starts_with("mongodb+srv://") {
+            env.problem(
+                "MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            );
+        }
+        config
+    }
+
+    pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            database: database.into(),
+        }
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URI with `***`, for logs.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return uri.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(pairs: &[(&str, &str)]) -> EnvReader {
+        EnvReader::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn every_bad_field_is_listed() {
+        let mut env = reader(&[
+            ("HERALD_PORT", "eighty"),
+            ("HERALD_LOG_FORMAT", "xml"),
+            ("MONGODB_URI", "postgres://x"),
+        ]);
+        let _port: u16 = env.parse("HERALD_PORT", 3000);
+        let _telemetry = TelemetryConfig::read(&mut env);
+        let _mongo = MongoConfig::read(&mut env);
+        let err = env.finish().expect_err("three bad fields");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("HERALD_PORT: 'eighty' is not valid"),
+            "{text}"
+        );
+        assert!(text.contains("HERALD_LOG_FORMAT"), "{text}");
+        assert!(text.contains("MONGODB_URI"), "{text}");
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let mut env = reader(&[]);
+        let kafka = KafkaConfig::read(&mut env, "ingest");
+        let mongo = MongoConfig::read(&mut env);
+        env.finish().expect("defaults are valid");
+        assert_eq!(kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(kafka.client_id, "ingest");
+        assert_eq!(mongo.database, "herald");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let mut env = reader(&[
+            ("MONGODB_URI", "mongodb://herald:s3cret@db:27017/herald"),
+            ("KAFKA_PROPERTY_SASL_PASSWORD", "hunter2"),
+        ]);
+        let kafka = KafkaConfig::read(&mut env, "x");
+        let mongo = MongoConfig::read(&mut env);
+        assert_eq!(
+            kafka.extra,
+            vec![("sasl.password".to_string(), "hunter2".to_string())]
+        );
+        let shown = format!("{kafka:?} {mongo:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("herald:***@db:27017"), "{shown}");
+    }
+}

@@ -1,0 +1,12 @@
+//! What every Herald service shares: configuration from the environment, telemetry, the shutdown signal, the
+//! health/ready router, and the Kafka and MongoDB builders that carry Herald's delivery guarantees.
+
+pub mod config;
+pub mod health;
+pub mod kafka;
+pub mod mongo;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+pub use shutdown::shutdown_signal;

@@ -1,0 +1,138 @@
+//! MongoDB client and index setup. One client per process, cloned into state.
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Database, IndexModel};
+
+use crate::config::MongoConfig;
+
+pub use mongodb::error::Error;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The collection holding one document per accepted event.
+pub const EVENTS: &str = "events";
+
+/// Connects (lazily: the driver dials on first use) and returns the configured database.
+pub async fn connect(config: &MongoConfig, app_name: &str) -> Result<Database> {
+    let mut options = ClientOptions::parse(&config.uri).await?;
+    options.app_name = Some(app_name.to_owned());
+    // Fail a request in seconds, not the driver's default 30 s, when the server is away: callers answer 503.
+    options
+        .server_selection_timeout
+        .get_or_insert(Duration::from_secs(5));
+    options
+        .connect_timeout
+        .get_or_insert(Duration::from_secs(5));
+    let client = Client::with_options(options)?;
+    Ok(client.database(&config.database))
+}
+
+/// The readiness check: a `ping` within `timeout`.
+pub async fn ping(db: &Database, timeout: Duration) -> Result<()> {
+    match tokio::time::timeout(timeout, db.run_command(doc! { "ping": 1 })).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => Err(Error::custom(format!("ping timed out after {timeout:?}"))),
+    }
+}
+
+/// Whether `error` is a unique-index violation (E11000), the signal of a duplicate insert.
+pub fn is_duplicate_key(error: &Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|e| e.code == DUPLICATE_KEY)),
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// The indexes of the `events` collection: the unique event id, and one per list filter of the query API
+/// (each paired with `createdAt`, the sort key).
+pub fn event_indexes() -> Vec<IndexModel> {
+    let unique = IndexOptions::builder()
+        .unique(true)
+        .name("eventId_unique".to_owned())
+        .build();
+    let mut indexes = vec![IndexModel::builder()
+        .keys(doc! { "eventId": 1 })
+        .options(unique)
+        .build()];
+    for field in ["userId", "status", "eventType", "channel", "priority"] {
+        indexes.push(by_created_at(field));
+    }
+    indexes.push(
+        IndexModel::builder()
+            .keys(doc! { "createdAt": -1 })
+            .options(IndexOptions::builder().name("createdAt".to_owned()).build())
+            .build(),
+    );
+    indexes
+}
+
+fn by_created_at(field: &str) -> IndexModel {
+    let keys: Document = doc! { field: 1, "createdAt": -1 };
+    IndexModel::builder()
+        .keys(keys)
+        .options(
+            IndexOptions::builder()
+                .name(format!("{field}_createdAt"))
+                .build(),
+        )
+        .build()
+}
+
+/// Creates the `events` indexes that do not exist yet, so every service may call this at startup.
+///
+/// Only missing indexes are requested: FerretDB 1.24 drops the connection when `createIndexes` names a
+/// compound index that already exists. Two services racing here may still collide; a failure is therefore
+/// checked against a fresh listing before it is reported.
+pub async fn ensure_event_indexes(db: &Database) -> Result<()> {
+    ensure_indexes(db, EVENTS, event_indexes()).await
+}
+
+/// Creates those of `indexes` (each must be named) that `collection` lacks.
+pub async fn ensure_indexes(
+    db: &Database,
+    collection: &str,
+    indexes: Vec<IndexModel>,
+) -> Result<()> {
+    let coll = db.collection::<Document>(collection);
+    let missing = missing_indexes(&coll, indexes).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().filter_map(index_name).collect();
+    match coll.create_indexes(missing).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let existing = coll.list_index_names().await.unwrap_or_default();
+            if names.iter().all(|name| existing.contains(name)) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn missing_indexes(
+    coll: &mongodb::Collection<Document>,
+    indexes: Vec<IndexModel>,
+) -> Result<Vec<IndexModel>> {
+    // A collection that does not exist yet has no indexes; listing it fails with NamespaceNotFound.
+    let existing = coll.list_index_names().await.unwrap_or_default();
+    Ok(indexes
+        .into_iter()
+        .filter(|index| index_name(index).is_none_or(|name| !existing.contains(&name)))
+        .collect())
+}
+
+fn index_name(index: &IndexModel) -> Option<String> {
+    index.options.as_ref().and_then(|o| o.name.clone())
+}

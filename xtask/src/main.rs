@@ -1,0 +1,151 @@
+//! `cargo xtask`: Herald's project automation.
+//!
+//! - `stack up | down | status`: the native dev/test stack (Kafka, FerretDB, SMTP sink) on loopback.
+//! - `up`: the stack, then every Herald service (as the services land).
+//! - `test`: brings the stack up, runs every test against it, and stops what it started.
+//! - `ci`: what CI runs: formatting, clippy, then `test`.
+
+#![allow(clippy::print_stdout)] // a command-line tool: printing is its job
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod paths;
+mod stack;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Herald's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Manage the native dev/test stack.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Start everything: the stack, then the Herald services.
+    Up,
+    /// Stop everything `up` started.
+    Down,
+    /// Run every test against the native stack (started if needed, stopped afterwards if this started it).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// What CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
+    Ci,
+}
+
+#[derive(Debug, Subcommand)]
+enum StackAction {
+    /// Install what is missing (cached under ~/.cache/herald), start what is not running, wait until ready,
+    /// create Herald's topics and print the endpoints. A second `up` is a no-op.
+    Up,
+    /// Stop the processes `up` started, by pid.
+    Down {
+        /// Also delete the stack's data (topics, databases, mail).
+        #[arg(long)]
+        wipe: bool,
+    },
+    /// Say which parts of the stack are running and answering. Exits 1 when any is not.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start a tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Cmd) -> Result<ExitCode> {
+    let stack = stack::Stack::from_env()?;
+    match command {
+        Cmd::Stack { action } => match action {
+            StackAction::Up => {
+                stack.up().await?;
+                stack.print_endpoints();
+            }
+            StackAction::Down { wipe } => stack.down(wipe)?,
+            StackAction::Status => {
+                if !stack.status() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        },
+        Cmd::Up => {
+            stack.up().await?;
+            stack.print_endpoints();
+            println!("(the Herald services join `cargo xtask up` as they land; today it starts the stack)");
+        }
+        Cmd::Down => stack.down(false)?,
+        Cmd::Test { args } => return test(&stack, &args).await,
+        Cmd::Ci => {
+            cargo(&["fmt", "--all", "--check"], &[])?;
+            cargo(
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+                &[],
+            )?;
+            return test(&stack, &[]).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Brings the stack up, runs `cargo test` against it, and stops it again if it was not running before
+/// (set `HERALD_KEEP_STACK=1` to keep it).
+async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
+    let started = stack.up().await?;
+    let mut cargo_args = vec!["test", "--workspace", "--all-targets"];
+    cargo_args.extend(args.iter().map(String::as_str));
+    let result = cargo(&cargo_args, &stack.test_env());
+    let keep = std::env::var("HERALD_KEEP_STACK").is_ok_and(|v| v == "1" || v == "true");
+    if started && !keep {
+        stack.down(false)?;
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn cargo(args: &[&str], env: &[(String, String)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(paths::repo_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,634 @@
+//! The native dev/test stack: Apache Kafka (KRaft, one node), FerretDB (SQLite backend) and an SMTP sink, all on
+//! loopback, started as detached processes whose pids are kept under the state folder.
+//!
+//! Everything downloaded or built is cached under [`paths::cache_dir`]; everything a run writes (data, logs,
+//! pids) is under [`paths::state_dir`]. `up` is idempotent: what is running and answering is left alone.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use herald_domain::{Topics, DEFAULT_DELAY_TIERS_SECS};
+use herald_platform::{mongo, KafkaConfig, MongoConfig};
+
+use crate::paths;
+
+/// Apache Kafka, from Maven Central through `stack/pom.xml` (keep the two in step).
+const KAFKA_VERSION: &str = "3.9.1";
+/// FerretDB, the latest v1 release, built with the Go toolchain.
+const FERRETDB_MODULE: &str = "github.com/FerretDB/FerretDB";
+const FERRETDB_VERSION: &str = "v1.24.2";
+/// The SMTP sink's one dependency, from PyPI.
+const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+
+/// The ports, each overridable by env.
+#[derive(Debug, Clone)]
+struct Ports {
+    kafka: u16,
+    kafka_controller: u16,
+    mongo: u16,
+    ferretdb_debug: u16,
+    smtp: u16,
+    smtp_http: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Kafka,
+    FerretDb,
+    SmtpSink,
+}
+
+impl Part {
+    const ALL: [Part; 3] = [Part::Kafka, Part::FerretDb, Part::SmtpSink];
+
+    fn name(self) -> &'static str {
+        match self {
+            Part::Kafka => "kafka",
+            Part::FerretDb => "ferretdb",
+            Part::SmtpSink => "smtp-sink",
+        }
+    }
+
+    /// A string the process's command line contains, so `down` never signals a pid that was reused by
+    /// something else.
+    fn marker(self) -> &'static str {
+        match self {
+            Part::Kafka => "kafka.Kafka",
+            Part::FerretDb => "ferretdb",
+            Part::SmtpSink => "smtp_sink.py",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    ports: Ports,
+    cache: PathBuf,
+    state: PathBuf,
+    topic_prefix: String,
+    heap: String,
+    timeout: Duration,
+}
+
+fn env_port(key: &str, default: u16) -> Result<u16> {
+    match std::env::var(key) {
+        Ok(raw) if !raw.trim().is_empty() => raw
+            .trim()
+            .parse()
+            .with_context(|| format!("{key}='{raw}' is not a port number")),
+        _ => Ok(default),
+    }
+}
+
+impl Stack {
+    pub fn from_env() -> Result<Self> {
+        let timeout_secs: u64 = match std::env::var("HERALD_STACK_TIMEOUT_SECS") {
+            Ok(raw) => raw
+                .parse()
+                .with_context(|| format!("HERALD_STACK_TIMEOUT_SECS='{raw}' is not a number"))?,
+            Err(_) => 120,
+        };
+        Ok(Self {
+            ports: Ports {
+                kafka: env_port("HERALD_KAFKA_PORT", 9092)?,
+                kafka_controller: env_port("HERALD_KAFKA_CONTROLLER_PORT", 9093)?,
+                mongo: env_port("HERALD_MONGO_PORT", 27017)?,
+                ferretdb_debug: env_port("HERALD_FERRETDB_DEBUG_PORT", 8088)?,
+                smtp: env_port("HERALD_SMTP_PORT", 1025)?,
+                smtp_http: env_port("HERALD_SMTP_HTTP_PORT", 8025)?,
+            },
+            cache: paths::cache_dir(),
+            state: paths::state_dir(),
+            topic_prefix: std::env::var("HERALD_TOPIC_PREFIX").unwrap_or_default(),
+            heap: std::env::var("HERALD_KAFKA_HEAP").unwrap_or_else(|_| "1g".into()),
+            timeout: Duration::from_secs(timeout_secs),
+        })
+    }
+
+    fn kafka_brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    fn mongodb_uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.ports.mongo)
+    }
+
+    /// The variables tests and services read to find the stack.
+    pub fn test_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("KAFKA_BROKERS".into(), self.kafka_brokers()),
+            ("MONGODB_URI".into(), self.mongodb_uri()),
+            ("HERALD_SMTP_HOST".into(), "127.0.0.1".into()),
+            ("HERALD_SMTP_PORT".into(), self.ports.smtp.to_string()),
+            (
+                "HERALD_SMTP_API".into(),
+                format!("http://127.0.0.1:{}", self.ports.smtp_http),
+            ),
+        ]
+    }
+
+    pub fn print_endpoints(&self) {
+        println!("Herald stack is up:");
+        println!("  kafka       {}", self.kafka_brokers());
+        println!(
+            "  mongodb     {}  (FerretDB {FERRETDB_VERSION}, SQLite)",
+            self.mongodb_uri()
+        );
+        println!("  smtp        127.0.0.1:{}", self.ports.smtp);
+        println!(
+            "  smtp api    http://127.0.0.1:{}/api/v1/messages",
+            self.ports.smtp_http
+        );
+        println!("  logs        {}", self.log_dir().display());
+        println!("For tests or services run by hand:");
+        for (key, value) in self.test_env() {
+            println!("  export {key}={value}");
+        }
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+
+    fn log_file(&self, part: Part) -> PathBuf {
+        self.log_dir().join(format!("{}.log", part.name()))
+    }
+
+    fn pid_file(&self, part: Part) -> PathBuf {
+        self.state.join("pids").join(format!("{}.pid", part.name()))
+    }
+
+    fn port(&self, part: Part) -> u16 {
+        match part {
+            Part::Kafka => self.ports.kafka,
+            Part::FerretDb => self.ports.mongo,
+            Part::SmtpSink => self.ports.smtp,
+        }
+    }
+
+    /// The pid `up` recorded for `part`, if that process is still alive and is still ours.
+    fn running_pid(&self, part: Part) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.pid_file(part))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        // A zombie has an empty command line: it is not running.
+        cmdline.contains(part.marker()).then_some(pid)
+    }
+
+    /// Installs what is missing, starts what is not running, waits for readiness, creates topics.
+    /// Returns whether anything was started.
+    pub async fn up(&self) -> Result<bool> {
+        for dir in ["logs", "pids", "kafka", "ferretdb/data", "ferretdb/state"] {
+            fs::create_dir_all(self.state.join(dir))
+                .with_context(|| format!("creating {}", self.state.join(dir).display()))?;
+        }
+        let mut started = false;
+        for part in Part::ALL {
+            if let Some(pid) = self.running_pid(part) {
+                eprintln!("{:<10} already running (pid {pid})", part.name());
+                continue;
+            }
+            let port = self.port(part);
+            if port_answers(port) {
+                bail!(
+                    "port {port} for {} is taken by a process this stack did not start; stop it or choose \
+                     another port (see the README's stack variables)",
+                    part.name()
+                );
+            }
+            let pid = match part {
+                Part::Kafka => self.start_kafka()?,
+                Part::FerretDb => self.start_ferretdb()?,
+                Part::SmtpSink => self.start_smtp_sink()?,
+            };
+            fs::write(self.pid_file(part), pid.to_string())?;
+            eprintln!(
+                "{:<10} started (pid {pid}), log {}",
+                part.name(),
+                self.log_file(part).display()
+            );
+            started = true;
+        }
+        self.wait_ready().await?;
+        let kafka = KafkaConfig::new(self.kafka_brokers(), self.topic_prefix.clone());
+        let topics = Topics::new(self.topic_prefix.clone()).all(DEFAULT_DELAY_TIERS_SECS);
+        herald_platform::kafka::ensure_topics(&kafka, &topics, 1)
+            .await
+            .context("creating Herald's topics")?;
+        eprintln!("topics     {} present", topics.len());
+        Ok(started)
+    }
+
+    /// Waits until Kafka answers a metadata request, FerretDB a ping and the sink its HTTP API; fails naming the
+    /// log of whatever did not come up.
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let kafka = KafkaConfig::new(self.kafka_brokers(), "");
+        let mongo_config = MongoConfig::new(self.mongodb_uri(), "admin");
+        let mongo = mongo::connect(&mongo_config, "xtask").await?;
+        let mut pending: Vec<Part> = Part::ALL.to_vec();
+        let mut last_error: Vec<(Part, String)> = Vec::new();
+        while !pending.is_empty() {
+            last_error.clear();
+            let mut still = Vec::new();
+            for part in pending {
+                if self.running_pid(part).is_none() {
+                    bail!(
+                        "{} exited during startup; read {}",
+                        part.name(),
+                        self.log_file(part).display()
+                    );
+                }
+                let check = match part {
+                    Part::Kafka => {
+                        herald_platform::kafka::check_metadata(&kafka, Duration::from_secs(2))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
+                    Part::FerretDb => mongo::ping(&mongo, Duration::from_secs(2))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Part::SmtpSink => http_get_ok(self.ports.smtp_http, "/api/v1/info"),
+                };
+                if let Err(e) = check {
+                    last_error.push((part, e));
+                    still.push(part);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let report: Vec<String> = last_error
+                    .iter()
+                    .map(|(part, e)| {
+                        format!(
+                            "{} not ready ({e}); read {}",
+                            part.name(),
+                            self.log_file(*part).display()
+                        )
+                    })
+                    .collect();
+                bail!(
+                    "the stack was not ready within {:?}:\n  {}",
+                    self.timeout,
+                    report.join("\n  ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops every process `up` started, by pid: SIGTERM, then SIGKILL after 30 s.
+    pub fn down(&self, wipe: bool) -> Result<()> {
+        for part in Part::ALL.iter().rev() {
+            let pid_file = self.pid_file(*part);
+            match self.running_pid(*part) {
+                Some(pid) => {
+                    signal(pid, "TERM")?;
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while self.running_pid(*part).is_some() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    if self.running_pid(*part).is_some() {
+                        signal(pid, "KILL")?;
+                    }
+                    eprintln!("{:<10} stopped (pid {pid})", part.name());
+                }
+                None => eprintln!("{:<10} not running", part.name()),
+            }
+            let _ = fs::remove_file(pid_file);
+        }
+        if wipe {
+            for dir in ["kafka", "ferretdb"] {
+                let path = self.state.join(dir);
+                if path.exists() {
+                    fs::remove_dir_all(&path)
+                        .with_context(|| format!("deleting {}", path.display()))?;
+                }
+            }
+            eprintln!("data deleted under {}", self.state.display());
+        }
+        Ok(())
+    }
+
+    /// Prints one line per part; returns whether all are running and answering.
+    pub fn status(&self) -> bool {
+        let mut all_up = true;
+        for part in Part::ALL {
+            let port = self.port(part);
+            let line = match (self.running_pid(part), port_answers(port)) {
+                (Some(pid), true) => format!("running   pid {pid}, 127.0.0.1:{port}"),
+                (Some(pid), false) => {
+                    all_up = false;
+                    format!("starting or stuck: pid {pid} alive, 127.0.0.1:{port} not answering")
+                }
+                (None, true) => {
+                    all_up = false;
+                    format!(
+                        "NOT OURS: 127.0.0.1:{port} answers, but not a process this stack started"
+                    )
+                }
+                (None, false) => {
+                    all_up = false;
+                    "stopped   (`cargo xtask stack up` starts it)".to_string()
+                }
+            };
+            println!(
+                "{:<10} {line}   log {}",
+                part.name(),
+                self.log_file(part).display()
+            );
+        }
+        all_up
+    }
+
+    // ---- Kafka ----------------------------------------------------------------------------------------------
+
+    /// Kafka's jars, fetched by Maven into the cache once per version.
+    fn kafka_libs(&self) -> Result<PathBuf> {
+        let libs = self
+            .cache
+            .join(format!("kafka-{KAFKA_VERSION}"))
+            .join("libs");
+        let done = libs.join(".complete");
+        if done.exists() {
+            return Ok(libs);
+        }
+        eprintln!(
+            "kafka      fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once)"
+        );
+        let pom = paths::repo_root().join("stack").join("pom.xml");
+        run(Command::new("mvn")
+            .args(["-q", "-B", "-f"])
+            .arg(&pom)
+            .arg("dependency:copy-dependencies")
+            .arg(format!("-DoutputDirectory={}", libs.display()))
+            .arg("-DincludeScope=runtime"))
+        .context("fetching Kafka with mvn (is Maven installed? .ci/run installs it)")?;
+        fs::write(&done, KAFKA_VERSION)?;
+        Ok(libs)
+    }
+
+    fn start_kafka(&self) -> Result<u32> {
+        let libs = self.kafka_libs()?;
+        let dir = self.state.join("kafka");
+        let data = dir.join("data");
+        let properties = dir.join("server.properties");
+        fs::write(&properties, self.kafka_properties(&data))?;
+        let log4j = dir.join("log4j.properties");
+        fs::write(&log4j, KAFKA_LOG4J)?;
+        let classpath = format!("{}/*", libs.display());
+        let java = |main: &str| {
+            let mut cmd = Command::new("java");
+            cmd.arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+                .arg("-cp")
+                .arg(&classpath)
+                .arg(main);
+            cmd
+        };
+        if !data.join("meta.properties").exists() {
+            let uuid = output(java("kafka.tools.StorageTool").arg("random-uuid"))?;
+            run(java("kafka.tools.StorageTool")
+                .args(["format", "--ignore-formatted", "-t", uuid.trim(), "-c"])
+                .arg(&properties))
+            .context("formatting Kafka's KRaft storage")?;
+        }
+        let mut cmd = Command::new("java");
+        cmd.arg(format!("-Xmx{}", self.heap))
+            .arg(format!("-Xms{}", "256m"))
+            .args([
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+            ])
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+            .arg(format!("-Dkafka.logs.dir={}", self.log_dir().display()))
+            .arg("-cp")
+            .arg(&classpath)
+            .arg("kafka.Kafka")
+            .arg(&properties);
+        self.spawn(Part::Kafka, cmd)
+    }
+
+    fn kafka_properties(&self, data: &Path) -> String {
+        let Ports {
+            kafka,
+            kafka_controller,
+            ..
+        } = self.ports;
+        format!(
+            "# Written by `cargo xtask stack up`; edits are overwritten.\n\
+             process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{kafka_controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{kafka_controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{kafka}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={}\n\
+             num.partitions=3\n\
+             auto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=10\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n\
+             log.retention.hours=24\n\
+             log.segment.bytes=67108864\n",
+            data.display()
+        )
+    }
+
+    // ---- FerretDB -------------------------------------------------------------------------------------------
+
+    /// FerretDB built from its Go module into the cache once per version.
+    ///
+    /// `go install` of the module builds a binary that refuses to start without its generated version file, so
+    /// the module's source is copied, the file written as its release process does, and the command built.
+    fn ferretdb_binary(&self) -> Result<PathBuf> {
+        let binary = self
+            .cache
+            .join("bin")
+            .join(format!("ferretdb-{FERRETDB_VERSION}"));
+        if binary.exists() {
+            return Ok(binary);
+        }
+        eprintln!("ferretdb   building FerretDB {FERRETDB_VERSION} with go (once)");
+        let module = format!("{FERRETDB_MODULE}@{FERRETDB_VERSION}");
+        let json = output(Command::new("go").args(["mod", "download", "-json", &module]))
+            .context("downloading FerretDB with go (is Go installed?)")?;
+        let dir = json
+            .lines()
+            .find_map(|line| {
+                let line = line.trim();
+                line.strip_prefix("\"Dir\": \"")
+                    .and_then(|rest| rest.strip_suffix("\","))
+            })
+            .ok_or_else(|| anyhow!("`go mod download -json {module}` printed no Dir"))?;
+        let src = self
+            .cache
+            .join("src")
+            .join(format!("ferretdb-{FERRETDB_VERSION}"));
+        if src.exists() {
+            fs::remove_dir_all(&src)?;
+        }
+        fs::create_dir_all(src.parent().unwrap_or(&self.cache))?;
+        run(Command::new("cp").arg("-r").arg(dir).arg(&src))?;
+        run(Command::new("chmod").arg("-R").arg("u+w").arg(&src))?;
+        fs::write(
+            src.join("build").join("version").join("version.txt"),
+            FERRETDB_VERSION,
+        )?;
+        fs::create_dir_all(self.cache.join("bin"))?;
+        run(Command::new("go")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&binary)
+            .arg("./cmd/ferretdb")
+            .current_dir(&src))
+        .context("building FerretDB")?;
+        Ok(binary)
+    }
+
+    fn start_ferretdb(&self) -> Result<u32> {
+        let binary = self.ferretdb_binary()?;
+        let dir = self.state.join("ferretdb");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--handler=sqlite")
+            .arg(format!("--sqlite-url=file:{}/", dir.join("data").display()))
+            .arg(format!("--state-dir={}", dir.join("state").display()))
+            .arg(format!("--listen-addr=127.0.0.1:{}", self.ports.mongo))
+            .arg(format!(
+                "--debug-addr=127.0.0.1:{}",
+                self.ports.ferretdb_debug
+            ))
+            .arg("--telemetry=disable")
+            .arg("--log-level=warn");
+        self.spawn(Part::FerretDb, cmd)
+    }
+
+    // ---- SMTP sink ------------------------------------------------------------------------------------------
+
+    /// A virtualenv with aiosmtpd, in the cache.
+    fn smtp_python(&self) -> Result<PathBuf> {
+        let venv = self.cache.join("venv-smtp");
+        let python = venv.join("bin").join("python");
+        let done = venv.join(".complete");
+        if done.exists() && fs::read_to_string(&done).unwrap_or_default() == AIOSMTPD {
+            return Ok(python);
+        }
+        eprintln!("smtp-sink  installing {AIOSMTPD} from PyPI (once)");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("creating a virtualenv (is python3 with venv installed?)")?;
+        run(Command::new(&python).args(["-m", "pip", "install", "-q", AIOSMTPD]))?;
+        fs::write(&done, AIOSMTPD)?;
+        Ok(python)
+    }
+
+    fn start_smtp_sink(&self) -> Result<u32> {
+        let python = self.smtp_python()?;
+        let mut cmd = Command::new(python);
+        cmd.arg("-u")
+            .arg(paths::repo_root().join("stack").join("smtp_sink.py"))
+            .arg(format!("--smtp-port={}", self.ports.smtp))
+            .arg(format!("--http-port={}", self.ports.smtp_http));
+        self.spawn(Part::SmtpSink, cmd)
+    }
+
+    /// Starts `cmd` detached (its own process group, so a Ctrl-C in this terminal does not reach it), output to
+    /// the part's log.
+    fn spawn(&self, part: Part, mut cmd: Command) -> Result<u32> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(part))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", part.name()))?;
+        Ok(child.id())
+    }
+}
+
+const KAFKA_LOG4J: &str = "\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=INFO
+log4j.logger.org.apache.kafka=WARN
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+";
+
+fn port_answers(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+/// A bare HTTP/1.0 GET on loopback that succeeds on a 200.
+fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    if head.ends_with(b"200") {
+        Ok(())
+    } else {
+        Err(format!("answered {}", String::from_utf8_lossy(&head)))
+    }
+}
+
+fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd);
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!("{:?} failed ({})", cmd, out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
