@@ -5,10 +5,12 @@
 
 pub mod error;
 pub mod event;
+pub mod messages;
 pub mod topics;
 
 pub use error::{ErrorBody, FieldError};
 pub use event::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, ParseError, Priority, Status,
 };
+pub use messages::{LaneMessage, RetryRequest};
 pub use topics::{Lane, TopicSpec, Topics, DEFAULT_DELAY_TIERS_SECS};

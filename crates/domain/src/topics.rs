@@ -27,7 +27,8 @@ pub struct Topics {
 }
 
 /// A delivery lane, consumed by `herald-dispatch --lane <name>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Lane {
     Critical,
     Default,

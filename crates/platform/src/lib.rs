@@ -6,6 +6,7 @@ pub mod health;
 pub mod kafka;
 pub mod mongo;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 pub use config::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};

@@ -1,0 +1,434 @@
+//! The `events` collection: one document per accepted event, and every state change as a conditional update.
+//!
+//! Every write filters on the state it expects (status, attempt count, replay count, lease), so a redelivered,
+//! late or duplicated Kafka message can never move an event backwards: it matches nothing and is skipped.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use herald_domain::{Attempt, Channel, Event, EventId, Priority, Status};
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::options::{FindOneAndUpdateOptions, FindOptions, ReturnDocument};
+use mongodb::{Collection, Database};
+use serde::{Deserialize, Serialize};
+
+use crate::mongo::{self, is_duplicate_key, EVENTS};
+
+pub use mongodb::error::Error;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The collection mapping `Idempotency-Key` header values to the event they created.
+pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
+
+/// One entry of an event's timeline: what happened, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    /// `accepted`, `queued`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed`.
+    pub kind: String,
+    /// The attempt, for `attempt` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
+    /// Free text: the reason of a dead letter, the due time of a retry, the filter of a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl TimelineEntry {
+    pub fn now(kind: &str) -> Self {
+        Self {
+            at: Utc::now(),
+            kind: kind.to_owned(),
+            attempt: None,
+            detail: None,
+        }
+    }
+}
+
+/// An event as stored: the accepted event plus its delivery state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub event_id: EventId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    pub priority: Priority,
+    pub payload: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    pub status: Status,
+    /// Attempts made in the current budget (reset by a replay).
+    #[serde(default)]
+    pub attempt_count: u32,
+    #[serde(default)]
+    pub replay_count: u32,
+    /// Every attempt ever made, in order.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// While DISPATCHING: until when the dispatcher that set it owns the send. Another may take over after.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "bson::serde_helpers::chrono_datetime_as_bson_datetime_optional"
+    )]
+    pub lease_until: Option<DateTime<Utc>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "bson::serde_helpers::chrono_datetime_as_bson_datetime_optional"
+    )]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EventRecord {
+    /// A new PENDING record for an accepted event.
+    pub fn pending(event: &Event) -> Self {
+        let now = Utc::now();
+        Self {
+            event_id: event.event_id.clone(),
+            user_id: event.user_id.clone(),
+            event_type: event.event_type.clone(),
+            channel: event.channel,
+            priority: event.priority,
+            payload: event.payload.clone(),
+            metadata: event.metadata.clone(),
+            status: Status::Pending,
+            attempt_count: 0,
+            replay_count: 0,
+            attempts: Vec::new(),
+            timeline: vec![TimelineEntry {
+                at: now,
+                kind: "accepted".into(),
+                attempt: None,
+                detail: None,
+            }],
+            last_error: None,
+            lease_until: None,
+            next_attempt_at: None,
+            created_at: event.created_at,
+            updated_at: now,
+        }
+    }
+
+    /// The event as it travels on Kafka.
+    pub fn event(&self) -> Event {
+        Event {
+            event_id: self.event_id.clone(),
+            user_id: self.user_id.clone(),
+            event_type: self.event_type.clone(),
+            channel: self.channel,
+            priority: self.priority,
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What inserting an accepted event found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new event, now PENDING.
+    New,
+    /// The event id (or idempotency key) was seen before: the event stored then.
+    Existing(Box<EventRecord>),
+}
+
+/// What a dispatcher may do with a lane message for attempt `n`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The event is now DISPATCHING under this dispatcher's lease: send it.
+    Send(Box<EventRecord>),
+    /// Attempt `n` ran and was recorded as failed, but its follow-up (the retry request) may not have been
+    /// published: publish it again.
+    FollowUp(Box<EventRecord>),
+    /// Another dispatcher holds a live lease on this attempt until the given time.
+    Leased(DateTime<Utc>),
+    /// Nothing to do: terminal, already past this attempt, or a message from before a replay.
+    Skip(Option<Box<EventRecord>>),
+}
+
+fn to_bson<T: Serialize>(value: &T) -> Result<Bson> {
+    bson::to_bson(value).map_err(|e| Error::custom(format!("cannot encode {e}")))
+}
+
+fn statuses(list: &[Status]) -> Bson {
+    Bson::Array(list.iter().map(|s| Bson::String(s.as_str().to_owned())).collect())
+}
+
+fn now_bson() -> bson::DateTime {
+    bson::DateTime::now()
+}
+
+/// Typed access to the `events` and `idempotency_keys` collections.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    events: Collection<EventRecord>,
+    raw: Collection<Document>,
+    keys: Collection<Document>,
+}
+
+impl EventStore {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            events: db.collection(EVENTS),
+            raw: db.collection(EVENTS),
+            keys: db.collection(IDEMPOTENCY_KEYS),
+        }
+    }
+
+    /// Creates the indexes (idempotent; every service calls it at startup).
+    /// (`idempotency_keys` needs none: its `_id` is the key.)
+    pub async fn ensure_indexes(db: &Database) -> Result<()> {
+        mongo::ensure_event_indexes(db).await
+    }
+
+    /// Records an accepted event as PENDING, or finds the one that was accepted before under the same event id
+    /// or idempotency key.
+    pub async fn insert_pending(&self, record: &EventRecord, idempotency_key: Option<&str>) -> Result<Inserted> {
+        if let Some(key) = idempotency_key {
+            let entry = doc! { "_id": key, "eventId": record.event_id.as_str(), "createdAt": now_bson() };
+            if let Err(e) = self.keys.insert_one(entry).await {
+                if !is_duplicate_key(&e) {
+                    return Err(e);
+                }
+                let existing = self.keys.find_one(doc! { "_id": key }).await?;
+                let first_id = existing
+                    .as_ref()
+                    .and_then(|d| d.get_str("eventId").ok())
+                    .unwrap_or(record.event_id.as_str())
+                    .to_owned();
+                if let Some(found) = self.find_raw_id(&first_id).await? {
+                    return Ok(Inserted::Existing(Box::new(found)));
+                }
+                // The key was recorded but its event was not (a crash in between): the event id the key names is
+                // the one to create now, so retries of this request converge on one event.
+                if first_id != record.event_id.as_str() {
+                    let mut adopted = record.clone();
+                    adopted.event_id = EventId::parse(&first_id)
+                        .map_err(|e| Error::custom(format!("stored idempotency key is corrupt: {e}")))?;
+                    return self.insert_record(&adopted).await;
+                }
+            }
+        }
+        self.insert_record(record).await
+    }
+
+    async fn insert_record(&self, record: &EventRecord) -> Result<Inserted> {
+        match self.events.insert_one(record).await {
+            Ok(_) => Ok(Inserted::New),
+            Err(e) if is_duplicate_key(&e) => match self.find(&record.event_id).await? {
+                Some(found) => Ok(Inserted::Existing(Box::new(found))),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_raw_id(&self, event_id: &str) -> Result<Option<EventRecord>> {
+        self.events.find_one(doc! { "eventId": event_id }).await
+    }
+
+    pub async fn find(&self, event_id: &EventId) -> Result<Option<EventRecord>> {
+        self.find_raw_id(event_id.as_str()).await
+    }
+
+    /// PENDING to QUEUED once Kafka acknowledged the event. False if it had moved on already (a fast dispatcher).
+    pub async fn mark_queued(&self, event_id: &EventId) -> Result<bool> {
+        let entry = to_bson(&TimelineEntry::now("queued"))?;
+        let result = self
+            .raw
+            .update_one(
+                doc! { "eventId": event_id.as_str(), "status": "PENDING" },
+                doc! {
+                    "$set": { "status": "QUEUED", "updatedAt": now_bson() },
+                    "$push": { "timeline": entry },
+                },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    /// PENDING events created before `cutoff`, oldest first: the outbox the sweeper republishes.
+    pub async fn pending_before(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<EventRecord>> {
+        let options = FindOptions::builder()
+            .sort(doc! { "createdAt": 1 })
+            .limit(limit)
+            .build();
+        let mut cursor = self
+            .events
+            .find(doc! { "status": "PENDING", "createdAt": { "$lt": bson::DateTime::from_chrono(cutoff) } })
+            .with_options(options)
+            .await?;
+        let mut out = Vec::new();
+        while cursor.advance().await? {
+            out.push(cursor.deserialize_current()?);
+        }
+        Ok(out)
+    }
+
+    /// Record-only events: PENDING or QUEUED to RECORDED. False if it was already recorded.
+    pub async fn mark_recorded(&self, event_id: &EventId) -> Result<bool> {
+        let entry = to_bson(&TimelineEntry::now("recorded"))?;
+        let result = self
+            .raw
+            .update_one(
+                doc! { "eventId": event_id.as_str(), "status": { "$in": statuses(Status::Recorded.predecessors()) } },
+                doc! {
+                    "$set": { "status": "RECORDED", "updatedAt": now_bson() },
+                    "$push": { "timeline": entry },
+                },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+
+    /// Claims attempt `attempt` of an event for sending, with a lease of `lease`.
+    ///
+    /// The claim succeeds from PENDING, QUEUED or RETRY_SCHEDULED when `attempt` is the next one, or from a
+    /// DISPATCHING whose lease has expired (its dispatcher died mid-send; the resend keeps the event id).
+    pub async fn claim(
+        &self,
+        event_id: &EventId,
+        attempt: u32,
+        replay_count: u32,
+        lease: Duration,
+    ) -> Result<Claim> {
+        let Some(current) = self.find(event_id).await? else {
+            return Ok(Claim::Skip(None));
+        };
+        let previous = attempt.saturating_sub(1);
+        let stale = current.status.is_terminal()
+            || current.replay_count != replay_count
+            || current.attempt_count > attempt
+            || current.attempt_count < previous;
+        if stale {
+            return Ok(Claim::Skip(Some(Box::new(current))));
+        }
+        if current.attempt_count == attempt {
+            return Ok(if current.status == Status::Dispatching {
+                Claim::FollowUp(Box::new(current))
+            } else {
+                Claim::Skip(Some(Box::new(current)))
+            });
+        }
+        // attempt_count == attempt - 1: this attempt has not been recorded yet.
+        let now = Utc::now();
+        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let mut filter = doc! {
+            "eventId": event_id.as_str(),
+            "attemptCount": i64::from(previous),
+            "replayCount": i64::from(replay_count),
+        };
+        if current.status == Status::Dispatching {
+            match current.lease_until {
+                Some(until) if until > now => return Ok(Claim::Leased(until)),
+                Some(until) => {
+                    filter.insert("status", "DISPATCHING");
+                    filter.insert("leaseUntil", bson::DateTime::from_chrono(until));
+                }
+                None => {
+                    filter.insert("status", "DISPATCHING");
+                    filter.insert("leaseUntil", Bson::Null);
+                }
+            }
+        } else {
+            filter.insert("status", doc! { "$in": statuses(Status::Dispatching.predecessors()) });
+        }
+        let options = FindOneAndUpdateOptions::builder()
+            .return_document(ReturnDocument::After)
+            .build();
+        let claimed = self
+            .events
+            .find_one_and_update(
+                filter,
+                doc! { "$set": {
+                    "status": "DISPATCHING",
+                    "leaseUntil": bson::DateTime::from_chrono(lease_until),
+                    "updatedAt": now_bson(),
+                } },
+            )
+            .with_options(options)
+            .await?;
+        match claimed {
+            Some(record) => Ok(Claim::Send(Box::new(record))),
+            // Someone else moved it between our read and our write: look again.
+            None => Box::pin(self.claim(event_id, attempt, replay_count, lease)).await,
+        }
+    }
+
+    /// Records a successful attempt: DISPATCHING to DELIVERED.
+    pub async fn record_delivered(&self, event_id: &EventId, attempt: &Attempt, replay_count: u32) -> Result<bool> {
+        self.record_attempt(event_id, attempt, replay_count, Some(Status::Delivered)).await
+    }
+
+    /// Records a failed attempt. The event stays DISPATCHING, without a lease, until the retry scheduler decides
+    /// (RETRY_SCHEDULED or DEAD_LETTERED).
+    pub async fn record_failed(&self, event_id: &EventId, attempt: &Attempt, replay_count: u32) -> Result<bool> {
+        self.record_attempt(event_id, attempt, replay_count, None).await
+    }
+
+    async fn record_attempt(
+        &self,
+        event_id: &EventId,
+        attempt: &Attempt,
+        replay_count: u32,
+        next: Option<Status>,
+    ) -> Result<bool> {
+        let previous = attempt.number.saturating_sub(1);
+        let mut set = doc! {
+            "attemptCount": i64::from(attempt.number),
+            "leaseUntil": Bson::Null,
+            "updatedAt": now_bson(),
+        };
+        let mut entries = vec![to_bson(&TimelineEntry {
+            at: attempt.ended_at,
+            kind: "attempt".into(),
+            attempt: Some(attempt.clone()),
+            detail: None,
+        })?];
+        match next {
+            Some(status) => {
+                set.insert("status", status.as_str());
+                entries.push(to_bson(&TimelineEntry {
+                    at: attempt.ended_at,
+                    kind: status.as_str().to_ascii_lowercase(),
+                    attempt: None,
+                    detail: None,
+                })?);
+            }
+            None => {
+                set.insert("lastError", attempt.error.clone().map_or(Bson::Null, Bson::String));
+            }
+        }
+        let result = self
+            .raw
+            .update_one(
+                doc! {
+                    "eventId": event_id.as_str(),
+                    "status": "DISPATCHING",
+                    "attemptCount": i64::from(previous),
+                    "replayCount": i64::from(replay_count),
+                },
+                doc! {
+                    "$set": set,
+                    "$push": { "attempts": to_bson(attempt)?, "timeline": { "$each": entries } },
+                },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
+    }
+}
