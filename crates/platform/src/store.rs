@@ -166,7 +166,11 @@ fn to_bson<T: Serialize>(value: &T) -> Result<Bson> {
 }
 
 fn statuses(list: &[Status]) -> Bson {
-    Bson::Array(list.iter().map(|s| Bson::String(s.as_str().to_owned())).collect())
+    Bson::Array(
+        list.iter()
+            .map(|s| Bson::String(s.as_str().to_owned()))
+            .collect(),
+    )
 }
 
 fn now_bson() -> bson::DateTime {
@@ -198,9 +202,14 @@ impl EventStore {
 
     /// Records an accepted event as PENDING, or finds the one that was accepted before under the same event id
     /// or idempotency key.
-    pub async fn insert_pending(&self, record: &EventRecord, idempotency_key: Option<&str>) -> Result<Inserted> {
+    pub async fn insert_pending(
+        &self,
+        record: &EventRecord,
+        idempotency_key: Option<&str>,
+    ) -> Result<Inserted> {
         if let Some(key) = idempotency_key {
-            let entry = doc! { "_id": key, "eventId": record.event_id.as_str(), "createdAt": now_bson() };
+            let entry =
+                doc! { "_id": key, "eventId": record.event_id.as_str(), "createdAt": now_bson() };
             if let Err(e) = self.keys.insert_one(entry).await {
                 if !is_duplicate_key(&e) {
                     return Err(e);
@@ -218,8 +227,9 @@ impl EventStore {
                 // the one to create now, so retries of this request converge on one event.
                 if first_id != record.event_id.as_str() {
                     let mut adopted = record.clone();
-                    adopted.event_id = EventId::parse(&first_id)
-                        .map_err(|e| Error::custom(format!("stored idempotency key is corrupt: {e}")))?;
+                    adopted.event_id = EventId::parse(&first_id).map_err(|e| {
+                        Error::custom(format!("stored idempotency key is corrupt: {e}"))
+                    })?;
                     return self.insert_record(&adopted).await;
                 }
             }
@@ -263,7 +273,11 @@ impl EventStore {
     }
 
     /// PENDING events created before `cutoff`, oldest first: the outbox the sweeper republishes.
-    pub async fn pending_before(&self, cutoff: DateTime<Utc>, limit: i64) -> Result<Vec<EventRecord>> {
+    pub async fn pending_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
         let options = FindOptions::builder()
             .sort(doc! { "createdAt": 1 })
             .limit(limit)
@@ -327,7 +341,8 @@ impl EventStore {
         }
         // attempt_count == attempt - 1: this attempt has not been recorded yet.
         let now = Utc::now();
-        let lease_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let lease_until =
+            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
         let mut filter = doc! {
             "eventId": event_id.as_str(),
             "attemptCount": i64::from(previous),
@@ -346,7 +361,10 @@ impl EventStore {
                 }
             }
         } else {
-            filter.insert("status", doc! { "$in": statuses(Status::Dispatching.predecessors()) });
+            filter.insert(
+                "status",
+                doc! { "$in": statuses(Status::Dispatching.predecessors()) },
+            );
         }
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
@@ -371,14 +389,26 @@ impl EventStore {
     }
 
     /// Records a successful attempt: DISPATCHING to DELIVERED.
-    pub async fn record_delivered(&self, event_id: &EventId, attempt: &Attempt, replay_count: u32) -> Result<bool> {
-        self.record_attempt(event_id, attempt, replay_count, Some(Status::Delivered)).await
+    pub async fn record_delivered(
+        &self,
+        event_id: &EventId,
+        attempt: &Attempt,
+        replay_count: u32,
+    ) -> Result<bool> {
+        self.record_attempt(event_id, attempt, replay_count, Some(Status::Delivered))
+            .await
     }
 
     /// Records a failed attempt. The event stays DISPATCHING, without a lease, until the retry scheduler decides
     /// (RETRY_SCHEDULED or DEAD_LETTERED).
-    pub async fn record_failed(&self, event_id: &EventId, attempt: &Attempt, replay_count: u32) -> Result<bool> {
-        self.record_attempt(event_id, attempt, replay_count, None).await
+    pub async fn record_failed(
+        &self,
+        event_id: &EventId,
+        attempt: &Attempt,
+        replay_count: u32,
+    ) -> Result<bool> {
+        self.record_attempt(event_id, attempt, replay_count, None)
+            .await
     }
 
     async fn record_attempt(
@@ -411,7 +441,10 @@ impl EventStore {
                 })?);
             }
             None => {
-                set.insert("lastError", attempt.error.clone().map_or(Bson::Null, Bson::String));
+                set.insert(
+                    "lastError",
+                    attempt.error.clone().map_or(Bson::Null, Bson::String),
+                );
             }
         }
         let result = self

@@ -1,0 +1,199 @@
+//! The event store's conditional updates against the real MongoDB-wire server: duplicates found, idempotency
+//! keys honoured, claims that never move an event backwards, and leases that let a second dispatcher take over
+//! only when the first has gone quiet.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use chrono::Utc;
+use herald_domain::{
+    Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, Priority, Status,
+};
+use herald_platform::mongo;
+use herald_platform::store::{Claim, EventRecord, EventStore, Inserted};
+use herald_test_support::TestContext;
+
+fn event(id: &str) -> Event {
+    Event {
+        event_id: EventId::parse(id).expect("valid id"),
+        user_id: Some("u-1".into()),
+        event_type: Some("order.shipped".into()),
+        channel: Some(Channel::Webhook),
+        priority: Priority::Default,
+        payload: serde_json::json!({"url": "http://127.0.0.1:9/hook", "body": {"n": 1}}),
+        metadata: None,
+        created_at: Utc::now(),
+    }
+}
+
+fn attempt(number: u32, outcome: AttemptOutcome) -> Attempt {
+    let now = Utc::now();
+    Attempt {
+        number,
+        provider: "webhook".into(),
+        started_at: now,
+        ended_at: now,
+        outcome,
+        error_class: (outcome == AttemptOutcome::Failed).then_some(ErrorClass::Retryable),
+        error: (outcome == AttemptOutcome::Failed).then(|| "HTTP 500".to_string()),
+        http_status: Some(if outcome == AttemptOutcome::Failed {
+            500
+        } else {
+            200
+        }),
+    }
+}
+
+async fn store(label: &str) -> Result<EventStore> {
+    let ctx = TestContext::new(label).await?;
+    let db = mongo::connect(&ctx.mongo, label).await?;
+    EventStore::ensure_indexes(&db).await?;
+    Ok(EventStore::new(&db))
+}
+
+#[tokio::test]
+async fn duplicates_and_idempotency_keys_return_the_first_event() -> Result<()> {
+    let store = store("store-dup").await?;
+    let first = EventRecord::pending(&event("dup-1"));
+    ensure!(store.insert_pending(&first, None).await? == Inserted::New);
+    match store.insert_pending(&first, None).await? {
+        Inserted::Existing(found) => ensure!(found.event_id.as_str() == "dup-1"),
+        Inserted::New => anyhow::bail!("the same event id was inserted twice"),
+    }
+    // A different event id under a known idempotency key answers with the first event.
+    let keyed = EventRecord::pending(&event("key-1"));
+    ensure!(store.insert_pending(&keyed, Some("k-1")).await? == Inserted::New);
+    let retry_of_request = EventRecord::pending(&event("key-2"));
+    match store.insert_pending(&retry_of_request, Some("k-1")).await? {
+        Inserted::Existing(found) => {
+            ensure!(found.event_id.as_str() == "key-1", "got {}", found.event_id)
+        }
+        Inserted::New => anyhow::bail!("an idempotency key created two events"),
+    }
+    ensure!(store.find(&EventId::parse("key-2")?).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn claims_follow_the_attempt_sequence_and_never_go_backwards() -> Result<()> {
+    let store = store("store-claim").await?;
+    let record = EventRecord::pending(&event("c-1"));
+    let id = record.event_id.clone();
+    store.insert_pending(&record, None).await?;
+    ensure!(store.mark_queued(&id).await?);
+    let lease = Duration::from_secs(30);
+
+    // Attempt 2 before attempt 1 ran is out of sequence.
+    ensure!(matches!(
+        store.claim(&id, 2, 0, lease).await?,
+        Claim::Skip(_)
+    ));
+    // Attempt 1: claimed once; a concurrent claim sees the live lease.
+    ensure!(matches!(
+        store.claim(&id, 1, 0, lease).await?,
+        Claim::Send(_)
+    ));
+    ensure!(matches!(
+        store.claim(&id, 1, 0, lease).await?,
+        Claim::Leased(_)
+    ));
+    // It fails: recorded once (a duplicate record matches nothing), and a redelivery asks for the follow-up.
+    ensure!(
+        store
+            .record_failed(&id, &attempt(1, AttemptOutcome::Failed), 0)
+            .await?
+    );
+    ensure!(
+        !store
+            .record_failed(&id, &attempt(1, AttemptOutcome::Failed), 0)
+            .await?
+    );
+    ensure!(matches!(
+        store.claim(&id, 1, 0, lease).await?,
+        Claim::FollowUp(_)
+    ));
+    // Attempt 2 (from the retry lane) is claimed from the failed state and delivered.
+    ensure!(matches!(
+        store.claim(&id, 2, 0, lease).await?,
+        Claim::Send(_)
+    ));
+    ensure!(
+        store
+            .record_delivered(&id, &attempt(2, AttemptOutcome::Delivered), 0)
+            .await?
+    );
+    // Late messages for either attempt, or from another replay generation, change nothing.
+    for (n, replay) in [(1, 0), (2, 0), (3, 0), (1, 1)] {
+        ensure!(
+            matches!(store.claim(&id, n, replay, lease).await?, Claim::Skip(_)),
+            "attempt {n} replay {replay} should be skipped"
+        );
+    }
+    let stored = store.find(&id).await?.expect("stored");
+    ensure!(
+        stored.status == Status::Delivered,
+        "status {:?}",
+        stored.status
+    );
+    ensure!(stored.attempt_count == 2);
+    ensure!(stored.attempts.len() == 2, "attempts {:?}", stored.attempts);
+    let kinds: Vec<&str> = stored.timeline.iter().map(|e| e.kind.as_str()).collect();
+    ensure!(
+        kinds == ["accepted", "queued", "attempt", "attempt", "delivered"],
+        "timeline {kinds:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_lease_can_be_taken_over_once() -> Result<()> {
+    let store = store("store-lease").await?;
+    let record = EventRecord::pending(&event("l-1"));
+    let id = record.event_id.clone();
+    store.insert_pending(&record, None).await?;
+    // The first dispatcher claims with a lease that runs out at once, as if it died mid-send.
+    ensure!(matches!(
+        store.claim(&id, 1, 0, Duration::ZERO).await?,
+        Claim::Send(_)
+    ));
+    // Two successors race for the expired lease: exactly one wins, the other sees its live lease.
+    let (a, b) = tokio::join!(
+        store.claim(&id, 1, 0, Duration::from_secs(30)),
+        store.claim(&id, 1, 0, Duration::from_secs(30))
+    );
+    let outcomes = [a?, b?];
+    let sends = outcomes
+        .iter()
+        .filter(|c| matches!(c, Claim::Send(_)))
+        .count();
+    let leased = outcomes
+        .iter()
+        .filter(|c| matches!(c, Claim::Leased(_)))
+        .count();
+    ensure!(sends == 1 && leased == 1, "outcomes {outcomes:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn record_only_events_are_recorded_once_and_pending_ones_are_found() -> Result<()> {
+    let store = store("store-record").await?;
+    let mut activity = event("r-1");
+    activity.channel = None;
+    let record = EventRecord::pending(&activity);
+    store.insert_pending(&record, None).await?;
+    let pending = store
+        .pending_before(Utc::now() + chrono::Duration::seconds(1), 10)
+        .await?;
+    ensure!(pending.iter().any(|r| r.event_id == record.event_id));
+    ensure!(store.mark_recorded(&record.event_id).await?);
+    ensure!(!store.mark_recorded(&record.event_id).await?);
+    ensure!(
+        !store.mark_queued(&record.event_id).await?,
+        "RECORDED must not move back to QUEUED"
+    );
+    let pending = store
+        .pending_before(Utc::now() + chrono::Duration::seconds(1), 10)
+        .await?;
+    ensure!(pending.is_empty(), "still pending: {pending:?}");
+    Ok(())
+}
