@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod paths;
+mod procs;
+mod services;
 mod stack;
 
 #[derive(Debug, Parser)]
@@ -29,10 +31,17 @@ enum Cmd {
         #[command(subcommand)]
         action: StackAction,
     },
-    /// Start everything: the stack, then the Herald services.
-    Up,
-    /// Stop everything `up` started.
+    /// Start everything: the stack, then the Herald services (two critical dispatchers, one default, one retry
+    /// lane, and every other service), each waited on until ready.
+    Up {
+        /// Build the services with optimisations (slower to build, what benchmarks use).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Stop everything `up` started: the services, then the stack.
     Down,
+    /// Say which parts of the stack and which services are up. Exits 1 when any is not.
+    Status,
     /// Run every test against the native stack (started if needed, stopped afterwards if this started it).
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -95,12 +104,22 @@ async fn run(command: Cmd) -> Result<ExitCode> {
                 }
             }
         },
-        Cmd::Up => {
+        Cmd::Up { release } => {
             stack.up().await?;
+            services::up(stack.procs(), &stack.test_env(), release)?;
             stack.print_endpoints();
-            println!("(the Herald services join `cargo xtask up` as they land; today it starts the stack)");
+            services::print_endpoints();
         }
-        Cmd::Down => stack.down(false)?,
+        Cmd::Down => {
+            services::down(stack.procs())?;
+            stack.down(false)?;
+        }
+        Cmd::Status => {
+            let stack_up = stack.status();
+            if !(services::status(stack.procs()) && stack_up) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Test { args } => return test(&stack, &args).await,
         Cmd::Ci => {
             cargo(&["fmt", "--all", "--check"], &[])?;
@@ -135,7 +154,7 @@ async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-fn cargo(args: &[&str], env: &[(String, String)]) -> Result<()> {
+pub fn cargo(args: &[&str], env: &[(String, String)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(cargo)

@@ -7,7 +7,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use herald_domain::{Topics, DEFAULT_DELAY_TIERS_SECS};
 use herald_platform::{mongo, KafkaConfig, MongoConfig};
 
 use crate::paths;
+use crate::procs::Procs;
 
 /// Apache Kafka, from Maven Central through `stack/pom.xml` (keep the two in step).
 const KAFKA_VERSION: &str = "3.9.1";
@@ -71,6 +71,7 @@ pub struct Stack {
     ports: Ports,
     cache: PathBuf,
     state: PathBuf,
+    procs: Procs,
     topic_prefix: String,
     heap: String,
     timeout: Duration,
@@ -105,6 +106,7 @@ impl Stack {
             },
             cache: paths::cache_dir(),
             state: paths::state_dir(),
+            procs: Procs::new(paths::state_dir()),
             topic_prefix: std::env::var("HERALD_TOPIC_PREFIX").unwrap_or_default(),
             heap: std::env::var("HERALD_KAFKA_HEAP").unwrap_or_else(|_| "1g".into()),
             timeout: Duration::from_secs(timeout_secs),
@@ -133,6 +135,10 @@ impl Stack {
         ]
     }
 
+    pub fn procs(&self) -> &Procs {
+        &self.procs
+    }
+
     pub fn print_endpoints(&self) {
         println!("Herald stack is up:");
         println!("  kafka       {}", self.kafka_brokers());
@@ -153,15 +159,11 @@ impl Stack {
     }
 
     fn log_dir(&self) -> PathBuf {
-        self.state.join("logs")
+        self.procs.log_dir()
     }
 
     fn log_file(&self, part: Part) -> PathBuf {
-        self.log_dir().join(format!("{}.log", part.name()))
-    }
-
-    fn pid_file(&self, part: Part) -> PathBuf {
-        self.state.join("pids").join(format!("{}.pid", part.name()))
+        self.procs.log_file(part.name())
     }
 
     fn port(&self, part: Part) -> u16 {
@@ -174,15 +176,7 @@ impl Stack {
 
     /// The pid `up` recorded for `part`, if that process is still alive and is still ours.
     fn running_pid(&self, part: Part) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.pid_file(part))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        // A zombie has an empty command line: it is not running.
-        cmdline.contains(part.marker()).then_some(pid)
+        self.procs.running_pid(part.name(), part.marker())
     }
 
     /// Installs what is missing, starts what is not running, waits for readiness, creates topics.
@@ -211,7 +205,6 @@ impl Stack {
                 Part::FerretDb => self.start_ferretdb()?,
                 Part::SmtpSink => self.start_smtp_sink()?,
             };
-            fs::write(self.pid_file(part), pid.to_string())?;
             eprintln!(
                 "{:<10} started (pid {pid}), log {}",
                 part.name(),
@@ -295,22 +288,13 @@ impl Stack {
     /// Stops every process `up` started, by pid: SIGTERM, then SIGKILL after 30 s.
     pub fn down(&self, wipe: bool) -> Result<()> {
         for part in Part::ALL.iter().rev() {
-            let pid_file = self.pid_file(*part);
-            match self.running_pid(*part) {
-                Some(pid) => {
-                    signal(pid, "TERM")?;
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while self.running_pid(*part).is_some() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    if self.running_pid(*part).is_some() {
-                        signal(pid, "KILL")?;
-                    }
-                    eprintln!("{:<10} stopped (pid {pid})", part.name());
-                }
+            match self
+                .procs
+                .stop(part.name(), part.marker(), Duration::from_secs(30))?
+            {
+                Some(pid) => eprintln!("{:<10} stopped (pid {pid})", part.name()),
                 None => eprintln!("{:<10} not running", part.name()),
             }
-            let _ = fs::remove_file(pid_file);
         }
         if wipe {
             for dir in ["kafka", "ferretdb"] {
@@ -549,21 +533,8 @@ impl Stack {
         self.spawn(Part::SmtpSink, cmd)
     }
 
-    /// Starts `cmd` detached (its own process group, so a Ctrl-C in this terminal does not reach it), output to
-    /// the part's log.
-    fn spawn(&self, part: Part, mut cmd: Command) -> Result<u32> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_file(part))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", part.name()))?;
-        Ok(child.id())
+    fn spawn(&self, part: Part, cmd: Command) -> Result<u32> {
+        self.procs.spawn(part.name(), cmd)
     }
 }
 
@@ -584,7 +555,7 @@ fn port_answers(port: u16) -> bool {
 }
 
 /// A bare HTTP/1.0 GET on loopback that succeeds on a 200.
-fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
+pub fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
@@ -599,17 +570,6 @@ fn http_get_ok(port: u16, path: &str) -> Result<(), String> {
     } else {
         Err(format!("answered {}", String::from_utf8_lossy(&head)))
     }
-}
-
-fn signal(pid: u32, name: &str) -> Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()?;
-    if !status.success() {
-        bail!("kill -{name} {pid} failed");
-    }
-    Ok(())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

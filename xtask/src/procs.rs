@@ -1,0 +1,101 @@
+//! Detached processes tracked by pid files: how the stack and the services are started, found and stopped.
+//!
+//! A pid is trusted only while `/proc/<pid>/cmdline` still contains the process's marker, so a stop never
+//! signals a pid the system has since given to something else.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The pid and log files under one state folder.
+#[derive(Debug, Clone)]
+pub struct Procs {
+    state: PathBuf,
+}
+
+impl Procs {
+    pub fn new(state: PathBuf) -> Self {
+        Self { state }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.log_dir().join(format!("{name}.log"))
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.state.join("pids").join(format!("{name}.pid"))
+    }
+
+    /// The recorded pid of `name`, if that process is alive and its command line still contains `marker`.
+    pub fn running_pid(&self, name: &str, marker: &str) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.pid_file(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        // A zombie has an empty command line: it is not running.
+        String::from_utf8_lossy(&cmdline)
+            .contains(marker)
+            .then_some(pid)
+    }
+
+    /// Starts `cmd` detached (its own process group, so a Ctrl-C in this terminal does not reach it), output
+    /// appended to `name`'s log, and records its pid.
+    pub fn spawn(&self, name: &str, mut cmd: Command) -> Result<u32> {
+        fs::create_dir_all(self.log_dir())?;
+        fs::create_dir_all(self.state.join("pids"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(name))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        fs::write(self.pid_file(name), child.id().to_string())?;
+        Ok(child.id())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; forgets the pid. Returns the pid it stopped, if any.
+    pub fn stop(&self, name: &str, marker: &str, grace: Duration) -> Result<Option<u32>> {
+        let stopped = match self.running_pid(name, marker) {
+            Some(pid) => {
+                signal(pid, "TERM")?;
+                let deadline = Instant::now() + grace;
+                while self.running_pid(name, marker).is_some() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if self.running_pid(name, marker).is_some() {
+                    signal(pid, "KILL")?;
+                }
+                Some(pid)
+            }
+            None => None,
+        };
+        let _ = fs::remove_file(self.pid_file(name));
+        Ok(stopped)
+    }
+}
+
+fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
