@@ -1,5 +1,5 @@
-//! The native dev/test stack: Apache Kafka (KRaft, one node), FerretDB (SQLite backend) and an SMTP sink, all on
-//! loopback, started as detached processes whose pids are kept under the state folder.
+//! The native dev/test stack: Apache Kafka (KRaft, one node), FerretDB (on Debian's PostgreSQL) and an SMTP sink, all
+//! on loopback, started as detached processes whose pids are kept under the state folder.
 //!
 //! Everything downloaded or built is cached under [`paths::cache_dir`]; everything a run writes (data, logs,
 //! pids) is under [`paths::state_dir`]. `up` is idempotent: what is running and answering is left alone.
@@ -32,6 +32,7 @@ struct Ports {
     kafka: u16,
     kafka_controller: u16,
     mongo: u16,
+    postgres: u16,
     ferretdb_debug: u16,
     smtp: u16,
     smtp_http: u16,
@@ -40,16 +41,18 @@ struct Ports {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Kafka,
+    Postgres,
     FerretDb,
     SmtpSink,
 }
 
 impl Part {
-    const ALL: [Part; 3] = [Part::Kafka, Part::FerretDb, Part::SmtpSink];
+    const ALL: [Part; 4] = [Part::Kafka, Part::Postgres, Part::FerretDb, Part::SmtpSink];
 
     fn name(self) -> &'static str {
         match self {
             Part::Kafka => "kafka",
+            Part::Postgres => "postgres",
             Part::FerretDb => "ferretdb",
             Part::SmtpSink => "smtp-sink",
         }
@@ -60,6 +63,7 @@ impl Part {
     fn marker(self) -> &'static str {
         match self {
             Part::Kafka => "kafka.Kafka",
+            Part::Postgres => "postgres",
             Part::FerretDb => "ferretdb",
             Part::SmtpSink => "smtp_sink.py",
         }
@@ -100,6 +104,7 @@ impl Stack {
                 kafka: env_port("HERALD_KAFKA_PORT", 9092)?,
                 kafka_controller: env_port("HERALD_KAFKA_CONTROLLER_PORT", 9093)?,
                 mongo: env_port("HERALD_MONGO_PORT", 27017)?,
+                postgres: env_port("HERALD_POSTGRES_PORT", 5432)?,
                 ferretdb_debug: env_port("HERALD_FERRETDB_DEBUG_PORT", 8088)?,
                 smtp: env_port("HERALD_SMTP_PORT", 1025)?,
                 smtp_http: env_port("HERALD_SMTP_HTTP_PORT", 8025)?,
@@ -143,7 +148,7 @@ impl Stack {
         println!("Herald stack is up:");
         println!("  kafka       {}", self.kafka_brokers());
         println!(
-            "  mongodb     {}  (FerretDB {FERRETDB_VERSION}, SQLite)",
+            "  mongodb     {}  (FerretDB {FERRETDB_VERSION} on PostgreSQL)",
             self.mongodb_uri()
         );
         println!("  smtp        127.0.0.1:{}", self.ports.smtp);
@@ -169,6 +174,7 @@ impl Stack {
     fn port(&self, part: Part) -> u16 {
         match part {
             Part::Kafka => self.ports.kafka,
+            Part::Postgres => self.ports.postgres,
             Part::FerretDb => self.ports.mongo,
             Part::SmtpSink => self.ports.smtp,
         }
@@ -182,7 +188,7 @@ impl Stack {
     /// Installs what is missing, starts what is not running, waits for readiness, creates topics.
     /// Returns whether anything was started.
     pub async fn up(&self) -> Result<bool> {
-        for dir in ["logs", "pids", "kafka", "ferretdb/data", "ferretdb/state"] {
+        for dir in ["logs", "pids", "kafka", "ferretdb/state"] {
             fs::create_dir_all(self.state.join(dir))
                 .with_context(|| format!("creating {}", self.state.join(dir).display()))?;
         }
@@ -202,6 +208,7 @@ impl Stack {
             }
             let pid = match part {
                 Part::Kafka => self.start_kafka()?,
+                Part::Postgres => self.start_postgres()?,
                 Part::FerretDb => self.start_ferretdb()?,
                 Part::SmtpSink => self.start_smtp_sink()?,
             };
@@ -248,6 +255,13 @@ impl Stack {
                             .await
                             .map(|_| ())
                             .map_err(|e| e.to_string())
+                    }
+                    Part::Postgres => {
+                        if port_answers(self.ports.postgres) {
+                            Ok(())
+                        } else {
+                            Err("not listening yet".to_string())
+                        }
                     }
                     Part::FerretDb => mongo::ping(&mongo, Duration::from_secs(2))
                         .await
@@ -297,7 +311,7 @@ impl Stack {
             }
         }
         if wipe {
-            for dir in ["kafka", "ferretdb"] {
+            for dir in ["kafka", "postgres", "ferretdb"] {
                 let path = self.state.join(dir);
                 if path.exists() {
                     fs::remove_dir_all(&path)
@@ -492,8 +506,22 @@ impl Stack {
         let binary = self.ferretdb_binary()?;
         let dir = self.state.join("ferretdb");
         let mut cmd = Command::new(binary);
-        cmd.arg("--handler=sqlite")
-            .arg(format!("--sqlite-url=file:{}/", dir.join("data").display()))
+        // FerretDB starts without PostgreSQL but fails every request until it answers: wait for it first.
+        let deadline = Instant::now() + self.timeout;
+        while !port_answers(self.ports.postgres) {
+            if self.running_pid(Part::Postgres).is_none() || Instant::now() >= deadline {
+                bail!(
+                    "PostgreSQL did not come up for FerretDB; read {}",
+                    self.log_file(Part::Postgres).display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        cmd.arg("--handler=postgresql")
+            .arg(format!(
+                "--postgresql-url=postgres://postgres@127.0.0.1:{}/postgres",
+                self.ports.postgres
+            ))
             .arg(format!("--state-dir={}", dir.join("state").display()))
             .arg(format!("--listen-addr=127.0.0.1:{}", self.ports.mongo))
             .arg(format!(
@@ -503,6 +531,89 @@ impl Stack {
             .arg("--telemetry=disable")
             .arg("--log-level=warn");
         self.spawn(Part::FerretDb, cmd)
+    }
+
+    // ---- PostgreSQL (FerretDB's backend) ------------------------------------------------------------------------
+
+    /// Debian's PostgreSQL server binaries, newest version first.
+    fn postgres_bin_dir() -> Result<PathBuf> {
+        let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        versions.sort();
+        versions
+            .into_iter()
+            .rev()
+            .map(|v| v.join("bin"))
+            .find(|bin| bin.join("postgres").exists())
+            .ok_or_else(|| {
+                anyhow!(
+                    "PostgreSQL is not installed: `apt-get install postgresql` (.ci/run does it)"
+                )
+            })
+    }
+
+    /// A command that runs as the `postgres` user when this process is root (PostgreSQL refuses to run as
+    /// root), as this user otherwise. `setpriv` execs, so the pid is PostgreSQL's own.
+    fn as_postgres_user(program: &Path) -> Command {
+        let is_root = std::env::var("USER").is_ok_and(|u| u == "root")
+            || fs::read_to_string("/proc/self/status")
+                .map(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+                })
+                .unwrap_or(false);
+        if is_root {
+            let mut cmd = Command::new("setpriv");
+            cmd.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn start_postgres(&self) -> Result<u32> {
+        let bin = Self::postgres_bin_dir()?;
+        let dir = self.state.join("postgres");
+        let data = dir.join("data");
+        fs::create_dir_all(&dir)?;
+        // When run as root the server runs as `postgres`, which must own its folders.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+        if !data.join("PG_VERSION").exists() {
+            run(Self::as_postgres_user(&bin.join("initdb"))
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                    "-D",
+                ])
+                .arg(&data)
+                .stdout(Stdio::null()))
+            .context("initialising PostgreSQL's data folder")?;
+        }
+        let mut cmd = Self::as_postgres_user(&bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-p")
+            .arg(self.ports.postgres.to_string())
+            .arg("-k")
+            .arg(&dir)
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=256MB"]);
+        self.spawn(Part::Postgres, cmd)
     }
 
     // ---- SMTP sink ------------------------------------------------------------------------------------------

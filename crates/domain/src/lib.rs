@@ -6,11 +6,15 @@
 pub mod error;
 pub mod event;
 pub mod messages;
+pub mod outcome;
+pub mod request;
+pub mod retry;
 pub mod topics;
 
 pub use error::{ErrorBody, FieldError};
 pub use event::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, ParseError, Priority, Status,
 };
-pub use messages::{LaneMessage, RetryRequest};
+pub use messages::{DelayedRetry, LaneMessage, RetryRequest};
+pub use outcome::{classify, Observation, Outcome};
 pub use topics::{Lane, TopicSpec, Topics, DEFAULT_DELAY_TIERS_SECS};

@@ -58,3 +58,25 @@ pub struct RetryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
 }
+
+/// A scheduled retry waiting on a delay-tier topic until `due_at`, then published to the retry lane as `message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelayedRetry {
+    pub message: LaneMessage,
+    pub due_at: DateTime<Utc>,
+    /// The tier topic it waits on, in seconds.
+    pub tier_secs: u64,
+}
+
+/// Kafka headers of a dead letter on `herald.events.dlq`, for any consumer of that topic.
+pub mod dlq_headers {
+    /// Why the event was dead-lettered (or why a message could not be decoded).
+    pub const REASON: &str = "herald-dlq-reason";
+    /// The lane the event travelled on (`critical`, `default`).
+    pub const ORIGINAL_LANE: &str = "herald-original-lane";
+    /// Attempts made before giving up.
+    pub const ATTEMPTS: &str = "herald-attempts";
+    /// The last attempt's error.
+    pub const LAST_ERROR: &str = "herald-last-error";
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use herald_domain::TopicSpec;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -64,6 +64,19 @@ pub fn build_producer(config: &KafkaConfig) -> Result<FutureProducer> {
 ///
 /// A new group starts at the earliest offset, so nothing published before the first consumer joined is skipped.
 pub fn build_consumer(config: &KafkaConfig, group_id: &str) -> Result<StreamConsumer> {
+    build_consumer_with_context(config, group_id, DefaultConsumerContext)
+}
+
+/// [`build_consumer`] with a context of the caller's, for consumers that follow rebalances (a dispatcher stops
+/// the worker of a partition that is taken away from it).
+pub fn build_consumer_with_context<C>(
+    config: &KafkaConfig,
+    group_id: &str,
+    context: C,
+) -> Result<StreamConsumer<C>>
+where
+    C: ConsumerContext + 'static,
+{
     let consumer = client_config(config)
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
@@ -74,13 +87,17 @@ pub fn build_consumer(config: &KafkaConfig, group_id: &str) -> Result<StreamCons
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()?;
+        .create_with_context(context)?;
     Ok(consumer)
 }
 
 /// Marks `message` as processed: its offset is committed with the next automatic commit (or on close, or when
 /// the partition is revoked). Call only after the work the message stands for is durable.
-pub fn store_offset<C: Consumer>(consumer: &C, message: &impl Message) -> Result<()> {
+pub fn store_offset<X, C>(consumer: &C, message: &impl Message) -> Result<()>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
     consumer.store_offset(message.topic(), message.partition(), message.offset())?;
     Ok(())
 }
@@ -154,4 +171,33 @@ pub async fn check_metadata(config: &KafkaConfig, timeout: Duration) -> Result<u
         Ok(Err(_join)) => Err(Error::Timeout(timeout)),
         Err(_) => Err(Error::Timeout(timeout)),
     }
+}
+
+/// Sends a message that cannot be decoded (a poison message) to the dead-letter topic, with why and where it came
+/// from, so its partition can move on. Await this before storing the poison message's offset.
+pub async fn dead_letter_poison(
+    producer: &FutureProducer,
+    dead_letters: &str,
+    message: &impl Message,
+    reason: &str,
+) -> Result<()> {
+    use rdkafka::message::Header;
+    use herald_domain::messages::dlq_headers;
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: dlq_headers::REASON, value: Some(reason) })
+        .insert(Header { key: "herald-original-topic", value: Some(message.topic()) })
+        .insert(Header { key: "herald-original-partition", value: Some(&partition) })
+        .insert(Header { key: "herald-original-offset", value: Some(&offset) });
+    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+    send(producer, dead_letters, &key, message.payload().unwrap_or_default(), Some(headers)).await?;
+    Ok(())
+}
+
+/// Headers from `(name, value)` pairs.
+pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
+        headers.insert(rdkafka::message::Header { key, value: Some(*value) })
+    })
 }

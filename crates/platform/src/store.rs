@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::mongo::{self, is_duplicate_key, EVENTS};
 
+mod idempotency;
+mod lifecycle;
+
+pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -1,0 +1,956 @@
+//! Validation of incoming requests: a JSON body in, an [`Event`] or every problem with it out.
+//!
+//! Bodies are read as `serde_json::Value` rather than deserialized into typed structs, because serde stops at
+//! the first problem while callers want all of them at once: a wrong `priority`, a mistyped `chanel` and a bad
+//! `payload.to` are reported together. Reading happens in two steps. The shape (presence, JSON types, unknown
+//! fields) is checked here while the value is read; the content of a channel's payload (address syntax,
+//! lengths, control characters) is checked by the `validator` rules on the payload structs.
+//!
+//! Every function here is pure: no I/O, and the only outside inputs are the clock and a fresh id for events
+//! that bring no id of their own.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{Map, Value};
+use validator::{Validate, ValidateLength, ValidateNonControlCharacter};
+
+use crate::error::{field_errors, FieldError};
+use crate::event::{Channel, Event, EventId, Priority};
+
+/// Longest `userId`, in characters.
+pub const MAX_USER_ID_LEN: u64 = 256;
+/// Longest `eventType` (and `activityType`), in characters.
+pub const MAX_EVENT_TYPE_LEN: u64 = 128;
+/// Longest email subject, in characters (RFC 5322's line limit).
+pub const MAX_SUBJECT_LEN: u64 = 998;
+/// Longest SMS message, in characters (ten concatenated segments).
+pub const MAX_SMS_LEN: u64 = 1600;
+/// Longest phone number as written by a client, in characters, before it is parsed.
+const MAX_PHONE_INPUT_LEN: usize = 64;
+/// Longest webhook URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// The top-level fields of `POST /event`.
+pub const EVENT_FIELDS: &[&str] = &[
+    "eventId",
+    "userId",
+    "eventType",
+    "channel",
+    "priority",
+    "payload",
+    "metadata",
+];
+
+/// The fields of `POST /api/logs`.
+pub const ACTIVITY_FIELDS: &[&str] = &["userId", "activityType", "metadata", "timestamp"];
+
+const EMAIL_FIELDS: &[&str] = &["to", "subject", "text", "html"];
+const SMS_FIELDS: &[&str] = &["phoneNumber", "message"];
+const WEBHOOK_FIELDS: &[&str] = &["url", "body", "headers"];
+
+/// The country whose national numbering plan applies to a phone number written without a `+` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(phonenumber::country::Id);
+
+impl Default for Region {
+    fn default() -> Self {
+        Self(phonenumber::country::Id::US)
+    }
+}
+
+impl FromStr for Region {
+    type Err = String;
+
+    /// An ISO 3166-1 alpha-2 code, in any case (`US`, `gb`).
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        raw.trim()
+            .to_ascii_uppercase()
+            .parse()
+            .map(Self)
+            .map_err(|_| {
+                format!(
+                    "unknown region '{raw}', expected an ISO 3166-1 alpha-2 code such as US or GB"
+                )
+            })
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_ref())
+    }
+}
+
+/// The settings validation depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Region of phone numbers written in national form. Default `US`.
+    pub default_region: Region,
+}
+
+/// The value of an `Idempotency-Key` header: 1 to 255 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The header's name, as HTTP libraries spell it (lower case).
+    pub const HEADER: &'static str = "idempotency-key";
+    /// The field name problems with the header are reported under.
+    pub const FIELD: &'static str = "headers.Idempotency-Key";
+    /// Longest key, in bytes.
+    pub const MAX_LEN: usize = 255;
+
+    /// Checks a header value as received (raw bytes: a header need not be UTF-8).
+    pub fn parse(raw: impl AsRef<[u8]>) -> Result<Self, FieldError> {
+        let raw = raw.as_ref();
+        let problem = |message: String| FieldError::new(Self::FIELD, message);
+        let text = std::str::from_utf8(raw)
+            .ok()
+            .filter(|text| text.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+            .ok_or_else(|| problem("may contain only printable ASCII characters".into()))?
+            .trim();
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err(problem(format!(
+                "must be 1 to {} characters long",
+                Self::MAX_LEN
+            )));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Reads a `POST /event` body into an event, or lists every problem with it, sorted by field.
+///
+/// The event gets the client's `eventId`, or a fresh one. A channel's payload is normalised (a phone number to
+/// E.164) and keeps only the fields the channel knows; a record-only payload is kept as it is.
+pub fn parse_event(body: &Value, rules: &Rules) -> Result<Event, Vec<FieldError>> {
+    let mut problems = Problems::default();
+    let Some(map) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    problems.unknown_fields(map, "", EVENT_FIELDS);
+
+    let event_id = problems
+        .string(map, "", "eventId", Need::Optional)
+        .and_then(|raw| problems.check("eventId", EventId::parse(&raw)));
+    let user_id = problems.label(map, "userId", Need::Optional, MAX_USER_ID_LEN);
+    let event_type = problems.label(map, "eventType", Need::Optional, MAX_EVENT_TYPE_LEN);
+    // `None` for a record-only event; `Err` when the channel was given but is not one we know, in which case
+    // the payload can only be checked for being an object.
+    let channel: Result<Option<Channel>, ()> =
+        match problems.string(map, "", "channel", Need::Optional) {
+            None if map.get("channel").is_some_and(|v| !v.is_null()) => Err(()),
+            None => Ok(None),
+            Some(raw) => problems.check("channel", raw.parse()).map(Some).ok_or(()),
+        };
+    let priority = problems
+        .string(map, "", "priority", Need::Optional)
+        .map_or(Some(Priority::default()), |raw| {
+            problems.check("priority", raw.parse())
+        });
+    let payload = problems.object(map, "", "payload", Need::Required);
+    let metadata = problems.object(map, "", "metadata", Need::Optional);
+
+    let payload = match (payload, channel) {
+        (Some(payload), Ok(Some(channel))) => {
+            problems.channel_payload(payload, channel, rules.default_region)
+        }
+        (Some(payload), Ok(None)) => Some(Value::Object(payload.clone())),
+        _ => None,
+    };
+
+    match (payload, channel, priority) {
+        (Some(payload), Ok(channel), Some(priority)) if problems.is_empty() => Ok(Event {
+            event_id: event_id.unwrap_or_else(EventId::generate),
+            user_id,
+            event_type,
+            channel,
+            priority,
+            payload,
+            metadata: metadata.map(|m| Value::Object(m.clone())),
+            created_at: now(),
+        }),
+        _ => Err(problems.into_sorted()),
+    }
+}
+
+/// Reads a `POST /api/logs` body (`{userId, activityType, metadata?, timestamp?}`) into a record-only event
+/// whose `eventType` is the activity type, or lists every problem with it.
+///
+/// The payload is `{"activityType", "timestamp"?}`, the timestamp normalised to RFC 3339 in UTC.
+pub fn parse_activity(body: &Value) -> Result<Event, Vec<FieldError>> {
+    let mut problems = Problems::default();
+    let Some(map) = body.as_object() else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    problems.unknown_fields(map, "", ACTIVITY_FIELDS);
+    let user_id = problems.label(map, "userId", Need::Required, MAX_USER_ID_LEN);
+    let activity_type = problems.label(map, "activityType", Need::Required, MAX_EVENT_TYPE_LEN);
+    let metadata = problems.object(map, "", "metadata", Need::Optional);
+    let timestamp = problems
+        .string(map, "", "timestamp", Need::Optional)
+        .and_then(|raw| {
+            let parsed = DateTime::parse_from_rfc3339(&raw).map_err(|e| {
+                format!("must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z: {e}")
+            });
+            problems.check("timestamp", parsed)
+        });
+
+    match (user_id, activity_type) {
+        (Some(user_id), Some(activity_type)) if problems.is_empty() => {
+            let mut payload = Map::new();
+            payload.insert("activityType".into(), Value::String(activity_type.clone()));
+            if let Some(at) = timestamp {
+                let utc = at.with_timezone(&Utc);
+                payload.insert(
+                    "timestamp".into(),
+                    Value::String(utc.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                );
+            }
+            Ok(Event {
+                event_id: EventId::generate(),
+                user_id: Some(user_id),
+                event_type: Some(activity_type),
+                channel: None,
+                priority: Priority::Default,
+                payload: Value::Object(payload),
+                metadata: metadata.map(|m| Value::Object(m.clone())),
+                created_at: now(),
+            })
+        }
+        _ => Err(problems.into_sorted()),
+    }
+}
+
+/// The acceptance time, at the millisecond precision MongoDB stores, so the event on Kafka and the stored
+/// record carry the same `createdAt`.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// Whether a field must be present (and not null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The problems found so far, and the readers that add to them.
+#[derive(Debug, Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_sorted(mut self) -> Vec<FieldError> {
+        self.0.sort_by(|a, b| {
+            a.field
+                .cmp(&b.field)
+                .then_with(|| a.message.cmp(&b.message))
+        });
+        self.0
+    }
+
+    /// The value of a parse, or a problem recorded under `field`.
+    fn check<T, E: fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.push(field, e.to_string())).ok()
+    }
+
+    fn unknown_fields(&mut self, map: &Map<String, Value>, prefix: &str, known: &[&str]) {
+        for key in map.keys().filter(|key| !known.contains(&key.as_str())) {
+            self.push(
+                join(prefix, key),
+                format!("unknown field, expected one of: {}", known.join(", ")),
+            );
+        }
+    }
+
+    /// A field that is present and not null, or a problem if it is required.
+    fn present<'v>(
+        &mut self,
+        map: &'v Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        need: Need,
+    ) -> Option<&'v Value> {
+        match map.get(key) {
+            Some(Value::Null) | None => {
+                if need == Need::Required {
+                    self.push(join(prefix, key), "is required");
+                }
+                None
+            }
+            Some(value) => Some(value),
+        }
+    }
+
+    fn string(
+        &mut self,
+        map: &Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        need: Need,
+    ) -> Option<String> {
+        match self.present(map, prefix, key, need)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.push(
+                    join(prefix, key),
+                    format!("must be a string, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn object<'v>(
+        &mut self,
+        map: &'v Map<String, Value>,
+        prefix: &str,
+        key: &str,
+        need: Need,
+    ) -> Option<&'v Map<String, Value>> {
+        match self.present(map, prefix, key, need)? {
+            Value::Object(inner) => Some(inner),
+            other => {
+                self.push(
+                    join(prefix, key),
+                    format!("must be an object, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A short top-level string that names something (a user, a type): 1 to `max` characters, no control
+    /// characters.
+    fn label(
+        &mut self,
+        map: &Map<String, Value>,
+        key: &str,
+        need: Need,
+        max: u64,
+    ) -> Option<String> {
+        let value = self.string(map, "", key, need)?;
+        if !value.validate_length(Some(1), Some(max), None) {
+            self.push(key, format!("must be 1 to {max} characters long"));
+            return None;
+        }
+        if !value.validate_non_control_character() {
+            self.push(key, "must not contain control characters");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// Checks and normalises the payload of a channel; `None` if it has problems (they are recorded).
+    fn channel_payload(
+        &mut self,
+        payload: &Map<String, Value>,
+        channel: Channel,
+        region: Region,
+    ) -> Option<Value> {
+        let before = self.0.len();
+        let normalised = match channel {
+            Channel::Email => self.email(payload),
+            Channel::Sms => self.sms(payload, region),
+            Channel::Webhook => self.webhook(payload),
+        };
+        (self.0.len() == before).then_some(normalised).flatten()
+    }
+
+    fn content_rules(&mut self, payload: &impl Validate) {
+        if let Err(errors) = payload.validate() {
+            for e in field_errors(&errors) {
+                self.push(join("payload", &e.field), e.message);
+            }
+        }
+    }
+
+    fn email(&mut self, map: &Map<String, Value>) -> Option<Value> {
+        self.unknown_fields(map, "payload", EMAIL_FIELDS);
+        let email = EmailPayload {
+            to: self.string(map, "payload", "to", Need::Required),
+            subject: self.string(map, "payload", "subject", Need::Required),
+            text: self.string(map, "payload", "text", Need::Optional),
+            html: self.string(map, "payload", "html", Need::Optional),
+        };
+        let no_body = [&email.text, &email.html]
+            .iter()
+            .all(|body| body.as_deref().is_none_or(str::is_empty));
+        // A body of the wrong type was reported already; saying it is also missing would only confuse.
+        let wrong_type = ["text", "html"].iter().any(|key| {
+            map.get(*key)
+                .is_some_and(|v| !v.is_null() && !v.is_string())
+        });
+        if no_body && !wrong_type {
+            self.push(
+                "payload.text",
+                "an email needs a body: give text, html or both (not empty)",
+            );
+        }
+        self.content_rules(&email);
+        let mut out = Map::new();
+        out.insert("to".into(), Value::String(email.to?));
+        out.insert("subject".into(), Value::String(email.subject?));
+        for (key, value) in [("text", email.text), ("html", email.html)] {
+            if let Some(value) = value {
+                out.insert(key.into(), Value::String(value));
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    fn sms(&mut self, map: &Map<String, Value>, region: Region) -> Option<Value> {
+        self.unknown_fields(map, "payload", SMS_FIELDS);
+        let phone = self
+            .string(map, "payload", "phoneNumber", Need::Required)
+            .and_then(|raw| self.check("payload.phoneNumber", normalise_phone(&raw, region)));
+        let sms = SmsPayload {
+            message: self.string(map, "payload", "message", Need::Required),
+        };
+        self.content_rules(&sms);
+        let mut out = Map::new();
+        out.insert("phoneNumber".into(), Value::String(phone?));
+        out.insert("message".into(), Value::String(sms.message?));
+        Some(Value::Object(out))
+    }
+
+    fn webhook(&mut self, map: &Map<String, Value>) -> Option<Value> {
+        self.unknown_fields(map, "payload", WEBHOOK_FIELDS);
+        let url = self
+            .string(map, "payload", "url", Need::Required)
+            .and_then(|raw| self.check("payload.url", check_webhook_url(&raw)));
+        let body = self
+            .present(map, "payload", "body", Need::Required)
+            .cloned();
+        let headers = self
+            .object(map, "payload", "headers", Need::Optional)
+            .map(|headers| self.webhook_headers(headers));
+        let mut out = Map::new();
+        out.insert("url".into(), Value::String(url?));
+        out.insert("body".into(), body?);
+        if let Some(headers) = headers {
+            out.insert("headers".into(), Value::Object(headers));
+        }
+        Some(Value::Object(out))
+    }
+
+    fn webhook_headers(&mut self, headers: &Map<String, Value>) -> Map<String, Value> {
+        for (name, value) in headers {
+            let field = format!("payload.headers.{name}");
+            if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+                self.push(&field, "is not a valid HTTP header name");
+            }
+            match value {
+                Value::String(s) if s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) => {}
+                Value::String(_) => {
+                    self.push(&field, "may contain only printable ASCII characters")
+                }
+                other => self.push(&field, format!("must be a string, not {}", kind(other))),
+            }
+        }
+        headers.clone()
+    }
+}
+
+/// RFC 9110 `tchar`: what a header name is made of.
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The payload of an email, after its shape was checked; `None` fields were missing or of the wrong type.
+#[derive(Debug, Validate)]
+struct EmailPayload {
+    #[validate(email(message = "must be a valid email address"))]
+    to: Option<String>,
+    #[validate(
+        length(min = 1, max = MAX_SUBJECT_LEN, message = "must be 1 to 998 characters long"),
+        non_control_character(message = "must not contain line breaks or other control characters")
+    )]
+    subject: Option<String>,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+/// The payload of an SMS, less the phone number, which is parsed on its own.
+#[derive(Debug, Validate)]
+struct SmsPayload {
+    #[validate(length(min = 1, max = MAX_SMS_LEN, message = "must be 1 to 1600 characters long"))]
+    message: Option<String>,
+}
+
+/// A phone number in E.164 form (`+12025555555`); numbers without `+` are read in `region`'s national plan.
+pub fn normalise_phone(raw: &str, region: Region) -> Result<String, String> {
+    if raw.trim().is_empty() || raw.chars().count() > MAX_PHONE_INPUT_LEN {
+        return Err(format!(
+            "must be a phone number of at most {MAX_PHONE_INPUT_LEN} characters"
+        ));
+    }
+    let number = phonenumber::parse(Some(region.0), raw)
+        .map_err(|_| format!("is not a phone number (national numbers are read as {region})"))?;
+    if number.extension().is_some() {
+        return Err("must not have an extension".into());
+    }
+    if !phonenumber::is_valid(&number) {
+        return Err(format!(
+            "is not a valid phone number (national numbers are read as {region}; use +<country code> otherwise)"
+        ));
+    }
+    Ok(number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+/// An absolute `http` or `https` URL with a host, returned as written.
+pub fn check_webhook_url(raw: &str) -> Result<String, String> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("must be at most {MAX_URL_LEN} bytes long"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("is not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "must be an http or https URL, not {}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".into());
+    }
+    Ok(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn rules() -> Rules {
+        Rules::default()
+    }
+
+    fn problems(body: Value) -> Vec<FieldError> {
+        parse_event(&body, &rules()).expect_err("the body is invalid")
+    }
+
+    fn fields(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.field.as_str()).collect()
+    }
+
+    fn email_body() -> Value {
+        json!({"channel": "email", "payload": {"to": "ada@example.com", "subject": "Hi", "text": "Hello"}})
+    }
+
+    #[test]
+    fn a_valid_email_event_is_accepted_with_defaults() {
+        let event = parse_event(&email_body(), &rules()).expect("valid");
+        assert_eq!(event.channel, Some(Channel::Email));
+        assert_eq!(event.priority, Priority::Default);
+        assert_eq!(event.payload["to"], "ada@example.com");
+        assert!(event.payload.get("html").is_none());
+        assert_eq!(event.created_at.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+
+    #[test]
+    fn channel_and_priority_are_case_insensitive() {
+        let mut body = email_body();
+        body["channel"] = json!("EMAIL");
+        body["priority"] = json!("CRITICAL");
+        let event = parse_event(&body, &rules()).expect("valid");
+        assert_eq!(event.channel, Some(Channel::Email));
+        assert_eq!(event.priority, Priority::Critical);
+    }
+
+    #[test]
+    fn a_client_event_id_is_kept_and_a_bad_one_reported() {
+        let mut body = email_body();
+        body["eventId"] = json!("order-42.confirm");
+        let event = parse_event(&body, &rules()).expect("valid");
+        assert_eq!(event.event_id.as_str(), "order-42.confirm");
+        body["eventId"] = json!("has space");
+        assert_eq!(
+            problems(body),
+            vec![FieldError::new(
+                "eventId",
+                "may contain only letters, digits and the characters - _ . :"
+            )]
+        );
+    }
+
+    #[test]
+    fn missing_payload_is_required() {
+        assert_eq!(
+            problems(json!({"channel": "email"})),
+            vec![FieldError::new("payload", "is required")]
+        );
+        assert_eq!(
+            problems(json!({"payload": null})),
+            vec![FieldError::new("payload", "is required")]
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_one_problem() {
+        assert_eq!(
+            problems(json!([1, 2])),
+            vec![FieldError::new("body", "must be a JSON object")]
+        );
+    }
+
+    #[test]
+    fn email_rules() {
+        let bad_to = problems(
+            json!({"channel": "email", "payload": {"to": "nope", "subject": "s", "html": "<p>"}}),
+        );
+        assert_eq!(
+            bad_to,
+            vec![FieldError::new(
+                "payload.to",
+                "must be a valid email address"
+            )]
+        );
+
+        let no_body = problems(
+            json!({"channel": "email", "payload": {"to": "a@example.com", "subject": "s"}}),
+        );
+        assert_eq!(
+            no_body,
+            vec![FieldError::new(
+                "payload.text",
+                "an email needs a body: give text, html or both (not empty)"
+            )]
+        );
+        let empty_bodies = problems(
+            json!({"channel": "email", "payload": {"to": "a@example.com", "subject": "s", "text": ""}}),
+        );
+        assert_eq!(fields(&empty_bodies), vec!["payload.text"]);
+
+        let header_injection = problems(
+            json!({"channel": "email", "payload": {"to": "a@example.com", "subject": "a\r\nBcc: x@y.z", "text": "t"}}),
+        );
+        assert_eq!(fields(&header_injection), vec!["payload.subject"]);
+
+        let wrong_types = problems(
+            json!({"channel": "email", "payload": {"to": 5, "subject": "s", "text": ["t"]}}),
+        );
+        assert_eq!(
+            wrong_types,
+            vec![
+                FieldError::new("payload.text", "must be a string, not an array"),
+                FieldError::new("payload.to", "must be a string, not a number"),
+            ]
+        );
+    }
+
+    #[test]
+    fn sms_numbers_are_normalised_to_e164() {
+        let body =
+            json!({"channel": "sms", "payload": {"phoneNumber": "2025555555", "message": "hi"}});
+        let event = parse_event(&body, &rules()).expect("valid");
+        assert_eq!(
+            event.payload,
+            json!({"phoneNumber": "+12025555555", "message": "hi"})
+        );
+
+        let gb = Rules {
+            default_region: "gb".parse().expect("a region"),
+        };
+        let body =
+            json!({"channel": "sms", "payload": {"phoneNumber": "020 7946 0018", "message": "hi"}});
+        let event = parse_event(&body, &gb).expect("valid in GB");
+        assert_eq!(event.payload["phoneNumber"], "+442079460018");
+
+        let body = json!({"channel": "sms", "payload": {"phoneNumber": "+1 (202) 555-5555", "message": "hi"}});
+        let event = parse_event(&body, &gb).expect("an international number ignores the region");
+        assert_eq!(event.payload["phoneNumber"], "+12025555555");
+    }
+
+    #[test]
+    fn invalid_sms_numbers_are_reported() {
+        for raw in ["123", "not a number", "+999 1234", "", "2025555555 ext. 7"] {
+            let body = json!({"channel": "sms", "payload": {"phoneNumber": raw, "message": "hi"}});
+            let errors = problems(body);
+            assert_eq!(
+                fields(&errors),
+                vec!["payload.phoneNumber"],
+                "{raw}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_rules() {
+        let ok = json!({"channel": "webhook", "payload": {"url": "https://hooks.example.com/x", "body": {"a": 1},
+            "headers": {"X-Token": "abc"}}});
+        let event = parse_event(&ok, &rules()).expect("valid");
+        assert_eq!(event.payload["headers"]["X-Token"], "abc");
+
+        let ftp = problems(
+            json!({"channel": "webhook", "payload": {"url": "ftp://example.com/x", "body": {}}}),
+        );
+        assert_eq!(
+            ftp,
+            vec![FieldError::new(
+                "payload.url",
+                "must be an http or https URL, not ftp"
+            )]
+        );
+
+        let bad_headers = problems(
+            json!({"channel": "webhook", "payload": {"url": "http://example.com",
+            "body": "x", "headers": {"Bad Name": "v", "X-Num": 1}}}),
+        );
+        assert_eq!(
+            bad_headers,
+            vec![
+                FieldError::new(
+                    "payload.headers.Bad Name",
+                    "is not a valid HTTP header name"
+                ),
+                FieldError::new("payload.headers.X-Num", "must be a string, not a number"),
+            ]
+        );
+        let no_body =
+            problems(json!({"channel": "webhook", "payload": {"url": "http://example.com"}}));
+        assert_eq!(
+            no_body,
+            vec![FieldError::new("payload.body", "is required")]
+        );
+    }
+
+    #[test]
+    fn unknown_values_and_fields_are_field_errors() {
+        let errors = problems(
+            json!({"chanel": "email", "channel": "pigeon", "priority": "urgent", "payload": {}}),
+        );
+        assert_eq!(
+            errors,
+            vec![
+                FieldError::new(
+                    "chanel",
+                    "unknown field, expected one of: eventId, userId, eventType, channel, priority, payload, metadata"
+                ),
+                FieldError::new(
+                    "channel",
+                    "unknown channel 'pigeon', expected one of: email, sms, webhook"
+                ),
+                FieldError::new(
+                    "priority",
+                    "unknown priority 'urgent', expected one of: critical, default"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let errors = problems(json!({
+            "eventId": "",
+            "userId": 7,
+            "channel": "email",
+            "priority": "soon",
+            "payload": {"to": "x", "subject": "", "cc": "y@example.com"},
+            "metadata": "m",
+        }));
+        assert_eq!(
+            fields(&errors),
+            vec![
+                "eventId",
+                "metadata",
+                "payload.cc",
+                "payload.subject",
+                "payload.text",
+                "payload.to",
+                "priority",
+                "userId"
+            ]
+        );
+    }
+
+    #[test]
+    fn record_only_events_keep_their_payload() {
+        let body = json!({"userId": "u1", "eventType": "login", "payload": {"ip": "10.0.0.1", "nested": {"a": [1]}}});
+        let event = parse_event(&body, &rules()).expect("valid");
+        assert!(event.is_record_only());
+        assert_eq!(event.payload, body["payload"]);
+        let null_channel = json!({"channel": null, "payload": {}});
+        assert!(parse_event(&null_channel, &rules())
+            .expect("valid")
+            .is_record_only());
+    }
+
+    #[test]
+    fn activity_logs_become_record_only_events() {
+        let body = json!({"userId": "u1", "activityType": "login", "metadata": {"ip": "10.0.0.1"},
+            "timestamp": "2024-05-01T14:00:00+02:00"});
+        let event = parse_activity(&body).expect("valid");
+        assert!(event.is_record_only());
+        assert_eq!(event.event_type.as_deref(), Some("login"));
+        assert_eq!(event.user_id.as_deref(), Some("u1"));
+        assert_eq!(
+            event.payload,
+            json!({"activityType": "login", "timestamp": "2024-05-01T12:00:00Z"})
+        );
+        assert_eq!(event.metadata, Some(json!({"ip": "10.0.0.1"})));
+
+        let errors =
+            parse_activity(&json!({"timestamp": "yesterday", "extra": 1})).expect_err("invalid");
+        assert_eq!(
+            fields(&errors),
+            vec!["activityType", "extra", "timestamp", "userId"]
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert_eq!(
+            IdempotencyKey::parse(" abc-1 ").expect("valid").as_str(),
+            "abc-1"
+        );
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("x".repeat(256)).is_err());
+        assert!(IdempotencyKey::parse(b"\xff\xfe").is_err());
+        assert!(IdempotencyKey::parse("tab\there").is_err());
+    }
+
+    #[test]
+    fn regions_parse_in_any_case() {
+        assert_eq!("us".parse::<Region>(), Ok(Region::default()));
+        assert_eq!("GB".parse::<Region>().expect("valid").to_string(), "GB");
+        assert!("XX".parse::<Region>().is_err());
+    }
+
+    /// Arbitrary JSON, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("channel".to_string()),
+                        Just("payload".to_string()),
+                        Just("to".to_string()),
+                        Just("phoneNumber".to_string()),
+                        "[a-zA-Z]{1,8}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn mixed_case(word: &'static str) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<bool>(), word.len()).prop_map(move |upper| {
+            word.chars()
+                .zip(upper)
+                .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever arrives, validation answers (no panic), and a rejection lists at least one problem, sorted.
+        #[test]
+        fn any_json_is_accepted_or_rejected_with_sorted_problems(body in any_json()) {
+            match parse_event(&body, &rules()) {
+                Ok(event) => prop_assert!(body.get("payload").is_some_and(Value::is_object), "{event:?}"),
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    let mut sorted = errors.clone();
+                    sorted.sort_by(|a, b| a.field.cmp(&b.field).then_with(|| a.message.cmp(&b.message)));
+                    prop_assert_eq!(errors, sorted);
+                }
+            }
+        }
+
+        /// Channel and priority names are accepted in any case.
+        #[test]
+        fn names_are_case_insensitive(channel in mixed_case("email"), priority in mixed_case("critical")) {
+            let mut body = email_body();
+            body["channel"] = json!(channel);
+            body["priority"] = json!(priority);
+            let event = parse_event(&body, &rules()).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(event.channel, Some(Channel::Email));
+            prop_assert_eq!(event.priority, Priority::Critical);
+        }
+
+        /// Every unknown top-level field is reported, each under its own name.
+        #[test]
+        fn each_unknown_field_is_reported(extra in prop::collection::btree_set("[a-z]{1,10}", 1..5)) {
+            let mut body = email_body();
+            let unknown: Vec<String> = extra.into_iter().filter(|k| !EVENT_FIELDS.contains(&k.as_str())).collect();
+            for key in &unknown {
+                body[key] = json!(1);
+            }
+            match parse_event(&body, &rules()) {
+                Ok(_) => prop_assert!(unknown.is_empty()),
+                Err(errors) => prop_assert_eq!(fields(&errors), unknown.iter().map(String::as_str).collect::<Vec<_>>()),
+            }
+        }
+
+        /// A normalised number is a fixed point: normalising it again changes nothing, in any region.
+        #[test]
+        fn normalised_numbers_are_stable(digits in "[2-9][0-9]{2}[2-9][0-9]{6}", separator in "[ .-]?") {
+            let written = format!("{}{separator}{}{separator}{}", &digits[..3], &digits[3..6], &digits[6..]);
+            if let Ok(e164) = normalise_phone(&written, Region::default()) {
+                prop_assert_eq!(e164.clone(), format!("+1{digits}"));
+                let gb: Region = "GB".parse().map_err(TestCaseError::fail)?;
+                prop_assert_eq!(normalise_phone(&e164, gb), Ok(e164.clone()));
+            }
+        }
+
+        /// Any text given as a phone number is either normalised to E.164 or rejected, never a panic.
+        #[test]
+        fn any_phone_text_is_normalised_or_rejected(raw in "[+0-9 ()./a-z-]{0,24}|\\PC{0,24}") {
+            if let Ok(e164) = normalise_phone(&raw, Region::default()) {
+                prop_assert!(e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()), "{}", e164);
+            }
+        }
+
+        /// Only http and https URLs pass, whatever the rest of the URL.
+        #[test]
+        fn only_http_urls_pass(scheme in "[a-z]{2,6}", host in "[a-z]{1,10}\\.example", path in "(/[a-z0-9]{0,6}){0,3}") {
+            let url = format!("{scheme}://{host}{path}");
+            let allowed = scheme == "http" || scheme == "https";
+            prop_assert_eq!(check_webhook_url(&url).is_ok(), allowed, "{}", url);
+        }
+    }
+}

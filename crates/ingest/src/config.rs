@@ -1,0 +1,144 @@
+//! The service's configuration, read from environment variables with every bad field reported at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_domain::request::{Region, Rules};
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+
+/// Everything `herald-ingest` can be told. See `.env.example` for the variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_INGEST_HOST`: address the HTTP server listens on. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_INGEST_PORT`: TCP port of the HTTP server; 0 lets the system pick one. Default 3000.
+    pub port: u16,
+    /// `HERALD_MAX_BODY_BYTES`: largest accepted request body, in bytes; larger bodies get 413.
+    /// Default 262144 (256 KiB).
+    pub max_body_bytes: usize,
+    /// `HERALD_DEFAULT_REGION`: ISO 3166-1 alpha-2 region of SMS numbers written without `+` (national form).
+    /// Default `US`.
+    pub default_region: Region,
+    /// `HERALD_SWEEP_INTERVAL_MS`: how often the outbox sweeper looks for PENDING events, in milliseconds.
+    /// Default 2000.
+    pub sweep_interval: Duration,
+    /// `HERALD_SWEEP_AGE_MS`: how long an event must have been PENDING before the sweeper republishes it, in
+    /// milliseconds. Default 5000.
+    pub sweep_age: Duration,
+    /// `HERALD_REQUEST_TIMEOUT_MS`: bound on handling one request, in milliseconds; past it the answer is 503.
+    /// Default 10000.
+    pub request_timeout: Duration,
+    /// `KAFKA_*` and `HERALD_TOPIC_PREFIX`: see [`KafkaConfig`]. The client id defaults to `herald-ingest`.
+    pub kafka: KafkaConfig,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
+    pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment; `Err` lists every bad variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = EnvReader::from_env();
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Reads the configuration, recording every problem in `env`.
+    pub fn read(env: &mut EnvReader) -> Self {
+        let config = Self {
+            host: env.string("HERALD_INGEST_HOST", "127.0.0.1"),
+            port: env.parse("HERALD_INGEST_PORT", 3000),
+            max_body_bytes: env.parse("HERALD_MAX_BODY_BYTES", 256 * 1024),
+            default_region: env.parse("HERALD_DEFAULT_REGION", Region::default()),
+            sweep_interval: env.millis("HERALD_SWEEP_INTERVAL_MS", Duration::from_secs(2)),
+            sweep_age: env.millis("HERALD_SWEEP_AGE_MS", Duration::from_secs(5)),
+            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
+            kafka: KafkaConfig::read(env, "herald-ingest"),
+            mongo: MongoConfig::read(env),
+            telemetry: TelemetryConfig::read(env),
+        };
+        for (key, is_zero) in [
+            ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
+            ("HERALD_SWEEP_INTERVAL_MS", config.sweep_interval.is_zero()),
+            (
+                "HERALD_REQUEST_TIMEOUT_MS",
+                config.request_timeout.is_zero(),
+            ),
+        ] {
+            if is_zero {
+                env.problem(key, "must be greater than 0");
+            }
+        }
+        config
+    }
+
+    /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
+    pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
+        let mut env = EnvReader::from_map(HashMap::new());
+        let mut config = Self::read(&mut env);
+        config.port = 0;
+        config.kafka = kafka;
+        config.mongo = mongo;
+        config
+    }
+
+    /// The validation settings this configuration implies.
+    pub fn rules(&self) -> Rules {
+        Rules {
+            default_region: self.default_region,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut env = EnvReader::from_map(vars);
+        let config = Config::read(&mut env);
+        env.finish().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = read(&[]).expect("the defaults are valid");
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 3000);
+        assert_eq!(config.max_body_bytes, 262_144);
+        assert_eq!(config.default_region.to_string(), "US");
+        assert_eq!(config.sweep_interval, Duration::from_millis(2000));
+        assert_eq!(config.sweep_age, Duration::from_millis(5000));
+        assert_eq!(config.request_timeout, Duration::from_millis(10_000));
+        assert_eq!(config.kafka.client_id, "herald-ingest");
+    }
+
+    #[test]
+    fn every_bad_variable_is_listed() {
+        let err = read(&[
+            ("HERALD_INGEST_PORT", "70000"),
+            ("HERALD_MAX_BODY_BYTES", "0"),
+            ("HERALD_DEFAULT_REGION", "Atlantis"),
+            ("HERALD_SWEEP_INTERVAL_MS", "soon"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "0"),
+        ])
+        .expect_err("five bad variables");
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 5, "{text}");
+        for key in [
+            "HERALD_INGEST_PORT",
+            "HERALD_MAX_BODY_BYTES",
+            "HERALD_DEFAULT_REGION",
+            "HERALD_SWEEP_INTERVAL_MS",
+            "HERALD_REQUEST_TIMEOUT_MS",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Publishing accepted events to their lane, and the sweeper that republishes events left PENDING.
+//!
+//! An event is recorded in MongoDB (PENDING) before it is published, so MongoDB is the outbox: when Kafka does
+//! not acknowledge a publish (it is down, or the process dies in between), the event stays PENDING and the
+//! sweeper publishes it once Kafka answers again, then marks it QUEUED. A sweep may publish an event that a
+//! slow request is still publishing; the duplicate is harmless because dispatchers claim attempts
+//! conditionally.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID, HEADER_REQUEST_ID};
+use herald_domain::{Event, Lane, LaneMessage, Topics};
+use herald_platform::kafka;
+use herald_platform::store::EventStore;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+
+/// Most PENDING events republished at once.
+const SWEEP_BATCH: usize = 100;
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error("cannot encode the lane message: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+}
+
+/// Publishes first attempts to the lane of their priority. Cheap to clone: the producer is shared.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    producer: FutureProducer,
+    topics: Topics,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(producer: FutureProducer, topics: Topics) -> Self {
+        Self { producer, topics }
+    }
+
+    /// Publishes `LaneMessage::first(event)` and waits for Kafka's acknowledgement (all in-sync replicas).
+    ///
+    /// `request_id` is the HTTP request that accepted the event, when there is one (the sweeper has none).
+    #[tracing::instrument(skip_all, fields(event_id = %event.event_id, topic, partition, offset))]
+    pub(crate) async fn publish(
+        &self,
+        event: &Event,
+        request_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let topic = self.topics.lane(Lane::for_priority(event.priority));
+        tracing::Span::current().record("topic", topic.as_str());
+        let payload = serde_json::to_vec(&LaneMessage::first(event.clone()))?;
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: HEADER_EVENT_ID,
+                value: Some(event.event_id.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_ATTEMPT,
+                value: Some("1"),
+            });
+        if let Some(request_id) = request_id {
+            headers = headers.insert(Header {
+                key: HEADER_REQUEST_ID,
+                value: Some(request_id),
+            });
+        }
+        let (partition, offset) = kafka::send(
+            &self.producer,
+            &topic,
+            event.partition_key(),
+            &payload,
+            Some(headers),
+        )
+        .await?;
+        tracing::Span::current()
+            .record("partition", partition)
+            .record("offset", offset);
+        tracing::debug!("published");
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for messages still in the producer's queue; called once, at shutdown.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        // librdkafka's flush blocks its thread.
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "messages left unflushed at shutdown; the sweeper of the next start republishes them");
+        }
+    }
+}
+
+/// Republishes events PENDING for longer than `age`, every `interval`, until `shutdown`.
+///
+/// Until the MongoDB indexes exist (MongoDB was away at startup), each tick first tries to create them.
+pub(crate) async fn sweep_until_stopped(
+    state: AppState,
+    interval: Duration,
+    age: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        // Stopping mid-sweep is safe: what was not marked QUEUED stays PENDING and is swept after a restart.
+        let work = async {
+            if state.ensure_indexes().await {
+                sweep(&state.store, &state.publisher, age).await
+            } else {
+                Ok(0)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            swept = work => match swept {
+                Ok(0) => {}
+                Ok(n_events) => tracing::info!(n_events, "republished pending events"),
+                Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again next interval"),
+            },
+        }
+    }
+    tracing::debug!("outbox sweeper stopped");
+}
+
+/// Why a sweep stopped early.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("{n_failed} of {n_events} events not published: {first}")]
+    Publish {
+        n_failed: usize,
+        n_events: usize,
+        first: PublishError,
+    },
+}
+
+/// One pass over the outbox, batch by batch, oldest first. Returns how many events were published.
+async fn sweep(
+    store: &EventStore,
+    publisher: &Publisher,
+    age: Duration,
+) -> Result<usize, SweepError> {
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    let mut n_published = 0;
+    loop {
+        let cutoff = Utc::now()
+            .checked_sub_signed(age)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let batch = store.pending_before(cutoff, SWEEP_BATCH as i64).await?;
+        let n_events = batch.len();
+        // Sent together so that a batch takes one round trip, not one per event; the producer keeps the order in
+        // which they are handed to it, which is the order of acceptance.
+        let events: Vec<Event> = batch.iter().map(|record| record.event()).collect();
+        let results = join_all(events.iter().map(|event| publisher.publish(event, None))).await;
+        let mut failures = Vec::new();
+        for (event, result) in events.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    // False when a dispatcher already moved it on, which is just as good.
+                    store.mark_queued(&event.event_id).await?;
+                    n_published += 1;
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        let n_failed = failures.len();
+        if let Some(first) = failures.into_iter().next() {
+            // Most likely Kafka is still away: wait for the next interval rather than retrying at once.
+            return Err(SweepError::Publish {
+                n_failed,
+                n_events,
+                first,
+            });
+        }
+        if n_events < SWEEP_BATCH {
+            return Ok(n_published);
+        }
+    }
+}

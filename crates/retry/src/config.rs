@@ -1,0 +1,132 @@
+//! `herald-retry`'s configuration, from the environment.
+
+use std::path::PathBuf;
+
+use herald_domain::retry::RetryRules;
+use herald_domain::DEFAULT_DELAY_TIERS_SECS;
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+
+/// Everything `herald-retry` reads at startup.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_RETRY_HOST`: address of the health server. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_RETRY_PORT`: port of the health server (`/api/health`, `/api/ready`). Default 3020; 0 picks one.
+    pub port: u16,
+    /// `HERALD_RETRY_RULES`: path of a TOML rules file (see the README). Default: none, built-in rules.
+    pub rules_path: Option<PathBuf>,
+    /// The rules, parsed and validated from `rules_path`.
+    pub rules: RetryRules,
+    /// `HERALD_RETRY_TIERS`: delay tiers in seconds, comma-separated. Default `5,30,120,600,3600`.
+    pub tiers_secs: Vec<u64>,
+    /// `HERALD_TOPIC_REPLICATION`: replication factor of the delay topics this service creates. Default 1.
+    pub topic_replication: i32,
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_env())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let host = env.string("HERALD_RETRY_HOST", "127.0.0.1");
+        let port = env.parse("HERALD_RETRY_PORT", 3020u16);
+        let rules_path = env.optional_string("HERALD_RETRY_RULES").map(PathBuf::from);
+        let rules = match &rules_path {
+            None => RetryRules::default(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => {
+                    env.problem("HERALD_RETRY_RULES", format!("cannot read {}: {e}", path.display()));
+                    RetryRules::default()
+                }
+                Ok(text) => RetryRules::from_toml(&text).unwrap_or_else(|errors| {
+                    for e in errors {
+                        env.problem("HERALD_RETRY_RULES", format!("{}: {e}", path.display()));
+                    }
+                    RetryRules::default()
+                }),
+            },
+        };
+        let tiers_raw = env.string(
+            "HERALD_RETRY_TIERS",
+            &DEFAULT_DELAY_TIERS_SECS
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let tiers_secs = match parse_tiers(&tiers_raw) {
+            Ok(tiers) => tiers,
+            Err(message) => {
+                env.problem("HERALD_RETRY_TIERS", message);
+                DEFAULT_DELAY_TIERS_SECS.to_vec()
+            }
+        };
+        let topic_replication = env.parse("HERALD_TOPIC_REPLICATION", 1i32);
+        let kafka = KafkaConfig::read(&mut env, "herald-retry");
+        let mongo = MongoConfig::read(&mut env);
+        let telemetry = TelemetryConfig::read(&mut env);
+        env.finish()?;
+        Ok(Self {
+            host,
+            port,
+            rules_path,
+            rules,
+            tiers_secs,
+            topic_replication,
+            kafka,
+            mongo,
+            telemetry,
+        })
+    }
+}
+
+/// `"5,30,120"` to `[5, 30, 120]`: positive, strictly increasing, at least one.
+pub fn parse_tiers(raw: &str) -> Result<Vec<u64>, String> {
+    let tiers: Vec<u64> = raw
+        .split(',')
+        .map(|t| t.trim().parse::<u64>().map_err(|_| format!("'{t}' is not a whole number of seconds")))
+        .collect::<Result<_, _>>()?;
+    if tiers.is_empty() || tiers.contains(&0) {
+        return Err("give at least one tier, each at least 1 second".into());
+    }
+    if tiers.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("tiers must be strictly increasing".into());
+    }
+    Ok(tiers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_are_checked() {
+        assert_eq!(parse_tiers("5, 30,120"), Ok(vec![5, 30, 120]));
+        assert!(parse_tiers("30,5").is_err());
+        assert!(parse_tiers("0,5").is_err());
+        assert!(parse_tiers("5s").is_err());
+    }
+
+    #[test]
+    fn a_bad_rules_file_and_bad_tiers_are_reported_together() {
+        let dir = std::env::temp_dir().join(format!("herald-retry-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.toml");
+        std::fs::write(&path, "[default]\nmax_attempts = 0\n").expect("write rules");
+        let env = EnvReader::from_map(
+            [
+                ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
+                ("HERALD_RETRY_TIERS".to_string(), "9,3".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let err = Config::read(env).expect_err("two problems");
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.to_string().contains("default.max_attempts"), "{err}");
+    }
+}
