@@ -77,6 +77,33 @@ pub const SERVICES: &[Service] = &[
         port_var: "HERALD_DISPATCH_PORT",
         role: "retry lane, health only",
     },
+    Service {
+        name: "retry",
+        krate: "retry",
+        bin: "herald-retry",
+        args: &[],
+        port: 3020,
+        port_var: "HERALD_RETRY_PORT",
+        role: "retry scheduler, health only",
+    },
+    Service {
+        name: "replay",
+        krate: "replay",
+        bin: "herald-replay",
+        args: &[],
+        port: 3005,
+        port_var: "HERALD_REPLAY_PORT",
+        role: "POST /replay-dead-letter, GET /api/dead-letters",
+    },
+    Service {
+        name: "query",
+        krate: "query",
+        bin: "herald-query",
+        args: &[],
+        port: 3001,
+        port_var: "HERALD_QUERY_PORT",
+        role: "GET /api/logs, GET /api/logs/:id, GET /api/stats",
+    },
 ];
 
 /// Settings every service of the dev stack gets on top of the stack's endpoints: readable logs, the SMTP sink

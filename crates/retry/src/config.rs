@@ -39,7 +39,10 @@ impl Config {
             None => RetryRules::default(),
             Some(path) => match std::fs::read_to_string(path) {
                 Err(e) => {
-                    env.problem("HERALD_RETRY_RULES", format!("cannot read {}: {e}", path.display()));
+                    env.problem(
+                        "HERALD_RETRY_RULES",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
                     RetryRules::default()
                 }
                 Ok(text) => RetryRules::from_toml(&text).unwrap_or_else(|errors| {
@@ -88,7 +91,11 @@ impl Config {
 pub fn parse_tiers(raw: &str) -> Result<Vec<u64>, String> {
     let tiers: Vec<u64> = raw
         .split(',')
-        .map(|t| t.trim().parse::<u64>().map_err(|_| format!("'{t}' is not a whole number of seconds")))
+        .map(|t| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("'{t}' is not a whole number of seconds"))
+        })
         .collect::<Result<_, _>>()?;
     if tiers.is_empty() || tiers.contains(&0) {
         return Err("give at least one tier, each at least 1 second".into());

@@ -30,8 +30,16 @@ struct Held {
 }
 
 /// Consumes every delay-tier topic until `shutdown`.
-pub async fn run(consumer: StreamConsumer, state: AppState, shutdown: CancellationToken) -> Result<()> {
-    let tier_topics: Vec<String> = state.tiers_secs.iter().map(|t| state.topics.delay(*t)).collect();
+pub async fn run(
+    consumer: StreamConsumer,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let tier_topics: Vec<String> = state
+        .tiers_secs
+        .iter()
+        .map(|t| state.topics.delay(*t))
+        .collect();
     let tier_refs: Vec<&str> = tier_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&tier_refs).map_err(kafka::Error::from)?;
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
@@ -88,7 +96,8 @@ async fn accept(
     message: OwnedMessage,
     shutdown: &CancellationToken,
 ) -> bool {
-    let delayed: DelayedRetry = match serde_json::from_slice(message.payload().unwrap_or_default()) {
+    let delayed: DelayedRetry = match serde_json::from_slice(message.payload().unwrap_or_default())
+    {
         Ok(delayed) => delayed,
         Err(e) => {
             let reason = format!("undecodable delayed retry: {e}");
@@ -177,7 +186,11 @@ async fn release_due(
 }
 
 /// Publishes a due retry to the retry lane and waits for Kafka's acknowledgement.
-async fn fire(state: &AppState, delayed: &DelayedRetry, shutdown: &CancellationToken) -> Option<()> {
+async fn fire(
+    state: &AppState,
+    delayed: &DelayedRetry,
+    shutdown: &CancellationToken,
+) -> Option<()> {
     let mut message = delayed.message.clone();
     message.enqueued_at = Utc::now();
     let lateness_ms = (message.enqueued_at - delayed.due_at).num_milliseconds();

@@ -76,7 +76,12 @@ impl App {
         let tier_topics: Vec<_> = topics
             .all(&config.tiers_secs)
             .into_iter()
-            .filter(|spec| config.tiers_secs.iter().any(|t| spec.name == topics.delay(*t)))
+            .filter(|spec| {
+                config
+                    .tiers_secs
+                    .iter()
+                    .any(|t| spec.name == topics.delay(*t))
+            })
             .collect();
         kafka::ensure_topics(&config.kafka, &tier_topics, config.topic_replication).await?;
         let db = mongo::connect(&config.mongo, "herald-retry").await?;
@@ -104,7 +109,9 @@ impl App {
 
     /// The health server's port (tests bind port 0).
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map_or(0, |a: SocketAddr| a.port())
+        self.listener
+            .local_addr()
+            .map_or(0, |a: SocketAddr| a.port())
     }
 
     /// Runs both consumers and the health server until `shutdown`, then stops fetching, finishes the message in

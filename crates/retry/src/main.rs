@@ -21,7 +21,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(herald_platform::shutdown_signal()).await {
+    match app
+        .run_until_stopped(herald_platform::shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "herald-retry stopped with an error");

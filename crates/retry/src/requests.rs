@@ -13,8 +13,14 @@ use tokio_util::sync::CancellationToken;
 use crate::{until_done, AppState, Result};
 
 /// Consumes retry requests until `shutdown`; each offset is stored once its decision is durable.
-pub async fn run(consumer: StreamConsumer, state: AppState, shutdown: CancellationToken) -> Result<()> {
-    consumer.subscribe(&[&state.topics.retry_requests()]).map_err(kafka::Error::from)?;
+pub async fn run(
+    consumer: StreamConsumer,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    consumer
+        .subscribe(&[&state.topics.retry_requests()])
+        .map_err(kafka::Error::from)?;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -26,7 +32,10 @@ pub async fn run(consumer: StreamConsumer, state: AppState, shutdown: Cancellati
                 }
             },
         };
-        let handled = until_done("handling a retry request", &shutdown, || handle(&state, &message)).await;
+        let handled = until_done("handling a retry request", &shutdown, || {
+            handle(&state, &message)
+        })
+        .await;
         if handled.is_none() {
             break;
         }
@@ -37,7 +46,9 @@ pub async fn run(consumer: StreamConsumer, state: AppState, shutdown: Cancellati
     consumer
         .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
         .or_else(|e| match e {
-            rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
+            rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            ) => Ok(()),
             e => Err(e),
         })
         .map_err(kafka::Error::from)?;
@@ -45,8 +56,12 @@ pub async fn run(consumer: StreamConsumer, state: AppState, shutdown: Cancellati
 }
 
 #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
-async fn handle(state: &AppState, message: &BorrowedMessage<'_>) -> std::result::Result<(), String> {
-    let request: RetryRequest = match serde_json::from_slice(message.payload().unwrap_or_default()) {
+async fn handle(
+    state: &AppState,
+    message: &BorrowedMessage<'_>,
+) -> std::result::Result<(), String> {
+    let request: RetryRequest = match serde_json::from_slice(message.payload().unwrap_or_default())
+    {
         Ok(request) => request,
         Err(e) => {
             tracing::warn!(error = %e, "undecodable retry request, dead-lettered");
@@ -61,12 +76,17 @@ async fn handle(state: &AppState, message: &BorrowedMessage<'_>) -> std::result:
         }
     };
     tracing::Span::current().record("event_id", request.event.event_id.as_str());
-    decide_and_apply(state, &request).await.map_err(|e| e.to_string())
+    decide_and_apply(state, &request)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Asks the rules, records the outcome, and publishes its follow-up message. Idempotent: a redelivered request
 /// finds its decision already recorded and publishes the same follow-up again.
-pub async fn decide_and_apply(state: &AppState, request: &RetryRequest) -> std::result::Result<(), String> {
+pub async fn decide_and_apply(
+    state: &AppState,
+    request: &RetryRequest,
+) -> std::result::Result<(), String> {
     let event_id = &request.event.event_id;
     let failed = &request.failed;
     let Some(channel) = request.event.channel else {
@@ -97,18 +117,29 @@ pub async fn decide_and_apply(state: &AppState, request: &RetryRequest) -> std::
             let now = Utc::now();
             // MongoDB keeps milliseconds: round up, so the stored and the published due time agree and neither
             // is earlier than the wait.
-            let exact = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
-            let millis = exact.timestamp_millis() + i64::from(exact.timestamp_subsec_nanos() % 1_000_000 != 0);
+            let exact =
+                now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
+            let millis = exact.timestamp_millis()
+                + i64::from(!exact.timestamp_subsec_nanos().is_multiple_of(1_000_000));
             let due_at = chrono::DateTime::from_timestamp_millis(millis).unwrap_or(exact);
             let detail = format!(
                 "attempt {attempt} due at {} (backoff {} ms, tier {tier}s{})",
                 due_at.to_rfc3339(),
                 delay.as_millis(),
-                provider.as_deref().map(|p| format!(", provider {p}")).unwrap_or_default()
+                provider
+                    .as_deref()
+                    .map(|p| format!(", provider {p}"))
+                    .unwrap_or_default()
             );
             let scheduled = state
                 .store
-                .schedule_retry(event_id, failed.number, request.replay_count, due_at, detail)
+                .schedule_retry(
+                    event_id,
+                    failed.number,
+                    request.replay_count,
+                    due_at,
+                    detail,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let due_at = match scheduled {
@@ -150,11 +181,20 @@ pub async fn decide_and_apply(state: &AppState, request: &RetryRequest) -> std::
     }
 }
 
-async fn dead_letter(state: &AppState, request: &RetryRequest, reason: &str) -> std::result::Result<(), String> {
+async fn dead_letter(
+    state: &AppState,
+    request: &RetryRequest,
+    reason: &str,
+) -> std::result::Result<(), String> {
     let failed = &request.failed;
     let outcome = state
         .store
-        .dead_letter(&request.event.event_id, failed.number, request.replay_count, reason)
+        .dead_letter(
+            &request.event.event_id,
+            failed.number,
+            request.replay_count,
+            reason,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let record = match outcome {

@@ -181,7 +181,14 @@ async fn status_of(store: &EventStore, id: &EventId) -> Result<EventRecord, Stri
 async fn a_retry_waits_on_its_tier_and_fires_to_the_retry_lane() -> Result<()> {
     let h = harness("retry-fire", "[default]\nbase_ms = 500\n", &[1, 2, 4]).await?;
     let lane = subscribe(&h, &h.ctx.topics.lane(Lane::Retry), "lane")?;
-    let request = fail_attempts(&h, event("fire-1", Priority::Critical), 1, ErrorClass::Retryable, None).await?;
+    let request = fail_attempts(
+        &h,
+        event("fire-1", Priority::Critical),
+        1,
+        ErrorClass::Retryable,
+        None,
+    )
+    .await?;
     publish(&h, &request).await?;
 
     let scheduled = eventually(Duration::from_secs(20), "RETRY_SCHEDULED", || async {
@@ -198,16 +205,29 @@ async fn a_retry_waits_on_its_tier_and_fires_to_the_retry_lane() -> Result<()> {
     let fired = next_fired(&lane, Duration::from_secs(20)).await?;
     ensure!(fired.message.attempt == 2, "fired {:?}", fired.message);
     ensure!(fired.message.event.event_id == request.event.event_id);
-    ensure!(fired.due_at == next_at, "due {} vs stored {next_at}", fired.due_at);
+    ensure!(
+        fired.due_at == next_at,
+        "due {} vs stored {next_at}",
+        fired.due_at
+    );
     // Never early: the lane got it at or after its due time, and the due time is a whole tier away.
-    ensure!(fired.message.enqueued_at >= fired.due_at, "fired early: {fired:?}");
-    ensure!(fired.received_at >= fired.due_at, "received early: {fired:?}");
+    ensure!(
+        fired.message.enqueued_at >= fired.due_at,
+        "fired early: {fired:?}"
+    );
+    ensure!(
+        fired.received_at >= fired.due_at,
+        "received early: {fired:?}"
+    );
     ensure!(
         fired.due_at - request.failed.ended_at >= chrono::Duration::milliseconds(900),
         "the 1 s tier was not waited out"
     );
     let kinds: Vec<String> = scheduled.timeline.iter().map(|e| e.kind.clone()).collect();
-    ensure!(kinds.last().map(String::as_str) == Some("retry_scheduled"), "{kinds:?}");
+    ensure!(
+        kinds.last().map(String::as_str) == Some("retry_scheduled"),
+        "{kinds:?}"
+    );
     Ok(())
 }
 
@@ -215,8 +235,22 @@ async fn a_retry_waits_on_its_tier_and_fires_to_the_retry_lane() -> Result<()> {
 async fn out_of_attempts_and_permanent_errors_go_to_the_dead_letters() -> Result<()> {
     let h = harness("retry-dlq", "[default]\nmax_attempts = 2\n", &[1]).await?;
     let dlq = subscribe(&h, &h.ctx.topics.dead_letters(), "dlq")?;
-    let exhausted = fail_attempts(&h, event("dlq-1", Priority::Critical), 2, ErrorClass::Retryable, None).await?;
-    let permanent = fail_attempts(&h, event("dlq-2", Priority::Default), 1, ErrorClass::Permanent, None).await?;
+    let exhausted = fail_attempts(
+        &h,
+        event("dlq-1", Priority::Critical),
+        2,
+        ErrorClass::Retryable,
+        None,
+    )
+    .await?;
+    let permanent = fail_attempts(
+        &h,
+        event("dlq-2", Priority::Default),
+        1,
+        ErrorClass::Permanent,
+        None,
+    )
+    .await?;
     publish(&h, &exhausted).await?;
     publish(&h, &permanent).await?;
 
@@ -230,7 +264,12 @@ async fn out_of_attempts_and_permanent_errors_go_to_the_dead_letters() -> Result
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -240,11 +279,24 @@ async fn out_of_attempts_and_permanent_errors_go_to_the_dead_letters() -> Result
     ensure!(first[dlq_headers::ORIGINAL_LANE] == "critical", "{first:?}");
     ensure!(first[dlq_headers::ATTEMPTS] == "2", "{first:?}");
     ensure!(first[dlq_headers::LAST_ERROR] == "HTTP 503", "{first:?}");
-    ensure!(first[dlq_headers::REASON].contains("gave up after 2 attempts"), "{first:?}");
-    ensure!(seen["dlq-2"][dlq_headers::REASON].contains("permanent"), "{:?}", seen["dlq-2"]);
+    ensure!(
+        first[dlq_headers::REASON].contains("gave up after 2 attempts"),
+        "{first:?}"
+    );
+    ensure!(
+        seen["dlq-2"][dlq_headers::REASON].contains("permanent"),
+        "{:?}",
+        seen["dlq-2"]
+    );
     for id in ["dlq-1", "dlq-2"] {
-        let record = status_of(&h.store, &EventId::parse(id)?).await.map_err(anyhow::Error::msg)?;
-        ensure!(record.status == Status::DeadLettered, "{id}: {:?}", record.status);
+        let record = status_of(&h.store, &EventId::parse(id)?)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        ensure!(
+            record.status == Status::DeadLettered,
+            "{id}: {:?}",
+            record.status
+        );
     }
     Ok(())
 }
@@ -254,12 +306,26 @@ async fn retry_after_is_never_undercut_and_fallback_providers_are_chosen() -> Re
     let rules = "[default]\nbase_ms = 100\n[channels.webhook]\nproviders = [\"primary\", \"backup\"]\nswitch_after = 1\n";
     let h = harness("retry-after", rules, &[1, 2, 5]).await?;
     let lane = subscribe(&h, &h.ctx.topics.lane(Lane::Retry), "lane")?;
-    let request = fail_attempts(&h, event("ra-1", Priority::Default), 1, ErrorClass::Retryable, Some(3)).await?;
+    let request = fail_attempts(
+        &h,
+        event("ra-1", Priority::Default),
+        1,
+        ErrorClass::Retryable,
+        Some(3),
+    )
+    .await?;
     publish(&h, &request).await?;
     let fired = next_fired(&lane, Duration::from_secs(30)).await?;
     let waited = fired.received_at - request.failed.ended_at;
-    ensure!(waited >= chrono::Duration::seconds(3), "retried after {waited}, Retry-After was 3 s");
-    ensure!(fired.message.provider.as_deref() == Some("backup"), "{:?}", fired.message.provider);
+    ensure!(
+        waited >= chrono::Duration::seconds(3),
+        "retried after {waited}, Retry-After was 3 s"
+    );
+    ensure!(
+        fired.message.provider.as_deref() == Some("backup"),
+        "{:?}",
+        fired.message.provider
+    );
     Ok(())
 }
 
@@ -268,11 +334,27 @@ async fn a_poison_request_is_dead_lettered_and_the_partition_goes_on() -> Result
     let h = harness("retry-poison", "[default]\nbase_ms = 100\n", &[1]).await?;
     let lane = subscribe(&h, &h.ctx.topics.lane(Lane::Retry), "lane")?;
     let dlq = subscribe(&h, &h.ctx.topics.dead_letters(), "dlq")?;
-    let request = fail_attempts(&h, event("after-poison", Priority::Default), 1, ErrorClass::Retryable, None).await?;
+    let request = fail_attempts(
+        &h,
+        event("after-poison", Priority::Default),
+        1,
+        ErrorClass::Retryable,
+        None,
+    )
+    .await?;
     // Same key, so the same partition: the poison sits right before the good request.
-    kafka::send(&h.producer, &h.ctx.topics.retry_requests(), request.event.partition_key(), b"{not json", None).await?;
+    kafka::send(
+        &h.producer,
+        &h.ctx.topics.retry_requests(),
+        request.event.partition_key(),
+        b"{not json",
+        None,
+    )
+    .await?;
     publish(&h, &request).await?;
-    let poison = tokio::time::timeout(Duration::from_secs(20), dlq.recv()).await.context("no DLQ")??;
+    let poison = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+        .await
+        .context("no DLQ")??;
     ensure!(poison.payload() == Some(&b"{not json"[..]));
     let fired = next_fired(&lane, Duration::from_secs(20)).await?;
     ensure!(fired.message.event.event_id == request.event.event_id);
@@ -313,20 +395,37 @@ async fn sigkill_with_500_retries_scheduled_loses_none_and_fires_none_early() ->
 
     let mut requests = Vec::with_capacity(N);
     for i in 0..N {
-        requests.push(fail_attempts(&h, event(&format!("k-{i}"), Priority::Default), 1, ErrorClass::Retryable, None).await?);
+        requests.push(
+            fail_attempts(
+                &h,
+                event(&format!("k-{i}"), Priority::Default),
+                1,
+                ErrorClass::Retryable,
+                None,
+            )
+            .await?,
+        );
     }
     let mut service = spawn_binary(&h.ctx, &rules_path, "8")?;
     for request in &requests {
         publish(&h, request).await?;
     }
     let events = db.collection::<mongodb::bson::Document>(mongo::EVENTS);
-    eventually(Duration::from_secs(60), "all 500 RETRY_SCHEDULED", || async {
-        let n = events
-            .count_documents(mongodb::bson::doc! { "status": "RETRY_SCHEDULED" })
-            .await
-            .map_err(|e| e.to_string())?;
-        if n as usize == N { Ok(()) } else { Err(format!("{n} scheduled")) }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "all 500 RETRY_SCHEDULED",
+        || async {
+            let n = events
+                .count_documents(mongodb::bson::doc! { "status": "RETRY_SCHEDULED" })
+                .await
+                .map_err(|e| e.to_string())?;
+            if n as usize == N {
+                Ok(())
+            } else {
+                Err(format!("{n} scheduled"))
+            }
+        },
+    )
     .await;
     service.kill()?;
     service.wait()?;
@@ -337,7 +436,9 @@ async fn sigkill_with_500_retries_scheduled_loses_none_and_fires_none_early() ->
         let f = next_fired(&lane, Duration::from_secs(60)).await?;
         ensure!(f.message.enqueued_at >= f.due_at, "fired early: {f:?}");
         ensure!(f.received_at >= f.due_at, "received early: {f:?}");
-        fired.entry(f.message.event.event_id.to_string()).or_insert(f);
+        fired
+            .entry(f.message.event.event_id.to_string())
+            .or_insert(f);
     }
     service.kill()?;
     service.wait()?;

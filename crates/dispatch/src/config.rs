@@ -1,0 +1,446 @@
+//! The dispatcher's configuration: one [`Config`] read from the environment, with every bad field listed at once.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use herald_domain::Lane;
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use lettre::message::Mailbox;
+use url::Url;
+
+/// The service name: Kafka client id, MongoDB app name, consumer group stem.
+pub const SERVICE: &str = "herald-dispatch";
+
+/// The webhook signing secret used when `HERALD_WEBHOOK_SECRET` is unset. Fine for a laptop, wrong anywhere
+/// else: [`Config::warnings`] says so at startup.
+pub const DEV_WEBHOOK_SECRET: &str = "herald-dev-webhook-secret";
+
+/// A value that must never reach a log: `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which implementation serves a channel: the real one (SMTP, the SMS API, HTTP webhooks) or the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Real,
+    Sandbox,
+}
+
+/// How to talk TLS to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (a local relay or test sink).
+    None,
+    /// Plain connection upgraded with STARTTLS, which is then required (usually port 587).
+    StartTls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+impl FromStr for SmtpTls {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.to_ascii_lowercase().as_str() {
+            "none" => Ok(Self::None),
+            "starttls" => Ok(Self::StartTls),
+            "tls" => Ok(Self::Tls),
+            _ => Err("expected one of: none, starttls, tls".into()),
+        }
+    }
+}
+
+/// The email channel.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
+    pub backend: Backend,
+    /// `HERALD_SMTP_HOST`: the SMTP server. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_SMTP_PORT`: its port. Default 1025.
+    pub port: u16,
+    /// `HERALD_SMTP_TLS`: `none`, `starttls` or `tls`. Default `none`.
+    pub tls: SmtpTls,
+    /// `HERALD_SMTP_USERNAME`: login, if the server wants one. Default none.
+    pub username: Option<String>,
+    /// `HERALD_SMTP_PASSWORD`: password for that login. Default none.
+    pub password: Option<Secret>,
+    /// `HERALD_SMTP_FROM`: the sender address (`Name <addr>` or `addr`). Default `herald@localhost`.
+    pub from: Mailbox,
+}
+
+/// The SMS channel.
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    /// `HERALD_SMS_PROVIDER`: `http` or `sandbox`. Default `http` when `HERALD_SMS_BASE_URL` is set, else
+    /// `sandbox`.
+    pub backend: Backend,
+    /// `HERALD_SMS_BASE_URL`: the SMS API's base URL; messages are POSTed to
+    /// `{base}/Accounts/{account}/Messages.json`. Required for `http`.
+    pub base_url: Option<Url>,
+    /// `HERALD_SMS_ACCOUNT_ID`: the account, in the path and as the basic-auth user. Required for `http`.
+    pub account_id: Option<String>,
+    /// `HERALD_SMS_AUTH_TOKEN`: the basic-auth password. Required for `http`.
+    pub auth_token: Option<Secret>,
+    /// `HERALD_SMS_FROM`: the sending number or sender id (the `From` field). Required for `http`.
+    pub from: Option<String>,
+}
+
+/// The webhook channel.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `HERALD_WEBHOOK_PROVIDER`: `http` or `sandbox`. Default `http`.
+    pub backend: Backend,
+    /// `HERALD_WEBHOOK_SECRET`: the HMAC-SHA256 key of `Herald-Signature`. Default [`DEV_WEBHOOK_SECRET`], with a
+    /// warning at startup.
+    pub secret: Secret,
+    /// `HERALD_WEBHOOK_CONNECT_TIMEOUT_MS`: how long connecting to a receiver (and the SMS API) may take,
+    /// in milliseconds. Default 3000. The whole request is bounded by `HERALD_SEND_TIMEOUT_MS`.
+    pub connect_timeout: Duration,
+}
+
+/// Everything `herald-dispatch` reads at startup.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--lane` / `HERALD_LANE`: the lane this process consumes: `critical`, `default` or `retry`. Required.
+    pub lane: Lane,
+    /// `HERALD_DISPATCH_HOST`: address of the health/ready/metrics server. Default `127.0.0.1` (use `0.0.0.0` in
+    /// a container).
+    pub host: String,
+    /// `HERALD_DISPATCH_PORT`: its port; 0 picks a free one. Default 3010 for `critical`, 3011 for `default`,
+    /// 3012 for `retry`, so the three lanes run side by side on one host.
+    pub port: u16,
+    /// `HERALD_SEND_TIMEOUT_MS`: the longest one send may take, in milliseconds, connection included. Default
+    /// 10000. A claim's lease is this plus 5 s.
+    pub send_timeout: Duration,
+    /// `HERALD_DISPATCH_QUEUE_DEPTH`: messages queued for each assigned partition's worker. Default 16. At most
+    /// `partitions × (depth + 2)` messages are in flight (see `lane`).
+    pub queue_depth: usize,
+    pub email: EmailConfig,
+    pub sms: SmsConfig,
+    pub webhook: WebhookConfig,
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The port of a lane's health server when `HERALD_DISPATCH_PORT` is unset.
+pub fn default_port(lane: Lane) -> u16 {
+    match lane {
+        Lane::Critical => 3010,
+        Lane::Default => 3011,
+        Lane::Retry => 3012,
+    }
+}
+
+/// Largest accepted `HERALD_DISPATCH_QUEUE_DEPTH`.
+const MAX_QUEUE_DEPTH: usize = 10_000;
+
+impl Config {
+    /// Reads the process environment; `lane` (from the command line) wins over `HERALD_LANE`.
+    pub fn from_env(lane: Option<Lane>) -> Result<Self, ConfigError> {
+        let mut env = EnvReader::from_env();
+        let config = Self::read(&mut env, lane);
+        env.finish().map(|()| config)
+    }
+
+    /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
+    pub fn read(env: &mut EnvReader, lane: Option<Lane>) -> Self {
+        let lane = match lane {
+            Some(lane) => lane,
+            None => match env.raw("HERALD_LANE").map(str::parse::<Lane>) {
+                Some(Ok(lane)) => lane,
+                Some(Err(e)) => {
+                    env.problem("HERALD_LANE", e);
+                    Lane::Default
+                }
+                None => {
+                    env.problem(
+                        "HERALD_LANE",
+                        "is required (or --lane): critical, default or retry",
+                    );
+                    Lane::Default
+                }
+            },
+        };
+        let send_timeout = env.millis("HERALD_SEND_TIMEOUT_MS", Duration::from_secs(10));
+        if send_timeout.is_zero() {
+            env.problem("HERALD_SEND_TIMEOUT_MS", "must be greater than 0");
+        }
+        let queue_depth = env.parse("HERALD_DISPATCH_QUEUE_DEPTH", 16usize);
+        if !(1..=MAX_QUEUE_DEPTH).contains(&queue_depth) {
+            env.problem(
+                "HERALD_DISPATCH_QUEUE_DEPTH",
+                format!("must be between 1 and {MAX_QUEUE_DEPTH}"),
+            );
+        }
+        Self {
+            lane,
+            host: env.string("HERALD_DISPATCH_HOST", "127.0.0.1"),
+            port: env.parse("HERALD_DISPATCH_PORT", default_port(lane)),
+            send_timeout,
+            queue_depth,
+            email: read_email(env),
+            sms: read_sms(env),
+            webhook: read_webhook(env),
+            kafka: KafkaConfig::read(env, SERVICE),
+            mongo: MongoConfig::read(env),
+            telemetry: TelemetryConfig::read(env),
+        }
+    }
+
+    /// What an operator should hear about at startup, although it is not an error.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.webhook.backend == Backend::Real
+            && self.webhook.secret.expose() == DEV_WEBHOOK_SECRET
+        {
+            out.push(
+                "HERALD_WEBHOOK_SECRET is unset: webhooks are signed with the public development secret".into(),
+            );
+        }
+        for (channel, backend) in [
+            ("email", self.email.backend),
+            ("sms", self.sms.backend),
+            ("webhook", self.webhook.backend),
+        ] {
+            if backend == Backend::Sandbox {
+                out.push(format!(
+                    "the {channel} channel uses the sandbox: nothing is really sent"
+                ));
+            }
+        }
+        out
+    }
+
+    /// How long a claim keeps other dispatchers off an event: the send timeout plus 5 s for the bookkeeping.
+    pub fn lease(&self) -> Duration {
+        self.send_timeout + Duration::from_secs(5)
+    }
+
+    /// The consumer group of this lane under the installation's prefix.
+    pub fn group_id(&self) -> String {
+        format!(
+            "{}{SERVICE}-{}",
+            self.kafka.topic_prefix,
+            self.lane.as_str()
+        )
+    }
+}
+
+fn backend(env: &mut EnvReader, key: &str, real: &str, default: Backend) -> Backend {
+    match env.raw(key).map(str::to_ascii_lowercase) {
+        None => default,
+        Some(raw) if raw == real => Backend::Real,
+        Some(raw) if raw == "sandbox" => Backend::Sandbox,
+        Some(raw) => {
+            env.problem(
+                key,
+                format!("'{raw}' is not valid: expected {real} or sandbox"),
+            );
+            default
+        }
+    }
+}
+
+fn read_email(env: &mut EnvReader) -> EmailConfig {
+    let from_raw = env.string("HERALD_SMTP_FROM", "herald@localhost");
+    let from = from_raw.parse::<Mailbox>().unwrap_or_else(|e| {
+        env.problem(
+            "HERALD_SMTP_FROM",
+            format!("'{from_raw}' is not an address: {e}"),
+        );
+        Mailbox::new(
+            None,
+            lettre::Address::new("herald", "localhost").expect("a valid address"),
+        )
+    });
+    let config = EmailConfig {
+        backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
+        host: env.string("HERALD_SMTP_HOST", "127.0.0.1"),
+        port: env.parse("HERALD_SMTP_PORT", 1025),
+        tls: env.parse("HERALD_SMTP_TLS", SmtpTls::None),
+        username: env.optional_string("HERALD_SMTP_USERNAME"),
+        password: env.optional_string("HERALD_SMTP_PASSWORD").map(Secret::new),
+        from,
+    };
+    if config.username.is_some() != config.password.is_some() {
+        env.problem(
+            "HERALD_SMTP_USERNAME",
+            "HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD go together",
+        );
+    }
+    config
+}
+
+fn read_sms(env: &mut EnvReader) -> SmsConfig {
+    let base_url =
+        env.optional_string("HERALD_SMS_BASE_URL")
+            .and_then(|raw| match Url::parse(&raw) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                Ok(_) => {
+                    env.problem("HERALD_SMS_BASE_URL", "must be an http:// or https:// URL");
+                    None
+                }
+                Err(e) => {
+                    env.problem("HERALD_SMS_BASE_URL", format!("'{raw}' is not a URL: {e}"));
+                    None
+                }
+            });
+    let default = if env.raw("HERALD_SMS_BASE_URL").is_some() {
+        Backend::Real
+    } else {
+        Backend::Sandbox
+    };
+    let config = SmsConfig {
+        backend: backend(env, "HERALD_SMS_PROVIDER", "http", default),
+        base_url,
+        account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
+        auth_token: env
+            .optional_string("HERALD_SMS_AUTH_TOKEN")
+            .map(Secret::new),
+        from: env.optional_string("HERALD_SMS_FROM"),
+    };
+    if config.backend == Backend::Real {
+        let missing = [
+            (
+                "HERALD_SMS_BASE_URL",
+                env.raw("HERALD_SMS_BASE_URL").is_none(),
+            ),
+            ("HERALD_SMS_ACCOUNT_ID", config.account_id.is_none()),
+            ("HERALD_SMS_AUTH_TOKEN", config.auth_token.is_none()),
+            ("HERALD_SMS_FROM", config.from.is_none()),
+        ];
+        for (key, _) in missing.iter().filter(|(_, missing)| *missing) {
+            env.problem(key, "is required when HERALD_SMS_PROVIDER is http");
+        }
+    }
+    config
+}
+
+fn read_webhook(env: &mut EnvReader) -> WebhookConfig {
+    let config = WebhookConfig {
+        backend: backend(env, "HERALD_WEBHOOK_PROVIDER", "http", Backend::Real),
+        secret: Secret::new(env.string("HERALD_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)),
+        connect_timeout: env.millis("HERALD_WEBHOOK_CONNECT_TIMEOUT_MS", Duration::from_secs(3)),
+    };
+    if config.connect_timeout.is_zero() {
+        env.problem(
+            "HERALD_WEBHOOK_CONNECT_TIMEOUT_MS",
+            "must be greater than 0",
+        );
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)], lane: Option<Lane>) -> Result<Config, ConfigError> {
+        let mut env = EnvReader::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let config = Config::read(&mut env, lane);
+        env.finish().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_follow_the_lane() {
+        let config = read(&[("HERALD_LANE", "critical")], None).expect("valid");
+        assert_eq!(config.lane, Lane::Critical);
+        assert_eq!(config.port, 3010);
+        assert_eq!(config.send_timeout, Duration::from_secs(10));
+        assert_eq!(config.lease(), Duration::from_secs(15));
+        assert_eq!(config.queue_depth, 16);
+        assert_eq!(config.email.backend, Backend::Real);
+        assert_eq!(
+            config.sms.backend,
+            Backend::Sandbox,
+            "no SMS API configured"
+        );
+        assert_eq!(config.webhook.backend, Backend::Real);
+        assert_eq!(config.group_id(), "herald-dispatch-critical");
+        assert!(config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("HERALD_WEBHOOK_SECRET")));
+        let retry = read(&[], Some(Lane::Retry)).expect("valid");
+        assert_eq!(retry.port, 3012);
+    }
+
+    #[test]
+    fn every_bad_field_is_listed() {
+        let err = read(
+            &[
+                ("HERALD_LANE", "bulk"),
+                ("HERALD_SEND_TIMEOUT_MS", "0"),
+                ("HERALD_DISPATCH_QUEUE_DEPTH", "0"),
+                ("HERALD_SMTP_TLS", "ssl"),
+                ("HERALD_SMTP_FROM", "not an address"),
+                ("HERALD_SMS_PROVIDER", "http"),
+                ("HERALD_WEBHOOK_PROVIDER", "carrier-pigeon"),
+            ],
+            None,
+        )
+        .expect_err("all bad");
+        let text = err.to_string();
+        for key in [
+            "HERALD_LANE",
+            "HERALD_SEND_TIMEOUT_MS",
+            "HERALD_DISPATCH_QUEUE_DEPTH",
+            "HERALD_SMTP_TLS",
+            "HERALD_SMTP_FROM",
+            "HERALD_SMS_BASE_URL",
+            "HERALD_SMS_ACCOUNT_ID",
+            "HERALD_SMS_AUTH_TOKEN",
+            "HERALD_SMS_FROM",
+            "HERALD_WEBHOOK_PROVIDER",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn a_base_url_selects_the_http_sms_provider_and_secrets_stay_hidden() {
+        let config = read(
+            &[
+                ("HERALD_SMS_BASE_URL", "http://127.0.0.1:9/2010-04-01"),
+                ("HERALD_SMS_ACCOUNT_ID", "AC1"),
+                ("HERALD_SMS_AUTH_TOKEN", "tok-s3cret"),
+                ("HERALD_SMS_FROM", "+15550001111"),
+                ("HERALD_SMTP_USERNAME", "mailer"),
+                ("HERALD_SMTP_PASSWORD", "smtp-s3cret"),
+                ("HERALD_WEBHOOK_SECRET", "hook-s3cret"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect("valid");
+        assert_eq!(config.sms.backend, Backend::Real);
+        let shown = format!("{config:?}");
+        for secret in ["tok-s3cret", "smtp-s3cret", "hook-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(config.warnings().iter().all(|w| !w.contains("SECRET")));
+    }
+}

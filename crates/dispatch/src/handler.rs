@@ -1,0 +1,395 @@
+//! What a dispatcher does with one lane message: decode it, claim the event, send it, record the attempt and hand
+//! a failure to the retry scheduler, so that when [`Handler::handle`] returns `Ok` the message's offset may be
+//! stored.
+//!
+//! Every MongoDB and Kafka error on the way is transient: the step is retried with a capped backoff and the
+//! message is never dropped. Only shutdown (or losing the partition) stops the retries, and then `Err(Stopped)`
+//! says that the offset must not be stored.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
+use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequest, Topics};
+use herald_platform::kafka;
+use herald_platform::store::{Claim, EventRecord, EventStore};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::provider::{Provider, Providers, SendError};
+use crate::stats::{Counter, Stats};
+
+/// First and longest wait between two tries of a step that failed on MongoDB or Kafka.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Longest wait before looking again at an event another dispatcher holds: it usually finishes well before its
+/// lease runs out.
+const LEASE_POLL_CAP: Duration = Duration::from_secs(1);
+
+/// Work stopped before it was durable (shutdown, or the partition was taken away): do not store the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Handles lane messages. One per process, shared by the partition workers.
+pub struct Handler {
+    pub(crate) topics: Topics,
+    pub(crate) store: EventStore,
+    pub(crate) producer: FutureProducer,
+    pub(crate) providers: Providers,
+    pub(crate) send_timeout: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) stats: Arc<Stats>,
+    /// Process shutdown. Steps after a send finish unless this is cancelled (and even then get one try), so that
+    /// a send that happened is recorded.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("topics", &self.topics)
+            .field("providers", &self.providers)
+            .field("send_timeout", &self.send_timeout)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    /// Handles one message. `stop` is cancelled when the partition is revoked or the process stops.
+    pub async fn handle(
+        &self,
+        message: &OwnedMessage,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let span = tracing::info_span!(
+            "handle",
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            event_id = tracing::field::Empty,
+        );
+        async {
+            match decode(message.payload()) {
+                Ok(lane_message) => {
+                    tracing::Span::current()
+                        .record("event_id", lane_message.event.event_id.as_str());
+                    self.dispatch(&lane_message, stop).await
+                }
+                Err(reason) => self.dead_letter(message, &reason, stop).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(
+        &self,
+        message: &LaneMessage,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let event = &message.event;
+        let Some(channel) = event.channel else {
+            let recorded = self
+                .durably("mark recorded", stop, || {
+                    self.store.mark_recorded(&event.event_id)
+                })
+                .await?;
+            tracing::debug!(recorded, "record-only event");
+            self.stats.add(Counter::Recorded);
+            return Ok(());
+        };
+        let (n, replay_count) = (message.attempt, message.replay_count);
+        loop {
+            let claimed_at = std::time::Instant::now();
+            let claim = self
+                .durably("claim", stop, || {
+                    self.store
+                        .claim(&event.event_id, n, replay_count, self.lease)
+                })
+                .await?;
+            let claim_ms = claimed_at.elapsed().as_millis() as u64;
+            match claim {
+                Claim::Skip(_) => {
+                    tracing::debug!(
+                        attempt = n,
+                        "nothing to do: already handled, stale or unknown"
+                    );
+                    self.stats.add(Counter::Skipped);
+                    return Ok(());
+                }
+                Claim::Leased(until) => {
+                    tracing::debug!(%until, "another dispatcher holds the event; waiting");
+                    wait_for_lease(until, stop).await?;
+                }
+                Claim::FollowUp(record) => {
+                    // A crash came between recording the failure and publishing its retry request.
+                    let Some(failed) = failed_attempt(&record, n) else {
+                        tracing::error!(
+                            attempt = n,
+                            "attempt recorded as failed but missing from the record"
+                        );
+                        return Ok(());
+                    };
+                    self.request_retry(&record.event(), failed, replay_count, None)
+                        .await?;
+                    self.stats.add(Counter::FollowUps);
+                    return Ok(());
+                }
+                Claim::Send(record) => {
+                    let event = record.event();
+                    let provider = self.providers.select(channel, message.provider.as_deref());
+                    let (attempt, retry_after_secs) = self.attempt(provider, &event, n).await;
+                    if attempt.outcome == AttemptOutcome::Delivered {
+                        let recording = std::time::Instant::now();
+                        let recorded = self
+                            .durably("record delivered", &self.shutdown, || {
+                                self.store
+                                    .record_delivered(&event.event_id, &attempt, replay_count)
+                            })
+                            .await?;
+                        tracing::debug!(
+                            claim_ms,
+                            send_ms = (attempt.ended_at - attempt.started_at).num_milliseconds(),
+                            record_ms = recording.elapsed().as_millis() as u64,
+                            "delivery timings"
+                        );
+                        if !recorded {
+                            tracing::warn!(
+                                attempt = n,
+                                "delivered, but another dispatcher had recorded the attempt"
+                            );
+                        }
+                        self.stats.add(Counter::Delivered);
+                        return Ok(());
+                    }
+                    let recorded = self
+                        .durably("record failed", &self.shutdown, || {
+                            self.store
+                                .record_failed(&event.event_id, &attempt, replay_count)
+                        })
+                        .await?;
+                    if recorded {
+                        self.request_retry(&event, attempt, replay_count, retry_after_secs)
+                            .await?;
+                        self.stats.add(Counter::Failed);
+                        return Ok(());
+                    }
+                    // Someone else recorded this attempt (or our write landed and its answer was lost): the next
+                    // claim says whether a follow-up is still owed.
+                    tracing::info!(
+                        attempt = n,
+                        "failed attempt already recorded; looking again"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One attempt through `provider`, bounded by the send timeout.
+    async fn attempt(
+        &self,
+        provider: &dyn Provider,
+        event: &Event,
+        n: u32,
+    ) -> (Attempt, Option<u64>) {
+        let started_at = Utc::now();
+        let result = match tokio::time::timeout(self.send_timeout, provider.send(event, n)).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::transport(
+                herald_domain::outcome::TransportFailure::Timeout,
+                format!("no answer within {} ms", self.send_timeout.as_millis()),
+            )),
+        };
+        let ended_at = Utc::now();
+        let mut attempt = Attempt {
+            number: n,
+            provider: provider.name().to_owned(),
+            started_at,
+            ended_at,
+            outcome: AttemptOutcome::Delivered,
+            error_class: None,
+            error: None,
+            http_status: None,
+        };
+        match result {
+            Ok(delivered) => {
+                tracing::info!(
+                    attempt = n,
+                    provider = provider.name(),
+                    detail = delivered.detail.as_deref().unwrap_or(""),
+                    "delivered"
+                );
+                attempt.http_status = delivered.http_status;
+                (attempt, None)
+            }
+            Err(e) => {
+                tracing::info!(attempt = n, provider = provider.name(), class = %e.class, error = %e.message, "attempt failed");
+                attempt.outcome = AttemptOutcome::Failed;
+                attempt.error_class = Some(e.class);
+                attempt.error = Some(e.message);
+                attempt.http_status = e.http_status;
+                (attempt, e.retry_after_secs)
+            }
+        }
+    }
+
+    /// Publishes the retry request for a failed attempt and waits for Kafka's acknowledgement.
+    async fn request_retry(
+        &self,
+        event: &Event,
+        failed: Attempt,
+        replay_count: u32,
+        retry_after_secs: Option<u64>,
+    ) -> Result<(), Stopped> {
+        let attempt = failed.number;
+        let request = RetryRequest {
+            event: event.clone(),
+            lane: Lane::for_priority(event.priority),
+            failed,
+            replay_count,
+            retry_after_secs,
+        };
+        let payload = match serde_json::to_vec(&request) {
+            Ok(payload) => payload,
+            Err(e) => {
+                // Cannot happen for these types; if it did, retrying would not help either.
+                tracing::error!(error = %e, "cannot encode a retry request");
+                return Ok(());
+            }
+        };
+        let attempt = attempt.to_string();
+        let headers = kafka::headers(&[
+            (HEADER_EVENT_ID, event.event_id.as_str()),
+            (HEADER_ATTEMPT, &attempt),
+        ]);
+        let topic = self.topics.retry_requests();
+        self.durably("publish retry request", &self.shutdown, || {
+            kafka::send(
+                &self.producer,
+                &topic,
+                event.partition_key(),
+                &payload,
+                Some(headers.clone()),
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Moves an undecodable message to the dead-letter topic, raw, with where it came from and why.
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        tracing::warn!(reason, "poison message: dead-lettering it");
+        let topic = self.topics.dead_letters();
+        self.durably("publish dead letter", stop, || {
+            kafka::dead_letter_poison(&self.producer, &topic, message, reason)
+        })
+        .await?;
+        self.stats.add(Counter::DeadLettered);
+        Ok(())
+    }
+
+    /// Runs `step` until it succeeds, waiting a capped, jittered backoff between tries; gives up only when `stop`
+    /// is cancelled (after at least one try).
+    async fn durably<T, E, F, Fut>(
+        &self,
+        what: &'static str,
+        stop: &CancellationToken,
+        mut step: F,
+    ) -> Result<T, Stopped>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match step().await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    self.stats.add(Counter::TransientErrors);
+                    let jitter = Duration::from_millis(rand::random_range(
+                        0..=backoff.as_millis() as u64 / 2,
+                    ));
+                    tracing::warn!(step = what, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "transient error; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            tracing::warn!(step = what, "stopping with the step undone; the message will come again");
+                            return Err(Stopped);
+                        }
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+}
+
+/// The lane message in `payload`, or why it is poison.
+fn decode(payload: Option<&[u8]>) -> Result<LaneMessage, String> {
+    let payload = payload.ok_or("empty payload")?;
+    let message: LaneMessage =
+        serde_json::from_slice(payload).map_err(|e| format!("not a lane message: {e}"))?;
+    if message.attempt == 0 {
+        return Err("not a lane message: attempt must be at least 1".into());
+    }
+    Ok(message)
+}
+
+/// The failed attempt `n` of a record, for a follow-up: the newest attempt with that number.
+fn failed_attempt(record: &EventRecord, n: u32) -> Option<Attempt> {
+    record
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.number == n)
+        .or(record.attempts.last())
+        .cloned()
+}
+
+/// Waits until the lease may have ended, polling at least every [`LEASE_POLL_CAP`].
+async fn wait_for_lease(
+    until: chrono::DateTime<Utc>,
+    stop: &CancellationToken,
+) -> Result<(), Stopped> {
+    let remaining = (until - Utc::now()).to_std().unwrap_or_default();
+    let wait = remaining.clamp(Duration::from_millis(50), LEASE_POLL_CAP);
+    tokio::select! {
+        _ = stop.cancelled() => Err(Stopped),
+        _ = tokio::time::sleep(wait) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poison_is_recognised_with_a_reason() {
+        assert_eq!(decode(None), Err("empty payload".into()));
+        let garbage = decode(Some(b"{not json")).expect_err("garbage");
+        assert!(garbage.starts_with("not a lane message"), "{garbage}");
+        let event = serde_json::json!({
+            "eventId": "e1", "payload": {}, "createdAt": "2024-01-01T00:00:00Z"
+        });
+        let zero =
+            serde_json::json!({"event": event, "attempt": 0, "enqueuedAt": "2024-01-01T00:00:00Z"});
+        assert!(decode(Some(zero.to_string().as_bytes())).is_err());
+        let one =
+            serde_json::json!({"event": event, "attempt": 1, "enqueuedAt": "2024-01-01T00:00:00Z"});
+        assert_eq!(
+            decode(Some(one.to_string().as_bytes())).map(|m| m.attempt),
+            Ok(1)
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! `herald-dispatch`: consumes one delivery lane (`critical`, `default` or `retry`) and sends each event through
+//! its channel's provider, recording every attempt in MongoDB and handing failures to the retry scheduler.
+//!
+//! One process serves one lane and shares nothing with the others, so critical traffic never waits behind
+//! default traffic. Several processes of a lane share its partitions through the lane's consumer group.
+//!
+//! - [`lane`]: the consumer, the per-partition workers and the in-flight bound;
+//! - [`handler`]: what happens to one message (claim, send, record, retry request, dead letter);
+//! - [`provider`]: SMTP, the SMS API, webhooks and the sandbox;
+//! - [`config`]: the environment variables.
+
+pub mod config;
+pub mod handler;
+pub mod lane;
+pub mod provider;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use herald_platform::health::{self, Readiness};
+use herald_platform::kafka;
+use herald_platform::store::EventStore;
+use rdkafka::consumer::Consumer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+pub use config::Config;
+use handler::Handler;
+pub use provider::{Delivered, Provider, Providers, SendError};
+pub use stats::{Counter, Stats};
+
+/// Why the dispatcher could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error(transparent)]
+    Provider(#[from] provider::BuildError),
+    #[error("health server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Longest a health or readiness request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A built dispatcher: connected, subscribed and listening, not yet consuming.
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    port: u16,
+    router: lane::Router,
+    readiness: Readiness,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Connects to MongoDB (creating the indexes) and Kafka, builds the providers, subscribes to the lane and
+    /// binds the health server.
+    pub async fn build(config: Config) -> Result<Self> {
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let db = herald_platform::mongo::connect(&config.mongo, config::SERVICE).await?;
+        EventStore::ensure_indexes(&db).await?;
+        let producer = kafka::build_producer(&config.kafka)?;
+        let providers = Providers::build(&config)?;
+        let stats = Arc::new(Stats::new(config.lane, config.queue_depth));
+        // The handler's shutdown token is linked to the one given to `run_until_stopped`.
+        let shutdown = CancellationToken::new();
+        let topics = config.kafka.topics();
+        let handler = Arc::new(Handler {
+            topics: topics.clone(),
+            store: EventStore::new(&db),
+            producer,
+            providers,
+            send_timeout: config.send_timeout,
+            lease: config.lease(),
+            stats: Arc::clone(&stats),
+            shutdown: shutdown.clone(),
+        });
+        let (context, rebalances) = lane::LaneContext::new();
+        let consumer =
+            kafka::build_consumer_with_context(&config.kafka, &config.group_id(), context)?;
+        let topic = topics.lane(config.lane);
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| Error::Kafka(kafka::Error::Client(e)))?;
+        let router = lane::Router::new(
+            Arc::new(consumer),
+            rebalances,
+            handler,
+            Arc::clone(&stats),
+            topic.clone(),
+            config.queue_depth,
+        );
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(
+            lane = config.lane.as_str(),
+            %topic,
+            group = %config.group_id(),
+            port,
+            queue_depth = config.queue_depth,
+            send_timeout_ms = config.send_timeout.as_millis() as u64,
+            "dispatcher built"
+        );
+        Ok(Self {
+            listener,
+            port,
+            router,
+            readiness: Readiness {
+                kafka: Some(config.kafka.clone()),
+                mongo: Some(db),
+                timeout: None,
+            },
+            stats,
+            shutdown,
+        })
+    }
+
+    /// The port of the health server (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The counters of this dispatcher, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Consumes until `shutdown` is cancelled; then stops fetching, lets every partition worker finish the message
+    /// in hand and store its offset, commits synchronously and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+        let Self {
+            listener,
+            router,
+            readiness,
+            stats,
+            shutdown: own,
+            ..
+        } = self;
+        let link = {
+            let (shutdown, own) = (shutdown.clone(), own.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                own.cancel();
+            })
+        };
+        let app = health::router(readiness)
+            .merge(
+                Router::new()
+                    .route("/metrics", get(metrics))
+                    .with_state(stats),
+            )
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                HTTP_TIMEOUT,
+            ));
+        let server = {
+            let own = own.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { own.cancelled().await })
+                    .await
+            })
+        };
+        router.run(own.clone()).await;
+        link.abort();
+        own.cancel();
+        match server.await {
+            Ok(result) => result?,
+            Err(e) => tracing::error!(error = %e, "health server task failed"),
+        }
+        tracing::info!("dispatcher stopped");
+        Ok(())
+    }
+}
+
+async fn metrics(State(stats): State<Arc<Stats>>) -> String {
+    stats.render()
+}

@@ -1,0 +1,151 @@
+//! Email over SMTP: one pooled lettre transport per process, and a Message-ID made of the event id so that
+//! receivers can drop a duplicate sent after a crash.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_domain::outcome::{Observation, TransportFailure};
+use herald_domain::{Channel, Event};
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+use super::{payload, BuildError, Delivered, Provider, SendError};
+use crate::config::{EmailConfig, SmtpTls};
+
+/// Pooled SMTP connections: at most one send per partition runs at a time, and a lane has 6 partitions.
+const POOL_SIZE: u32 = 8;
+
+/// The email payload, as ingest normalised it.
+#[derive(Debug, Deserialize)]
+struct EmailPayload {
+    to: String,
+    subject: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    html: Option<String>,
+}
+
+/// `Herald-Event-Id: <id>`, the header receivers deduplicate on (the Message-ID carries the same id).
+#[derive(Debug, Clone)]
+struct HeraldEventId(String);
+
+impl Header for HeraldEventId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Herald-Event-Id")
+    }
+
+    fn parse(raw: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(raw.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// Sends email through an SMTP server.
+#[derive(Debug)]
+pub struct SmtpProvider {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpProvider {
+    pub fn build(config: &EmailConfig, send_timeout: Duration) -> Result<Self, BuildError> {
+        let invalid = |e: lettre::transport::smtp::Error| BuildError {
+            channel: Channel::Email,
+            message: e.to_string(),
+        };
+        let mut builder = match config.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(invalid)?,
+            SmtpTls::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(invalid)?
+            }
+        };
+        builder = builder
+            .port(config.port)
+            .timeout(Some(send_timeout))
+            .pool_config(PoolConfig::new().max_size(POOL_SIZE));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from: config.from.clone(),
+        })
+    }
+
+    fn message(&self, event: &Event) -> Result<Message, SendError> {
+        let email: EmailPayload = payload(event, Channel::Email)?;
+        let to: Mailbox = email
+            .to
+            .parse()
+            .map_err(|e| SendError::invalid(format!("invalid recipient '{}': {e}", email.to)))?;
+        let builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject)
+            .message_id(Some(format!("<{}@herald>", event.event_id)))
+            .header(HeraldEventId(event.event_id.to_string()));
+        let built = match (email.text, email.html) {
+            (Some(text), Some(html)) => {
+                builder.multipart(MultiPart::alternative_plain_html(text, html))
+            }
+            (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
+            (text, None) => builder
+                .header(ContentType::TEXT_PLAIN)
+                .body(text.unwrap_or_default()),
+        };
+        built.map_err(|e| SendError::invalid(format!("cannot build the email: {e}")))
+    }
+}
+
+#[async_trait]
+impl Provider for SmtpProvider {
+    fn name(&self) -> &str {
+        "smtp"
+    }
+
+    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
+        let message = self.message(event)?;
+        match self.transport.send(message).await {
+            Ok(response) => Ok(Delivered {
+                http_status: None,
+                detail: Some(format!(
+                    "{} {}",
+                    response.code(),
+                    response.first_line().unwrap_or_default()
+                )),
+            }),
+            Err(e) => Err(smtp_error(&e)),
+        }
+    }
+}
+
+fn smtp_error(error: &lettre::transport::smtp::Error) -> SendError {
+    if let Some(code) = error.status() {
+        return SendError::observed(
+            Observation::Smtp {
+                code: u16::from(code),
+            },
+            None,
+            format!("smtp: {error}"),
+        );
+    }
+    let failure = if error.is_timeout() {
+        TransportFailure::Timeout
+    } else if error.is_tls() {
+        TransportFailure::Tls
+    } else {
+        TransportFailure::Connect
+    };
+    SendError::transport(failure, format!("smtp: {error}"))
+}

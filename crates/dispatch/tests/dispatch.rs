@@ -1,0 +1,12 @@
+//! Integration tests of `herald-dispatch` against the real stack: Kafka, the MongoDB-wire server and the SMTP
+//! sink, with local HTTP receivers standing in for webhook targets and the SMS API.
+
+mod dispatch {
+    pub mod support;
+
+    mod channels;
+    mod crash;
+    mod failures;
+    mod instances;
+    mod redelivery;
+}

@@ -1,0 +1,199 @@
+//! Herald end to end: ingest, the dispatchers of every lane and the retry scheduler, started in this process on
+//! one test's corner of the real stack, with a local webhook receiver whose answers the test scripts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use herald_domain::retry::RetryRules;
+use herald_domain::{EventId, Lane, Status};
+use herald_platform::config::LogFormat;
+use herald_platform::store::{EventRecord, EventStore};
+use herald_platform::{EnvReader, TelemetryConfig};
+use herald_test_support::{eventually, stack, TestContext};
+use tokio_util::sync::CancellationToken;
+
+/// The webhook secret of every dispatcher started here.
+pub const WEBHOOK_SECRET: &str = "e2e-webhook-secret";
+/// Delay tiers short enough for tests.
+pub const TIERS_SECS: &[u64] = &[1, 2, 4];
+
+/// Every Herald service of one test, and a store to read the outcome.
+#[derive(Debug)]
+pub struct Herald {
+    pub ctx: TestContext,
+    pub store: EventStore,
+    pub ingest_url: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Herald {
+    /// Starts ingest, one dispatcher per lane and the retry scheduler with `rules` (TOML).
+    pub async fn start(label: &str, rules: &str) -> Result<Self> {
+        let ctx = TestContext::with_tiers(label, TIERS_SECS).await?;
+        let db = herald_platform::mongo::connect(&ctx.mongo, label).await?;
+        EventStore::ensure_indexes(&db).await?;
+        let shutdown = CancellationToken::new();
+
+        let ingest = herald_ingest::App::build(herald_ingest::Config::for_test(
+            ctx.kafka.clone(),
+            ctx.mongo.clone(),
+        ))
+        .await?;
+        let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
+        tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
+
+        for lane in Lane::ALL {
+            let stack = stack();
+            let vars: HashMap<String, String> = [
+                ("KAFKA_BROKERS", ctx.kafka.brokers.clone()),
+                ("HERALD_TOPIC_PREFIX", ctx.topics.prefix().to_owned()),
+                ("MONGODB_URI", ctx.mongo.uri.clone()),
+                ("MONGODB_DATABASE", ctx.mongo.database.clone()),
+                ("HERALD_DISPATCH_PORT", "0".into()),
+                ("HERALD_SMTP_HOST", stack.smtp_host.clone()),
+                ("HERALD_SMTP_PORT", stack.smtp_port.to_string()),
+                ("HERALD_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+                ("HERALD_SEND_TIMEOUT_MS", "5000".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let mut env = EnvReader::from_map(vars);
+            let config = herald_dispatch::Config::read(&mut env, Some(*lane));
+            env.finish()?;
+            let app = herald_dispatch::App::build(config).await?;
+            tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        }
+
+        let retry = herald_retry::App::build(herald_retry::Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            rules_path: None,
+            rules: RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("rules: {e:?}"))?,
+            tiers_secs: TIERS_SECS.to_vec(),
+            topic_replication: 1,
+            kafka: ctx.kafka.clone(),
+            mongo: ctx.mongo.clone(),
+            telemetry: TelemetryConfig {
+                format: LogFormat::Pretty,
+                filter: "info".into(),
+            },
+        })
+        .await?;
+        tokio::spawn(retry.run_until_stopped(shutdown.clone()));
+
+        Ok(Self {
+            store: EventStore::new(&db),
+            ctx,
+            ingest_url,
+            http: reqwest::Client::new(),
+            shutdown,
+        })
+    }
+
+    /// `POST /event`; returns the accepted event id.
+    pub async fn post_event(&self, body: serde_json::Value) -> Result<EventId> {
+        let response = self
+            .http
+            .post(format!("{}/event", self.ingest_url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {answer}");
+        let id = answer["eventId"]
+            .as_str()
+            .context("eventId in the answer")?;
+        Ok(EventId::parse(id)?)
+    }
+
+    /// Waits until the event is `status`, and returns its record.
+    pub async fn wait_for(&self, id: &EventId, status: Status, timeout: Duration) -> EventRecord {
+        eventually(timeout, &format!("{id} to be {status}"), || async {
+            match self.store.find(id).await {
+                Ok(Some(record)) if record.status == status => Ok(record),
+                Ok(Some(record)) => Err(format!(
+                    "{:?} after {} attempts",
+                    record.status, record.attempt_count
+                )),
+                Ok(None) => Err("no record".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub at: DateTime<Utc>,
+    pub event_id: String,
+    pub answered: u16,
+}
+
+/// A local webhook receiver: it fails the first `failures` requests of each event with `status`, then answers
+/// 200, and records every request.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Receiver {
+    pub async fn start(failures: usize, status: u16) -> Result<Self> {
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let recorded = hits.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move |headers: HeaderMap| {
+                let hits = recorded.clone();
+                async move {
+                    let event_id = headers
+                        .get("herald-event-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut hits = hits.lock().expect("receiver lock");
+                    let seen = hits.iter().filter(|h| h.event_id == event_id).count();
+                    let answered = if seen < failures { status } else { 200 };
+                    hits.push(Hit {
+                        at: Utc::now(),
+                        event_id,
+                        answered,
+                    });
+                    StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { url, hits })
+    }
+
+    pub fn hits(&self, event_id: &EventId) -> Vec<Hit> {
+        self.hits
+            .lock()
+            .expect("receiver lock")
+            .iter()
+            .filter(|h| h.event_id == event_id.as_str())
+            .cloned()
+            .collect()
+    }
+}
