@@ -191,11 +191,14 @@ impl Status {
         match self {
             Pending => &[],
             Queued => &[Pending],
-            Dispatching => &[Pending, Queued, RetryScheduled],
+            // Not from PENDING: ingest (or a replay, or the sweeper) marks an event QUEUED once Kafka has it, and a
+            // dispatcher waits for that mark, so the two never write the same event at once (FerretDB does not
+            // make concurrent updates of one document atomic).
+            Dispatching => &[Queued, RetryScheduled],
             RetryScheduled => &[Dispatching],
             Delivered => &[Dispatching],
             DeadLettered => &[Queued, Dispatching, RetryScheduled],
-            Recorded => &[Pending, Queued],
+            Recorded => &[Queued],
         }
     }
 

@@ -53,18 +53,26 @@ impl Publisher {
         Self { producer, topics }
     }
 
-    /// Publishes `LaneMessage::first(event)` and waits for Kafka's acknowledgement (all in-sync replicas).
+    /// Publishes the first attempt of `event` after `replay_count` replays (0 for a new event) and waits for
+    /// Kafka's acknowledgement (all in-sync replicas).
     ///
+    /// The replay count must be the record's: dispatchers skip a message whose count differs, and a replayed
+    /// dead letter that `herald-replay` could not publish is left PENDING for the sweeper.
     /// `request_id` is the HTTP request that accepted the event, when there is one (the sweeper has none).
     #[tracing::instrument(skip_all, fields(event_id = %event.event_id, topic, partition, offset))]
     pub(crate) async fn publish(
         &self,
         event: &Event,
+        replay_count: u32,
         request_id: Option<&str>,
     ) -> Result<(), PublishError> {
         let topic = self.topics.lane(Lane::for_priority(event.priority));
         tracing::Span::current().record("topic", topic.as_str());
-        let payload = serde_json::to_vec(&LaneMessage::first(event.clone()))?;
+        let message = LaneMessage {
+            replay_count,
+            ..LaneMessage::first(event.clone())
+        };
+        let payload = serde_json::to_vec(&message)?;
         let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: HEADER_EVENT_ID,
@@ -171,10 +179,18 @@ async fn sweep(
         let n_events = batch.len();
         // Sent together so that a batch takes one round trip, not one per event; the producer keeps the order in
         // which they are handed to it, which is the order of acceptance.
-        let events: Vec<Event> = batch.iter().map(|record| record.event()).collect();
-        let results = join_all(events.iter().map(|event| publisher.publish(event, None))).await;
+        let events: Vec<(Event, u32)> = batch
+            .iter()
+            .map(|record| (record.event(), record.replay_count))
+            .collect();
+        let results = join_all(
+            events
+                .iter()
+                .map(|(event, replay_count)| publisher.publish(event, *replay_count, None)),
+        )
+        .await;
         let mut failures = Vec::new();
-        for (event, result) in events.iter().zip(results) {
+        for ((event, _), result) in events.iter().zip(results) {
             match result {
                 Ok(()) => {
                     // False when a dispatcher already moved it on, which is just as good.

@@ -230,7 +230,7 @@ async fn accept(
             }
         }
     }
-    if let Err(e) = state.publisher.publish(&event, request_id).await {
+    if let Err(e) = state.publisher.publish(&event, 0, request_id).await {
         tracing::warn!(error = %e, "kafka did not acknowledge; the event stays PENDING for the sweeper");
         return Err(match e {
             PublishError::Kafka(_) => ApiError::Unavailable(Dependency::Kafka),

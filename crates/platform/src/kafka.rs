@@ -181,23 +181,50 @@ pub async fn dead_letter_poison(
     message: &impl Message,
     reason: &str,
 ) -> Result<()> {
-    use rdkafka::message::Header;
     use herald_domain::messages::dlq_headers;
+    use rdkafka::message::Header;
     let partition = message.partition().to_string();
     let offset = message.offset().to_string();
     let headers = OwnedHeaders::new()
-        .insert(Header { key: dlq_headers::REASON, value: Some(reason) })
-        .insert(Header { key: "herald-original-topic", value: Some(message.topic()) })
-        .insert(Header { key: "herald-original-partition", value: Some(&partition) })
-        .insert(Header { key: "herald-original-offset", value: Some(&offset) });
-    let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-    send(producer, dead_letters, &key, message.payload().unwrap_or_default(), Some(headers)).await?;
+        .insert(Header {
+            key: dlq_headers::REASON,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "herald-original-topic",
+            value: Some(message.topic()),
+        })
+        .insert(Header {
+            key: "herald-original-partition",
+            value: Some(&partition),
+        })
+        .insert(Header {
+            key: "herald-original-offset",
+            value: Some(&offset),
+        });
+    let key = message
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    send(
+        producer,
+        dead_letters,
+        &key,
+        message.payload().unwrap_or_default(),
+        Some(headers),
+    )
+    .await?;
     Ok(())
 }
 
 /// Headers from `(name, value)` pairs.
 pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
-        headers.insert(rdkafka::message::Header { key, value: Some(*value) })
-    })
+    pairs
+        .iter()
+        .fold(OwnedHeaders::new(), |headers, (key, value)| {
+            headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(*value),
+            })
+        })
 }

@@ -72,6 +72,32 @@ pub fn event_indexes() -> Vec<IndexModel> {
             .options(IndexOptions::builder().name("createdAt".to_owned()).build())
             .build(),
     );
+    indexes.extend(query_indexes());
+    indexes
+}
+
+/// The indexes that serve `herald-query`'s lists: sorted on (`createdAt`, `eventId`), the event id breaking
+/// ties so that pages and cursors are stable, alone or after one equality filter.
+///
+/// The tie-break must be in the index: with `{field: 1, createdAt: -1}` alone MongoDB cannot take the sort
+/// from the index and sorts every matching event in memory before returning a page.
+fn query_indexes() -> Vec<IndexModel> {
+    let named = |keys: Document, name: String| {
+        IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().name(name).build())
+            .build()
+    };
+    let mut indexes = vec![named(
+        doc! { "createdAt": -1, "eventId": -1 },
+        "createdAt_eventId".to_owned(),
+    )];
+    for field in ["userId", "status", "eventType", "channel", "priority"] {
+        indexes.push(named(
+            doc! { field: 1, "createdAt": -1, "eventId": -1 },
+            format!("{field}_createdAt_eventId"),
+        ));
+    }
     indexes
 }
 

@@ -16,10 +16,18 @@ use crate::mongo::{self, is_duplicate_key, EVENTS};
 
 mod idempotency;
 mod lifecycle;
+mod replay;
 
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
+pub use replay::{DeadLetterFilter, DeadLetterRef, REPLAY_CLAIMS};
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// How long a dispatcher lets a PENDING event's publisher mark it QUEUED before doing so itself.
+pub const QUEUE_GRACE: Duration = Duration::from_millis(300);
+
+/// The collection of dispatch claims: one document per (event, replay, attempt, takeover generation).
+pub const CLAIMS: &str = "claims";
 
 /// The collection mapping `Idempotency-Key` header values to the event they created.
 pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
@@ -71,6 +79,9 @@ pub struct EventRecord {
     pub attempt_count: u32,
     #[serde(default)]
     pub replay_count: u32,
+    /// Takeovers of the current attempt's claim after an expired lease.
+    #[serde(default)]
+    pub claim_generation: u32,
     /// Every attempt ever made, in order.
     #[serde(default)]
     pub attempts: Vec<Attempt>,
@@ -91,6 +102,16 @@ pub struct EventRecord {
         with = "bson::serde_helpers::chrono_datetime_as_bson_datetime_optional"
     )]
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the event was last dead-lettered. Kept after a replay, as history; the status says whether it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_reason: Option<String>,
+    /// When the event was last dead-lettered: the order replays take dead letters in.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "bson::serde_helpers::chrono_datetime_as_bson_datetime_optional"
+    )]
+    pub dead_lettered_at: Option<DateTime<Utc>>,
     #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
@@ -112,6 +133,7 @@ impl EventRecord {
             status: Status::Pending,
             attempt_count: 0,
             replay_count: 0,
+            claim_generation: 0,
             attempts: Vec::new(),
             timeline: vec![TimelineEntry {
                 at: now,
@@ -122,6 +144,8 @@ impl EventRecord {
             last_error: None,
             lease_until: None,
             next_attempt_at: None,
+            dead_letter_reason: None,
+            dead_lettered_at: None,
             created_at: event.created_at,
             updated_at: now,
         }
@@ -187,6 +211,7 @@ pub struct EventStore {
     events: Collection<EventRecord>,
     raw: Collection<Document>,
     keys: Collection<Document>,
+    claims: Collection<Document>,
 }
 
 impl EventStore {
@@ -195,6 +220,7 @@ impl EventStore {
             events: db.collection(EVENTS),
             raw: db.collection(EVENTS),
             keys: db.collection(IDEMPOTENCY_KEYS),
+            claims: db.collection(CLAIMS),
         }
     }
 
@@ -276,7 +302,11 @@ impl EventStore {
         Ok(result.modified_count == 1)
     }
 
-    /// PENDING events created before `cutoff`, oldest first: the outbox the sweeper republishes.
+    /// Events PENDING since before `cutoff` (not changed since), oldest first: the outbox the sweeper republishes.
+    ///
+    /// The cutoff applies to `updatedAt`, not `createdAt`: a replayed dead letter is PENDING again while the
+    /// replay publishes it, and its creation time is long past, so filtering on it would let the sweeper publish
+    /// every replay a second time.
     pub async fn pending_before(
         &self,
         cutoff: DateTime<Utc>,
@@ -288,7 +318,7 @@ impl EventStore {
             .build();
         let mut cursor = self
             .events
-            .find(doc! { "status": "PENDING", "createdAt": { "$lt": bson::DateTime::from_chrono(cutoff) } })
+            .find(doc! { "status": "PENDING", "updatedAt": { "$lt": bson::DateTime::from_chrono(cutoff) } })
             .with_options(options)
             .await?;
         let mut out = Vec::new();
@@ -298,8 +328,33 @@ impl EventStore {
         Ok(out)
     }
 
-    /// Record-only events: PENDING or QUEUED to RECORDED. False if it was already recorded.
+    /// Reads an event; if it is PENDING, first lets whoever published it mark it QUEUED (ingest, a replay or the
+    /// sweeper do so right after Kafka's acknowledgement), and marks it itself after [`QUEUE_GRACE`]: the message
+    /// in hand proves it is on Kafka. Waiting keeps two writers off one document at the same moment.
+    async fn settle_pending(&self, event_id: &EventId) -> Result<Option<EventRecord>> {
+        loop {
+            let Some(current) = self.find(event_id).await? else {
+                return Ok(None);
+            };
+            if current.status != Status::Pending {
+                return Ok(Some(current));
+            }
+            let grace_ends = current.updated_at
+                + chrono::Duration::from_std(QUEUE_GRACE).unwrap_or(chrono::Duration::zero());
+            let wait = (grace_ends - Utc::now()).to_std().unwrap_or_default();
+            if wait.is_zero() {
+                self.mark_queued(event_id).await?;
+            } else {
+                tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+            }
+        }
+    }
+
+    /// Record-only events: QUEUED to RECORDED. False if it was already recorded.
     pub async fn mark_recorded(&self, event_id: &EventId) -> Result<bool> {
+        if self.settle_pending(event_id).await?.is_none() {
+            return Ok(false);
+        }
         let entry = to_bson(&TimelineEntry::now("recorded"))?;
         let result = self
             .raw
@@ -325,7 +380,7 @@ impl EventStore {
         replay_count: u32,
         lease: Duration,
     ) -> Result<Claim> {
-        let Some(current) = self.find(event_id).await? else {
+        let Some(current) = self.settle_pending(event_id).await? else {
             return Ok(Claim::Skip(None));
         };
         let previous = attempt.saturating_sub(1);
@@ -370,6 +425,28 @@ impl EventStore {
                 doc! { "$in": statuses(Status::Dispatching.predecessors()) },
             );
         }
+        // The claim itself is an insert under a unique key: atomic on every MongoDB-wire server. (A conditional
+        // update is not on FerretDB 1.x, which reads and writes a document in two steps: two dispatchers could
+        // both win.) A takeover after an expired lease is the next generation of the same attempt.
+        let generation = if current.status == Status::Dispatching {
+            current.claim_generation + 1
+        } else {
+            0
+        };
+        let token = format!(
+            "{}/{replay_count}/{attempt}/{generation}",
+            event_id.as_str()
+        );
+        if let Err(e) = self
+            .claims
+            .insert_one(doc! { "_id": token, "at": now_bson() })
+            .await
+        {
+            if is_duplicate_key(&e) {
+                return Ok(Claim::Leased(lease_until));
+            }
+            return Err(e);
+        }
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
             .build();
@@ -380,6 +457,7 @@ impl EventStore {
                 doc! { "$set": {
                     "status": "DISPATCHING",
                     "leaseUntil": bson::DateTime::from_chrono(lease_until),
+                    "claimGeneration": i64::from(generation),
                     "updatedAt": now_bson(),
                 } },
             )

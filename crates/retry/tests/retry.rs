@@ -107,6 +107,7 @@ async fn fail_attempts(
 ) -> Result<RetryRequest> {
     let record = EventRecord::pending(&event);
     h.store.insert_pending(&record, None).await?;
+    h.store.mark_queued(&event.event_id).await?;
     let lease = Duration::from_secs(30);
     let mut last = None;
     for k in 1..=n {

@@ -103,7 +103,10 @@ impl Harness {
             "{} was seeded twice",
             event.event_id
         );
-        self.publish(&LaneMessage::first(event.clone())).await
+        let partition = self.publish(&LaneMessage::first(event.clone())).await?;
+        // As ingest does once Kafka has acknowledged the event.
+        self.store.mark_queued(&event.event_id).await?;
+        Ok(partition)
     }
 
     /// Publishes a lane message on its event's lane; returns the partition.

@@ -1,0 +1,128 @@
+//! The service's configuration, read from environment variables with every bad field reported at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+
+/// Everything `herald-replay` can be told. See `.env.example` for the variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_REPLAY_HOST`: address the HTTP server listens on. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_REPLAY_PORT`: TCP port of the HTTP server; 0 lets the system pick one. Default 3005.
+    pub port: u16,
+    /// `HERALD_REPLAY_RATE_PER_SEC`: most dead letters put back on the lanes per second, across every replay
+    /// this process runs, so that a large replay does not swamp the dispatchers. Default 200.
+    pub rate_per_sec: u32,
+    /// `HERALD_REQUEST_TIMEOUT_MS`: bound on answering one request, in milliseconds; past it the answer is 503
+    /// (a replay that was running goes on in the background). Default 60000, above the 50 s that the largest
+    /// replay (10000 events) takes at the default rate.
+    pub request_timeout: Duration,
+    /// `HERALD_MAX_BODY_BYTES`: largest accepted request body, in bytes; larger bodies get 413. Default 2097152
+    /// (2 MiB: room for 10000 event ids of the longest kind).
+    pub max_body_bytes: usize,
+    /// `KAFKA_*` and `HERALD_TOPIC_PREFIX`: see [`KafkaConfig`]. The client id defaults to `herald-replay`.
+    pub kafka: KafkaConfig,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
+    pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment; `Err` lists every bad variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = EnvReader::from_env();
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Reads the configuration, recording every problem in `env`.
+    pub fn read(env: &mut EnvReader) -> Self {
+        let config = Self {
+            host: env.string("HERALD_REPLAY_HOST", "127.0.0.1"),
+            port: env.parse("HERALD_REPLAY_PORT", 3005),
+            rate_per_sec: env.parse("HERALD_REPLAY_RATE_PER_SEC", 200),
+            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(60)),
+            max_body_bytes: env.parse("HERALD_MAX_BODY_BYTES", 2 * 1024 * 1024),
+            kafka: KafkaConfig::read(env, "herald-replay"),
+            mongo: MongoConfig::read(env),
+            telemetry: TelemetryConfig::read(env),
+        };
+        for (key, is_zero) in [
+            ("HERALD_REPLAY_RATE_PER_SEC", config.rate_per_sec == 0),
+            (
+                "HERALD_REQUEST_TIMEOUT_MS",
+                config.request_timeout.is_zero(),
+            ),
+            ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
+        ] {
+            if is_zero {
+                env.problem(key, "must be greater than 0");
+            }
+        }
+        config
+    }
+
+    /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
+    pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
+        let mut env = EnvReader::from_map(HashMap::new());
+        let mut config = Self::read(&mut env);
+        config.port = 0;
+        config.kafka = kafka;
+        config.mongo = mongo;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut env = EnvReader::from_map(vars);
+        let config = Config::read(&mut env);
+        env.finish().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = read(&[]).expect("the defaults are valid");
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 3005);
+        assert_eq!(config.rate_per_sec, 200);
+        assert_eq!(config.request_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_body_bytes, 2_097_152);
+        assert_eq!(config.kafka.client_id, "herald-replay");
+        assert_eq!(config.mongo.database, "herald");
+    }
+
+    #[test]
+    fn every_bad_variable_is_listed() {
+        let err = read(&[
+            ("HERALD_REPLAY_PORT", "-1"),
+            ("HERALD_REPLAY_RATE_PER_SEC", "0"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "a minute"),
+            ("HERALD_MAX_BODY_BYTES", "0"),
+            ("MONGODB_URI", "postgres://db"),
+        ])
+        .expect_err("five bad variables");
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 5, "{text}");
+        for key in [
+            "HERALD_REPLAY_PORT",
+            "HERALD_REPLAY_RATE_PER_SEC",
+            "HERALD_REQUEST_TIMEOUT_MS",
+            "HERALD_MAX_BODY_BYTES",
+            "MONGODB_URI",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+}

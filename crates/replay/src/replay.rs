@@ -1,0 +1,437 @@
+//! The replay itself: walk the matching dead letters oldest first and, at the configured pace, claim each one
+//! (DEAD_LETTERED to PENDING), publish its first attempt to its priority's lane, and mark it QUEUED.
+//!
+//! The claim is a conditional update on the status and the replay count as read, so two replays of the same dead
+//! letter cannot both win it, and a dead letter already back in flight is left alone. Claiming before publishing
+//! means a publish that fails, or a process that dies, leaves the event PENDING: herald-ingest's outbox sweeper
+//! publishes PENDING events, with their replay count, so nothing replayed is lost.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID, HEADER_REQUEST_ID};
+use herald_domain::{EventId, Lane, LaneMessage, Topics};
+use herald_platform::kafka;
+use herald_platform::store::{DeadLetterFilter, DeadLetterRef, EventStore};
+use rdkafka::producer::{FutureProducer, Producer};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::params::ReplayRequest;
+
+/// Dead letters selected by one query. Large, because with FerretDB each query costs about as much as reading
+/// every dead letter (2 s for 10000), however few it returns; a selection is a few fields per dead letter.
+const PAGE_SIZE: u32 = 5000;
+/// Most events claimed but not yet acknowledged by Kafka at once. This also bounds how many events a replay leaves
+/// PENDING (for the outbox sweeper) when Kafka stops answering.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// Spaces out the events put back on the lanes to at most a given rate, across every replay of the process.
+///
+/// Each caller reserves the next free slot and waits for it. Idle time earns no credit: a stall (a page read, a
+/// slow claim) never turns into a burst.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    period: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn per_second(rate: u32) -> Self {
+        Self {
+            period: Duration::from_secs(1) / rate.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this caller's slot.
+    pub(crate) async fn pace(&self) {
+        let now = Instant::now();
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = (*next).max(now);
+            *next = slot + self.period;
+            slot
+        };
+        if slot > now {
+            tokio::time::sleep_until(slot).await;
+        }
+    }
+}
+
+/// Why a replay stopped before it had taken every selected dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    Kafka,
+    Mongo,
+    Shutdown,
+}
+
+/// A replay that stopped part-way, and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub cause: StopCause,
+    /// Published and acknowledged.
+    pub n_replayed: usize,
+    /// Claimed (PENDING, replay count bumped) but not acknowledged by Kafka: the outbox sweeper publishes them.
+    pub n_left_pending: usize,
+}
+
+/// What became of one selected dead letter.
+enum Outcome {
+    /// On its lane.
+    Replayed(EventId),
+    /// Someone else replayed it first, or it is no longer a dead letter.
+    Lost,
+    /// Claimed but not published: PENDING, for the outbox sweeper.
+    Unpublished,
+    /// The claim itself failed: MongoDB did not answer.
+    ClaimFailed,
+}
+
+/// Runs replays. Cheap to clone: the store, the producer and the pacer are shared.
+#[derive(Clone)]
+pub(crate) struct Replayer {
+    store: EventStore,
+    producer: FutureProducer,
+    topics: Topics,
+    pacer: Arc<Pacer>,
+    /// Cancelled at shutdown: replays stop taking new dead letters and finish the ones in flight.
+    stopping: CancellationToken,
+}
+
+impl fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replayer")
+            .field("topics", &self.topics)
+            .field("pacer", &self.pacer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replayer {
+    pub(crate) fn new(
+        store: EventStore,
+        producer: FutureProducer,
+        topics: Topics,
+        rate_per_sec: u32,
+    ) -> Self {
+        Self {
+            store,
+            producer,
+            topics,
+            pacer: Arc::new(Pacer::per_second(rate_per_sec)),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Stops every replay of the process from taking new dead letters.
+    pub(crate) fn stop(&self) {
+        self.stopping.cancel();
+    }
+
+    pub(crate) fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    /// The dead letters a replay of `filter` would take now, oldest first, at most `limit`: a dry run.
+    pub(crate) async fn select(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: u32,
+    ) -> Result<Vec<DeadLetterRef>, mongodb::error::Error> {
+        let filter = up_to_now(filter);
+        let mut selected: Vec<DeadLetterRef> = Vec::new();
+        while selected.len() < limit as usize {
+            let want = (limit - selected.len() as u32).min(PAGE_SIZE);
+            let page = self
+                .store
+                .dead_letters_after(&filter, selected.last(), i64::from(want))
+                .await?;
+            let n_page = page.len();
+            selected.extend(page);
+            if n_page < want as usize {
+                break;
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Replays the dead letters `request` selects, oldest first, paced. Returns the ids this replay put back on
+    /// their lanes, oldest first (a concurrent replay may have taken some of the selected ones).
+    #[tracing::instrument(skip_all, fields(limit = request.limit, request_id))]
+    pub(crate) async fn replay(
+        &self,
+        request: ReplayRequest,
+        request_id: Option<String>,
+    ) -> Result<Vec<EventId>, Stopped> {
+        if let Some(id) = &request_id {
+            tracing::Span::current().record("request_id", id.as_str());
+        }
+        let filter = up_to_now(&request.filter);
+        let limit = request.limit as usize;
+        let request_id: Option<Arc<str>> = request_id.map(Arc::from);
+        // Cancelled at shutdown, or by the first event whose claim or publish failed: the dependency is likely
+        // away, and every further claim would only leave one more event PENDING.
+        let stop = self.stopping.child_token();
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut tasks = JoinSet::new();
+        let mut n_selected = 0;
+        let mut after: Option<DeadLetterRef> = None;
+        let mut select_failed = false;
+        let mut interrupted = false;
+        'pages: while n_selected < limit {
+            let want = (limit - n_selected).min(PAGE_SIZE as usize);
+            let read = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    interrupted = true;
+                    break;
+                }
+                read = self.store.dead_letters_after(&filter, after.as_ref(), want as i64) => read,
+            };
+            let page = match read {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the dead letters; the replay stops");
+                    select_failed = true;
+                    break;
+                }
+            };
+            let n_page = page.len();
+            after = page.last().cloned();
+            for dead_letter in page {
+                let permit = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        interrupted = true;
+                        break 'pages;
+                    }
+                    permit = Arc::clone(&permits).acquire_owned() => permit,
+                };
+                let Ok(permit) = permit else {
+                    break 'pages;
+                };
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        interrupted = true;
+                        break 'pages;
+                    }
+                    () = self.pacer.pace() => {}
+                }
+                let (this, stop, request_id) = (self.clone(), stop.clone(), request_id.clone());
+                let index = n_selected;
+                tasks.spawn(async move {
+                    let outcome = this.replay_one(dead_letter, request_id.as_deref()).await;
+                    if matches!(outcome, Outcome::Unpublished | Outcome::ClaimFailed) {
+                        stop.cancel();
+                    }
+                    drop(permit);
+                    (index, outcome)
+                });
+                n_selected += 1;
+            }
+            if n_page < want {
+                break;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(n_selected);
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    // Its event is DEAD_LETTERED (the claim did not happen) or PENDING (the sweeper has it).
+                    tracing::error!(error = %e, "a replay task panicked");
+                    outcomes.push((usize::MAX, Outcome::ClaimFailed));
+                }
+            }
+        }
+        outcomes.sort_by_key(|(index, _)| *index);
+        let mut replayed = Vec::new();
+        let (mut n_unpublished, mut n_claim_failed) = (0, 0);
+        for (_, outcome) in outcomes {
+            match outcome {
+                Outcome::Replayed(id) => replayed.push(id),
+                Outcome::Lost => {}
+                Outcome::Unpublished => n_unpublished += 1,
+                Outcome::ClaimFailed => n_claim_failed += 1,
+            }
+        }
+        let cause = if n_unpublished > 0 {
+            Some(StopCause::Kafka)
+        } else if n_claim_failed > 0 || select_failed {
+            Some(StopCause::Mongo)
+        } else if interrupted {
+            Some(StopCause::Shutdown)
+        } else {
+            None
+        };
+        tracing::info!(
+            n_selected,
+            n_replayed = replayed.len(),
+            n_unpublished,
+            n_claim_failed,
+            "replay finished"
+        );
+        match cause {
+            None => Ok(replayed),
+            Some(cause) => Err(Stopped {
+                cause,
+                n_replayed: replayed.len(),
+                n_left_pending: n_unpublished,
+            }),
+        }
+    }
+
+    /// Claims one dead letter, publishes it to its lane and marks it QUEUED.
+    #[tracing::instrument(skip_all, fields(event_id = %dead_letter.event_id))]
+    async fn replay_one(&self, dead_letter: DeadLetterRef, request_id: Option<&str>) -> Outcome {
+        let replay_count = dead_letter.replay_count + 1;
+        let detail = match request_id {
+            Some(id) => format!("replay {replay_count}, request {id}"),
+            None => format!("replay {replay_count}"),
+        };
+        let record = match self
+            .store
+            .replay_dead_letter(&dead_letter.event_id, dead_letter.replay_count, detail)
+            .await
+        {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                tracing::debug!("no longer this dead letter (replayed by someone else?), skipped");
+                return Outcome::Lost;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim the dead letter");
+                return Outcome::ClaimFailed;
+            }
+        };
+        // The record as the claim left it: its event, and the replay count the dispatchers will check.
+        let message = LaneMessage {
+            replay_count: record.replay_count,
+            ..LaneMessage::first(record.event())
+        };
+        if let Err(e) = self.publish(&message, request_id).await {
+            tracing::warn!(error = %e, "kafka did not acknowledge; the event stays PENDING for the outbox sweeper");
+            return Outcome::Unpublished;
+        }
+        if let Err(e) = self.store.mark_queued(&record.event_id).await {
+            // Kafka has it, so it is replayed; the sweeper publishes it once more, which dispatchers ignore.
+            tracing::warn!(error = %e, "cannot mark the replayed event QUEUED");
+        }
+        tracing::info!(replay_count = record.replay_count, "replayed");
+        Outcome::Replayed(record.event_id)
+    }
+
+    /// Publishes `message` to the lane of its event's priority and waits for Kafka's acknowledgement.
+    #[tracing::instrument(skip_all, fields(topic, partition, offset))]
+    async fn publish(&self, message: &LaneMessage, request_id: Option<&str>) -> Result<(), String> {
+        let event = &message.event;
+        let topic = self.topics.lane(Lane::for_priority(event.priority));
+        tracing::Span::current().record("topic", topic.as_str());
+        let payload = serde_json::to_vec(message).map_err(|e| e.to_string())?;
+        let attempt = message.attempt.to_string();
+        let mut headers = vec![
+            (HEADER_EVENT_ID, event.event_id.as_str()),
+            (HEADER_ATTEMPT, attempt.as_str()),
+        ];
+        if let Some(id) = request_id {
+            headers.push((HEADER_REQUEST_ID, id));
+        }
+        let (partition, offset) = kafka::send(
+            &self.producer,
+            &topic,
+            event.partition_key(),
+            &payload,
+            Some(kafka::headers(&headers)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tracing::Span::current()
+            .record("partition", partition)
+            .record("offset", offset);
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for messages still in the producer's queue; called once, at shutdown.
+    pub(crate) async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        // librdkafka's flush blocks its thread.
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "messages left unflushed at shutdown");
+        }
+    }
+}
+
+/// `filter`, limited to the dead letters that exist now. An event replayed by this very replay that fails again
+/// and is dead-lettered anew sorts after this bound, so a replay never takes the same event twice.
+fn up_to_now(filter: &DeadLetterFilter) -> DeadLetterFilter {
+    let now = Utc::now();
+    DeadLetterFilter {
+        until: Some(filter.until.map_or(now, |until| until.min(now))),
+        ..filter.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spaces_slots_and_gives_no_credit_for_idle_time() {
+        let pacer = Pacer::per_second(100);
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.pace().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(40));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_end = Instant::now();
+        pacer.pace().await;
+        pacer.pace().await;
+        assert_eq!(
+            idle_end.elapsed(),
+            Duration::from_millis(10),
+            "a second of idling does not allow a burst"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_rate() {
+        let pacer = Arc::new(Pacer::per_second(50));
+        let start = Instant::now();
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let pacer = Arc::clone(&pacer);
+                tokio::spawn(async move {
+                    for _ in 0..5 {
+                        pacer.pace().await;
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.expect("no panic");
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(9 * 20));
+    }
+
+    #[test]
+    fn a_replay_never_reaches_past_its_start() {
+        let before = Utc::now();
+        let bounded = up_to_now(&DeadLetterFilter::default());
+        assert!(bounded.until.is_some_and(|until| until >= before));
+        let early = before - chrono::Duration::days(1);
+        let kept = up_to_now(&DeadLetterFilter {
+            until: Some(early),
+            ..DeadLetterFilter::default()
+        });
+        assert_eq!(kept.until, Some(early));
+    }
+}

@@ -1,0 +1,109 @@
+//! Kafka away during a replay: the claimed events stay PENDING with their new replay count, the answer says so,
+//! and herald-ingest's outbox sweeper publishes them, with that replay count, once Kafka answers.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use herald_domain::{Lane, Status};
+use herald_platform::store::Claim;
+use herald_test_support::eventually;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::support::{Fixture, Service, Spec};
+
+#[tokio::test]
+async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_publishes_them(
+) -> Result<()> {
+    let fx = Fixture::new("replay-kafka-down").await?;
+    for id in ["down-1", "down-2"] {
+        fx.dead_letter(&Spec::new(id)).await?;
+    }
+    let service = Service::start(&fx.ctx, |config| {
+        config.kafka.brokers = "127.0.0.1:1".into();
+        config.kafka.message_timeout = Duration::from_millis(1500);
+    })
+    .await?;
+    let (status, body) = service.replay(&json!({})).await?;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "Service unavailable");
+    assert_eq!(body["details"][0]["field"], "kafka");
+    service.stop().await?;
+
+    let mut n_pending = 0;
+    for id in ["down-1", "down-2"] {
+        let record = fx.record(id).await?;
+        match record.status {
+            Status::Pending => {
+                assert_eq!(record.replay_count, 1, "{id}");
+                assert_eq!(record.attempt_count, 0, "{id}");
+                n_pending += 1;
+            }
+            Status::DeadLettered => assert_eq!(record.replay_count, 0, "{id}"),
+            other => panic!("{id} is {other}"),
+        }
+    }
+    assert!(
+        n_pending >= 1,
+        "the first claim happens before the first publish"
+    );
+    let message = body["details"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("{n_pending} more are recorded as PENDING")),
+        "{message}"
+    );
+    assert_eq!(fx.lane_count(Lane::Default).await?, 0);
+
+    // Kafka is back: herald-ingest's outbox sweeper publishes the PENDING ones, with their replay count.
+    let mut config = herald_ingest::Config::for_test(fx.ctx.kafka.clone(), fx.ctx.mongo.clone());
+    config.sweep_interval = Duration::from_millis(200);
+    config.sweep_age = Duration::from_millis(300);
+    let ingest = herald_ingest::App::build(config).await?;
+    let stop_ingest = CancellationToken::new();
+    let ingest = tokio::spawn(ingest.run_until_stopped(stop_ingest.clone()));
+    let swept = eventually(
+        Duration::from_secs(20),
+        "the sweeper to publish",
+        || async {
+            match fx.lane_messages(Lane::Default).await {
+                Ok(messages) if messages.len() == n_pending => Ok(messages),
+                other => Err(format!("{:?}", other.map(|m| m.len()))),
+            }
+        },
+    )
+    .await;
+    for received in &swept {
+        assert_eq!(received.message.replay_count, 1);
+        assert_eq!(received.message.attempt, 1);
+        let id = &received.message.event.event_id;
+        eventually(Duration::from_secs(10), "QUEUED", || async {
+            match fx.record(id.as_str()).await {
+                Ok(record) if record.status == Status::Queued => Ok(()),
+                other => Err(format!("{:?}", other.map(|r| r.status))),
+            }
+        })
+        .await;
+        let claim = fx
+            .store
+            .claim(
+                id,
+                1,
+                received.message.replay_count,
+                Duration::from_secs(30),
+            )
+            .await?;
+        assert!(
+            matches!(claim, Claim::Send(_)),
+            "a dispatcher takes it: {claim:?}"
+        );
+    }
+    stop_ingest.cancel();
+    ingest.await??;
+
+    // What the failed replay did not claim, a second one takes.
+    let service = Service::start(&fx.ctx, |_| {}).await?;
+    let (status, body) = service.replay(&json!({})).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replayed"], 2 - n_pending);
+    service.stop().await
+}
