@@ -428,24 +428,40 @@ impl EventStore {
         // The claim itself is an insert under a unique key: atomic on every MongoDB-wire server. (A conditional
         // update is not on FerretDB 1.x, which reads and writes a document in two steps: two dispatchers could
         // both win.) A takeover after an expired lease is the next generation of the same attempt.
-        let generation = if current.status == Status::Dispatching {
+        let mut generation = if current.status == Status::Dispatching {
             current.claim_generation + 1
         } else {
             0
         };
-        let token = format!(
-            "{}/{replay_count}/{attempt}/{generation}",
-            event_id.as_str()
-        );
-        if let Err(e) = self
-            .claims
-            .insert_one(doc! { "_id": token, "at": now_bson() })
-            .await
-        {
-            if is_duplicate_key(&e) {
-                return Ok(Claim::Leased(lease_until));
+        loop {
+            let token = format!(
+                "{}/{replay_count}/{attempt}/{generation}",
+                event_id.as_str()
+            );
+            match self
+                .claims
+                .insert_one(doc! { "_id": &token, "at": now_bson() })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if is_duplicate_key(&e) => {
+                    // Someone holds this generation. If its lease has run out (its claimer died, possibly before
+                    // it could mark the event), the next generation may be claimed; otherwise wait for it.
+                    let held = self.claims.find_one(doc! { "_id": &token }).await?;
+                    let taken_at = held
+                        .as_ref()
+                        .and_then(|d| d.get_datetime("at").ok())
+                        .map_or(now, |at| at.to_chrono());
+                    let expires = taken_at
+                        + chrono::Duration::from_std(lease)
+                            .unwrap_or(chrono::Duration::seconds(30));
+                    if expires > Utc::now() {
+                        return Ok(Claim::Leased(expires));
+                    }
+                    generation += 1;
+                }
+                Err(e) => return Err(e),
             }
-            return Err(e);
         }
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)

@@ -197,3 +197,32 @@ async fn record_only_events_are_recorded_once_and_pending_ones_are_found() -> Re
     ensure!(pending.is_empty(), "still pending: {pending:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_claim_whose_claimer_died_before_marking_the_event_is_taken_over_after_its_lease(
+) -> Result<()> {
+    let ctx = TestContext::new("store-orphan").await?;
+    let db = mongo::connect(&ctx.mongo, "store-orphan").await?;
+    EventStore::ensure_indexes(&db).await?;
+    let store = EventStore::new(&db);
+    let record = EventRecord::pending(&event("o-1"));
+    store.insert_pending(&record, None).await?;
+    store.mark_queued(&record.event_id).await?;
+    // A dispatcher won the claim of attempt 1 and was killed before it could mark the event DISPATCHING.
+    let claims = db.collection::<mongodb::bson::Document>(herald_platform::store::CLAIMS);
+    let long_ago = mongodb::bson::DateTime::from_chrono(Utc::now() - chrono::Duration::minutes(5));
+    claims
+        .insert_one(mongodb::bson::doc! { "_id": "o-1/0/1/0", "at": long_ago })
+        .await?;
+    let lease = Duration::from_secs(30);
+    ensure!(matches!(
+        store.claim(&record.event_id, 1, 0, lease).await?,
+        Claim::Send(_)
+    ));
+    // The new claim holds: a second claimer now waits.
+    ensure!(matches!(
+        store.claim(&record.event_id, 1, 0, lease).await?,
+        Claim::Leased(_)
+    ));
+    Ok(())
+}
