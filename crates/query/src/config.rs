@@ -1,0 +1,122 @@
+//! The service's configuration, read from environment variables with every bad field reported at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use herald_platform::{ConfigError, EnvReader, MongoConfig, TelemetryConfig};
+
+use crate::mask::Masker;
+
+/// Everything `herald-query` can be told. See `.env.example` for the variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_QUERY_HOST`: address the HTTP server listens on. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_QUERY_PORT`: TCP port of the HTTP server; 0 lets the system pick one. Default 3001.
+    pub port: u16,
+    /// `HERALD_QUERY_MASK_FIELDS`: comma-separated dotted paths under `payload` or `metadata`
+    /// (`payload.to,payload.phoneNumber`) whose values every answer shows as `"***"`. Default empty: nothing
+    /// masked.
+    pub mask: Masker,
+    /// `HERALD_REQUEST_TIMEOUT_MS`: bound on handling one request, in milliseconds; past it the answer is 503 and
+    /// MongoDB is told to stop the query (`maxTimeMS`). Default 10000.
+    pub request_timeout: Duration,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
+    pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment; `Err` lists every bad variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut env = EnvReader::from_env();
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Reads the configuration, recording every problem in `env`.
+    pub fn read(env: &mut EnvReader) -> Self {
+        let config = Self {
+            host: env.string("HERALD_QUERY_HOST", "127.0.0.1"),
+            port: env.parse("HERALD_QUERY_PORT", 3001),
+            mask: env.parse("HERALD_QUERY_MASK_FIELDS", Masker::default()),
+            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
+            mongo: MongoConfig::read(env),
+            telemetry: TelemetryConfig::read(env),
+        };
+        if config.request_timeout.is_zero() {
+            env.problem("HERALD_REQUEST_TIMEOUT_MS", "must be greater than 0");
+        }
+        config
+    }
+
+    /// The defaults, listening on a free port, with the given MongoDB: for tests and embedding.
+    pub fn for_test(mongo: MongoConfig) -> Self {
+        let mut env = EnvReader::from_map(HashMap::new());
+        let mut config = Self::read(&mut env);
+        config.port = 0;
+        config.mongo = mongo;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut env = EnvReader::from_map(vars);
+        let config = Config::read(&mut env);
+        env.finish().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = read(&[]).expect("the defaults are valid");
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 3001);
+        assert!(config.mask.is_empty());
+        assert_eq!(config.request_timeout, Duration::from_millis(10_000));
+        assert_eq!(config.mongo.database, "herald");
+    }
+
+    #[test]
+    fn mask_fields_are_read() {
+        let config = read(&[(
+            "HERALD_QUERY_MASK_FIELDS",
+            " payload.to, payload.phoneNumber ,metadata.ip",
+        )])
+        .expect("valid");
+        assert_eq!(
+            config.mask.paths(),
+            vec!["payload.to", "payload.phoneNumber", "metadata.ip"]
+        );
+    }
+
+    #[test]
+    fn every_bad_variable_is_listed() {
+        let err = read(&[
+            ("HERALD_QUERY_PORT", "70000"),
+            ("HERALD_QUERY_MASK_FIELDS", "payload.to,userId"),
+            ("HERALD_REQUEST_TIMEOUT_MS", "0"),
+            ("MONGODB_URI", "postgres://x"),
+        ])
+        .expect_err("four bad variables");
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 4, "{text}");
+        for key in [
+            "HERALD_QUERY_PORT",
+            "HERALD_QUERY_MASK_FIELDS",
+            "HERALD_REQUEST_TIMEOUT_MS",
+            "MONGODB_URI",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+}

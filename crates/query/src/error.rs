@@ -1,0 +1,147 @@
+//! The service's errors: [`ApiError`], the one type every handler answers failures with, and [`Error`], what can
+//! stop the service from starting or running.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use herald_domain::{ErrorBody, FieldError};
+use mongodb::error::ErrorKind;
+
+/// What can stop the service from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("http server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every way a request can fail, each answered as `{"error", "details": [{"field", "message"}]}`.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: bad query parameters or path (every problem listed).
+    Validation(Vec<FieldError>),
+    /// 404: no event has this id.
+    EventNotFound,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 503: MongoDB did not answer.
+    Unavailable,
+    /// 503: `/api/ready` found dependencies that do not answer.
+    NotReady(Vec<FieldError>),
+    /// 503: the request, or the MongoDB query under it, took longer than the configured request timeout.
+    Timeout(Duration),
+    /// 500: a bug or a corrupt document; the message is logged once, when the answer is made, and never sent.
+    Internal(String),
+}
+
+/// MongoDB's `MaxTimeMSExpired`: the server stopped a query at its `maxTimeMS`.
+const MAX_TIME_EXPIRED: i32 = 50;
+
+impl ApiError {
+    /// Classifies a MongoDB failure: the server being away or slow is 503, anything else is a bug.
+    pub fn from_mongo(error: mongodb::error::Error, timeout: Duration) -> Self {
+        match error.kind.as_ref() {
+            ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. } => {
+                tracing::warn!(error = %error, "mongodb did not answer");
+                ApiError::Unavailable
+            }
+            ErrorKind::Command(e) if e.code == MAX_TIME_EXPIRED => ApiError::Timeout(timeout),
+            _ => ApiError::Internal(format!("mongodb: {error}")),
+        }
+    }
+
+    fn parts(self) -> (StatusCode, ErrorBody) {
+        let one = |error: &str, field: &str, message: String| {
+            ErrorBody::with_details(error, vec![FieldError::new(field, message)])
+        };
+        match self {
+            ApiError::Validation(details) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody::with_details("Validation failed", details),
+            ),
+            ApiError::EventNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Event not found")),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Not found")),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorBody::new("Method not allowed"),
+            ),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one(
+                    "Service unavailable",
+                    "mongodb",
+                    "did not answer; try again later".to_owned(),
+                ),
+            ),
+            ApiError::NotReady(problems) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorBody::with_details("Not ready", problems),
+            ),
+            ApiError::Timeout(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one(
+                    "Request timed out",
+                    "request",
+                    format!(
+                        "was not answered within {} ms; narrow the filters (userId, a shorter from/to) or page with cursor",
+                        limit.as_millis()
+                    ),
+                ),
+            ),
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new("Internal error"),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_standard_shape() {
+        let (status, body) = ApiError::EventNotFound.parts();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            serde_json::to_value(body).expect("serializable"),
+            serde_json::json!({"error": "Event not found", "details": []})
+        );
+        let (status, body) =
+            ApiError::Validation(vec![FieldError::new("limit", "must be 1 to 100")]).parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            serde_json::to_value(body).expect("serializable"),
+            serde_json::json!({"error": "Validation failed",
+                "details": [{"field": "limit", "message": "must be 1 to 100"}]})
+        );
+        let (status, body) = ApiError::Internal("secret detail".into()).parts();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body.details.is_empty(), "internal details are never sent");
+    }
+}

@@ -1,0 +1,16 @@
+//! The `herald-query` binary: reads its configuration, starts telemetry, and serves until SIGINT or SIGTERM.
+
+use herald_query::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env().unwrap_or_else(|e| {
+        eprintln!("herald-query: {e}");
+        std::process::exit(2);
+    });
+    herald_platform::telemetry::init(&config.telemetry);
+    let app = App::build(config).await?;
+    app.run_until_stopped(herald_platform::shutdown_signal())
+        .await?;
+    Ok(())
+}

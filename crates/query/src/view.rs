@@ -1,0 +1,250 @@
+//! What the API answers with: events as JSON (camelCase, times as ISO 8601 strings at millisecond precision,
+//! payload and metadata masked), the pagination block and the stats. Each type is also its OpenAPI schema.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use herald_domain::{Attempt, AttemptOutcome, Channel, ErrorClass, Priority, Status};
+use herald_platform::store::TimelineEntry;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::events::{Counts, Found};
+use crate::mask::Masker;
+
+fn iso<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn iso_opt<S: Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => iso(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// An event in a list: everything but its attempts and timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    /// The event's id (the client's, or a UUIDv7 Herald assigned).
+    #[schema(example = "0196a0b4-6f0e-7c1a-9d7e-3b1f2a4c5d6e")]
+    pub event_id: String,
+    pub user_id: Option<String>,
+    #[schema(example = "order.shipped")]
+    pub event_type: Option<String>,
+    /// `null` for a record-only event (an activity log entry).
+    #[schema(schema_with = crate::openapi::channel_nullable)]
+    pub channel: Option<Channel>,
+    #[schema(schema_with = crate::openapi::priority)]
+    pub priority: Priority,
+    #[schema(schema_with = crate::openapi::status)]
+    pub status: Status,
+    /// Attempts made in the current budget (a replay resets it).
+    pub attempt_count: u32,
+    /// How many times the event was replayed from the dead letters.
+    pub replay_count: u32,
+    /// The error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// The event's payload, with the configured fields masked as `"***"`.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// The event's metadata, with the configured fields masked as `"***"`.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    #[serde(serialize_with = "iso")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "iso")]
+    pub updated_at: DateTime<Utc>,
+    /// When the scheduled retry is due, while RETRY_SCHEDULED.
+    #[serde(serialize_with = "iso_opt")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the event was (last) dead-lettered; absent if it never was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_reason: Option<String>,
+    /// When the event was (last) dead-lettered; absent if it never was.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "iso_opt")]
+    pub dead_lettered_at: Option<DateTime<Utc>>,
+}
+
+impl EventSummary {
+    pub fn new(found: Found, mask: &Masker) -> Self {
+        let record = found.record;
+        let mut payload = record.payload;
+        mask.apply("payload", &mut payload);
+        let mut metadata = record.metadata;
+        if let Some(metadata) = metadata.as_mut() {
+            mask.apply("metadata", metadata);
+        }
+        Self {
+            event_id: record.event_id.as_str().to_owned(),
+            user_id: record.user_id,
+            event_type: record.event_type,
+            channel: record.channel,
+            priority: record.priority,
+            status: record.status,
+            attempt_count: record.attempt_count,
+            replay_count: record.replay_count,
+            last_error: record.last_error,
+            payload,
+            metadata,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            next_attempt_at: record.next_attempt_at,
+            dead_letter_reason: found.dead_letter_reason,
+            dead_lettered_at: found.dead_lettered_at,
+        }
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    /// 1 for the first attempt, counting across retries (a replay starts again at 1).
+    pub number: u32,
+    /// The provider used: `smtp`, `http-sms`, `webhook`, `sandbox`.
+    #[schema(example = "smtp")]
+    pub provider: String,
+    #[serde(serialize_with = "iso")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "iso")]
+    pub ended_at: DateTime<Utc>,
+    #[schema(schema_with = crate::openapi::attempt_outcome)]
+    pub outcome: AttemptOutcome,
+    /// For a failed attempt: whether trying again may help.
+    #[schema(schema_with = crate::openapi::error_class)]
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+    /// The receiver's HTTP status (or SMTP reply code), when it answered.
+    pub http_status: Option<u16>,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(attempt: Attempt) -> Self {
+        Self {
+            number: attempt.number,
+            provider: attempt.provider,
+            started_at: attempt.started_at,
+            ended_at: attempt.ended_at,
+            outcome: attempt.outcome,
+            error_class: attempt.error_class,
+            error: attempt.error,
+            http_status: attempt.http_status,
+        }
+    }
+}
+
+/// One step of an event's life.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineStep {
+    #[serde(serialize_with = "iso")]
+    pub at: DateTime<Utc>,
+    /// `accepted`, `queued`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed`.
+    #[schema(example = "retry_scheduled")]
+    pub kind: String,
+    /// The attempt, on `attempt` steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptView>,
+    /// The reason of a dead letter, the due time of a retry, what a replay was asked with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl From<TimelineEntry> for TimelineStep {
+    fn from(entry: TimelineEntry) -> Self {
+        Self {
+            at: entry.at,
+            kind: entry.kind,
+            attempt: entry.attempt.map(AttemptView::from),
+            detail: entry.detail,
+        }
+    }
+}
+
+/// An event with every attempt and its whole timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub event: EventSummary,
+    /// Every attempt ever made, in order (across replays).
+    pub attempts: Vec<AttemptView>,
+    /// Every step, in the order the event went through them.
+    pub timeline: Vec<TimelineStep>,
+}
+
+impl EventDetail {
+    pub fn new(mut found: Found, mask: &Masker) -> Self {
+        let attempts = std::mem::take(&mut found.record.attempts);
+        let timeline = std::mem::take(&mut found.record.timeline);
+        Self {
+            event: EventSummary::new(found, mask),
+            attempts: attempts.into_iter().map(AttemptView::from).collect(),
+            timeline: timeline.into_iter().map(TimelineStep::from).collect(),
+        }
+    }
+}
+
+/// Where a page is in its list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    /// The page number; absent when the page was asked for with a cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub limit: u32,
+    /// How many events match the filters; absent with a cursor (counting is the expensive part of a page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// How many pages of `limit` events that is; absent with a cursor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<u64>,
+    /// Pass as `cursor` (with the same filters) for the events after this page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of events.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LogPage {
+    pub data: Vec<EventSummary>,
+    pub pagination: Pagination,
+}
+
+/// Counts of the events created within the asked range (all events without one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub total: u64,
+    /// Every status, 0 included.
+    #[schema(example = json!({"PENDING": 0, "QUEUED": 3, "DISPATCHING": 1, "RETRY_SCHEDULED": 2,
+        "DELIVERED": 950, "DEAD_LETTERED": 4, "RECORDED": 40}))]
+    pub by_status: BTreeMap<String, u64>,
+    /// Every channel, 0 included; `none` counts record-only events.
+    #[schema(example = json!({"email": 600, "sms": 200, "webhook": 160, "none": 40}))]
+    pub by_channel: BTreeMap<String, u64>,
+    /// Every priority, 0 included.
+    #[schema(example = json!({"critical": 100, "default": 900}))]
+    pub by_priority: BTreeMap<String, u64>,
+    /// Events DEAD_LETTERED now: what a replay would bring back.
+    pub dead_letters_waiting: u64,
+}
+
+impl From<Counts> for Stats {
+    fn from(counts: Counts) -> Self {
+        let dead_letters_waiting = counts
+            .by_status
+            .get(Status::DeadLettered.as_str())
+            .copied()
+            .unwrap_or(0);
+        Self {
+            total: counts.total,
+            by_status: counts.by_status,
+            by_channel: counts.by_channel,
+            by_priority: counts.by_priority,
+            dead_letters_waiting,
+        }
+    }
+}
