@@ -1,0 +1,206 @@
+//! `herald-alert`'s configuration, from the environment, with every bad field listed at once.
+
+use std::time::Duration;
+
+use herald_platform::smtp::SmtpConfig;
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use url::Url;
+
+use crate::rules::{self, Rules};
+
+/// The service name: Kafka client id, MongoDB app name, consumer group.
+pub const SERVICE: &str = "herald-alert";
+
+/// Everything `herald-alert` reads at startup.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HERALD_ALERT_HOST`: address of the health server. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_ALERT_PORT`: port of the health server (`/api/health`, `/api/ready`). Default 3030; 0 picks one.
+    pub port: u16,
+    /// `HERALD_ALERT_RULES`: path of a TOML (or `.json`) rules file. Default: none, the built-in rules.
+    pub rules_path: Option<String>,
+    /// The rules in force, validated.
+    pub rules: Rules,
+    /// `HERALD_ALERT_RECIPIENTS`: comma-separated addresses of the built-in rules and of rules naming none.
+    /// Default `herald-alerts@localhost`.
+    pub recipients: Vec<String>,
+    /// `HERALD_QUERY_PUBLIC_URL`: where people reach herald-query, for the links in alerts. Default
+    /// `http://localhost:3001`.
+    pub query_url: Url,
+    /// `HERALD_ALERT_SWEEP_INTERVAL_MS`: how often pending alert emails are looked for. Default 2000.
+    pub sweep_interval: Duration,
+    /// `HERALD_ALERT_SEND_TIMEOUT_MS`: bound on each SMTP command. Default 10000.
+    pub send_timeout: Duration,
+    /// `HERALD_ALERT_SEND_BACKOFF_CAP_MS`: longest wait between two tries of an email (it doubles from 1 s).
+    /// Default 60000.
+    pub send_backoff_cap: Duration,
+    /// `HERALD_ALERT_SEND_ATTEMPTS`: tries of an email before it is marked failed. Default 100.
+    pub send_attempts: u32,
+    /// `HERALD_SMTP_*`: the mail server (see the README).
+    pub smtp: SmtpConfig,
+    pub kafka: KafkaConfig,
+    pub mongo: MongoConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::read(EnvReader::from_env())
+    }
+
+    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let host = env.string("HERALD_ALERT_HOST", "127.0.0.1");
+        let port = env.parse("HERALD_ALERT_PORT", 3030u16);
+        let recipients: Vec<String> = env
+            .string("HERALD_ALERT_RECIPIENTS", "herald-alerts@localhost")
+            .split(',')
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if let Err(e) = rules::check_recipients(&recipients) {
+            env.problem("HERALD_ALERT_RECIPIENTS", e);
+        }
+        let rules_path = env.optional_string("HERALD_ALERT_RULES");
+        let rules = match &rules_path {
+            None => Rules::builtin(&recipients),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => {
+                    env.problem("HERALD_ALERT_RULES", format!("cannot read {path}: {e}"));
+                    Rules::builtin(&recipients)
+                }
+                Ok(text) => {
+                    Rules::from_file_text(path, &text, &recipients).unwrap_or_else(|problems| {
+                        for problem in problems {
+                            env.problem("HERALD_ALERT_RULES", format!("{path}: {problem}"));
+                        }
+                        Rules::builtin(&recipients)
+                    })
+                }
+            },
+        };
+        let query_raw = env.string("HERALD_QUERY_PUBLIC_URL", "http://localhost:3001");
+        let query_url = match Url::parse(&query_raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+            _ => {
+                env.problem(
+                    "HERALD_QUERY_PUBLIC_URL",
+                    format!("'{query_raw}' is not an http:// or https:// URL"),
+                );
+                Url::parse("http://localhost:3001").expect("a valid URL")
+            }
+        };
+        let sweep_interval = positive(
+            &mut env,
+            "HERALD_ALERT_SWEEP_INTERVAL_MS",
+            Duration::from_secs(2),
+        );
+        let send_timeout = positive(
+            &mut env,
+            "HERALD_ALERT_SEND_TIMEOUT_MS",
+            Duration::from_secs(10),
+        );
+        let send_backoff_cap = positive(
+            &mut env,
+            "HERALD_ALERT_SEND_BACKOFF_CAP_MS",
+            Duration::from_secs(60),
+        );
+        let send_attempts = env.parse("HERALD_ALERT_SEND_ATTEMPTS", 100u32);
+        if send_attempts == 0 {
+            env.problem("HERALD_ALERT_SEND_ATTEMPTS", "must be 1 or more");
+        }
+        let smtp = SmtpConfig::read(&mut env);
+        let kafka = KafkaConfig::read(&mut env, SERVICE);
+        let mongo = MongoConfig::read(&mut env);
+        let telemetry = TelemetryConfig::read(&mut env);
+        env.finish()?;
+        Ok(Self {
+            host,
+            port,
+            rules_path,
+            rules,
+            recipients,
+            query_url,
+            sweep_interval,
+            send_timeout,
+            send_backoff_cap,
+            send_attempts,
+            smtp,
+            kafka,
+            mongo,
+            telemetry,
+        })
+    }
+
+    /// The consumer group under the installation's prefix.
+    pub fn group_id(&self) -> String {
+        format!("{}{SERVICE}", self.kafka.topic_prefix)
+    }
+}
+
+/// A duration in milliseconds that must not be 0.
+fn positive(env: &mut EnvReader, key: &str, default: Duration) -> Duration {
+    let value = env.millis(key, default);
+    if value.is_zero() {
+        env.problem(key, "must be greater than 0");
+        return default;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvReader {
+        EnvReader::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::read(env(&[])).expect("valid");
+        assert_eq!(config.port, 3030);
+        assert_eq!(config.rules.all().len(), 3);
+        assert_eq!(config.recipients, ["herald-alerts@localhost"]);
+        assert_eq!(config.query_url.as_str(), "http://localhost:3001/");
+        assert_eq!(config.group_id(), "herald-alert");
+    }
+
+    #[test]
+    fn every_bad_field_is_listed_with_the_rules_file_problems() {
+        let dir = std::env::temp_dir().join(format!("herald-alert-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.toml");
+        std::fs::write(
+            &path,
+            "[[rules]]\nname = \"x\"\nthreshold = 0\nwindow = \"5m\"\ncooldown = \"5m\"\n",
+        )
+        .expect("write rules");
+        let err = Config::read(env(&[
+            ("HERALD_ALERT_RULES", &path.display().to_string()),
+            ("HERALD_ALERT_RECIPIENTS", "nobody"),
+            ("HERALD_QUERY_PUBLIC_URL", "ftp://x"),
+            ("HERALD_ALERT_SWEEP_INTERVAL_MS", "0"),
+            ("HERALD_ALERT_PORT", "eighty"),
+            ("HERALD_SMTP_TLS", "ssl"),
+        ]))
+        .expect_err("all bad");
+        let text = err.to_string();
+        for key in [
+            "HERALD_ALERT_RULES",
+            "threshold",
+            "HERALD_ALERT_RECIPIENTS",
+            "HERALD_QUERY_PUBLIC_URL",
+            "HERALD_ALERT_SWEEP_INTERVAL_MS",
+            "HERALD_ALERT_PORT",
+            "HERALD_SMTP_TLS",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+}
