@@ -1,5 +1,6 @@
-//! Herald end to end: ingest, the dispatchers of every lane and the retry scheduler, started in this process on
-//! one test's corner of the real stack, with a local webhook receiver whose answers the test scripts.
+//! Herald end to end: ingest, the dispatchers of every lane, the retry scheduler and the alert service, started
+//! in this process on one test's corner of the real stack, with a local webhook receiver whose answers the test
+//! scripts.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct Herald {
     pub store: EventStore,
     pub ingest_url: String,
     pub http: reqwest::Client,
+    /// Where this test's herald-alert sends every alert (unique, so tests tell their mail apart in the sink).
+    pub alert_recipient: String,
     shutdown: CancellationToken,
 }
 
@@ -43,7 +46,25 @@ impl Drop for Herald {
 impl Herald {
     /// Starts ingest, one dispatcher per lane and the retry scheduler with `rules` (TOML).
     pub async fn start(label: &str, rules: &str) -> Result<Self> {
+        Self::start_with(label, rules, &[]).await
+    }
+
+    /// [`Herald::start`], with `dispatch_env` added to every dispatcher's environment (providers).
+    pub async fn start_with(
+        label: &str,
+        rules: &str,
+        dispatch_env: &[(&str, &str)],
+    ) -> Result<Self> {
         let ctx = TestContext::with_tiers(label, TIERS_SECS).await?;
+        Self::start_in(ctx, label, rules, dispatch_env).await
+    }
+
+    async fn start_in(
+        ctx: TestContext,
+        label: &str,
+        rules: &str,
+        dispatch_env: &[(&str, &str)],
+    ) -> Result<Self> {
         let db = herald_platform::mongo::connect(&ctx.mongo, label).await?;
         EventStore::ensure_indexes(&db).await?;
         let shutdown = CancellationToken::new();
@@ -71,6 +92,11 @@ impl Herald {
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
+            .chain(
+                dispatch_env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
             .collect();
             let mut env = EnvReader::from_map(vars);
             let config = herald_dispatch::Config::read(&mut env, Some(*lane));
@@ -91,16 +117,41 @@ impl Herald {
             telemetry: TelemetryConfig {
                 format: LogFormat::Pretty,
                 filter: "info".into(),
+                shutdown_timeout: Duration::from_secs(30),
             },
         })
         .await?;
         tokio::spawn(retry.run_until_stopped(shutdown.clone()));
+
+        let alert_recipient = format!(
+            "{}@alerts.test",
+            herald_test_support::unique_name(label).to_ascii_lowercase()
+        );
+        let alert_env: HashMap<String, String> = [
+            ("KAFKA_BROKERS", ctx.kafka.brokers.clone()),
+            ("HERALD_TOPIC_PREFIX", ctx.topics.prefix().to_owned()),
+            ("MONGODB_URI", ctx.mongo.uri.clone()),
+            ("MONGODB_DATABASE", ctx.mongo.database.clone()),
+            ("HERALD_ALERT_PORT", "0".into()),
+            ("HERALD_SMTP_HOST", stack().smtp_host.clone()),
+            ("HERALD_SMTP_PORT", stack().smtp_port.to_string()),
+            ("HERALD_ALERT_RECIPIENTS", alert_recipient.clone()),
+            ("HERALD_ALERT_SWEEP_INTERVAL_MS", "200".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let alert =
+            herald_alert::App::build(herald_alert::Config::read(EnvReader::from_map(alert_env))?)
+                .await?;
+        tokio::spawn(alert.run_until_stopped(shutdown.clone()));
 
         Ok(Self {
             store: EventStore::new(&db),
             ctx,
             ingest_url,
             http: reqwest::Client::new(),
+            alert_recipient,
             shutdown,
         })
     }
@@ -195,5 +246,41 @@ impl Receiver {
             .filter(|h| h.event_id == event_id.as_str())
             .cloned()
             .collect()
+    }
+}
+
+/// A local SMS API of the shape `herald-dispatch` speaks (`POST {base}/Accounts/{account}/Messages.json`): it
+/// answers every request with one status (201 with a message id when it accepts) and records the paths it got.
+#[derive(Debug, Clone)]
+pub struct SmsApi {
+    pub base_url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmsApi {
+    pub async fn start(status: u16) -> Result<Self> {
+        let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+        let recorded = paths.clone();
+        let app = Router::new().fallback(move |uri: axum::http::Uri| {
+            let paths = recorded.clone();
+            async move {
+                paths
+                    .lock()
+                    .expect("sms api lock")
+                    .push(uri.path().to_owned());
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (status, axum::Json(serde_json::json!({"sid": "SM-local"})))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let base_url = format!("http://{}/2010-04-01", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { base_url, paths })
+    }
+
+    /// The paths of every request so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().expect("sms api lock").clone()
     }
 }

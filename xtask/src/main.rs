@@ -3,6 +3,7 @@
 //! - `stack up | down | status`: the native dev/test stack (Kafka, FerretDB, SMTP sink) on loopback.
 //! - `up`: the stack, then every Herald service (as the services land).
 //! - `test`: brings the stack up, runs every test against it, and stops what it started.
+//! - `bench`: the standard benchmark scenarios on the native stack, report under `target/bench/`.
 //! - `ci`: what CI runs: formatting, clippy, then `test`.
 
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its job
@@ -12,6 +13,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod paths;
 mod procs;
 mod services;
@@ -39,7 +41,11 @@ enum Cmd {
         release: bool,
     },
     /// Stop everything `up` started: the services, then the stack.
-    Down,
+    Down {
+        /// Stop only the Herald services and leave the stack running.
+        #[arg(long)]
+        services_only: bool,
+    },
     /// Say which parts of the stack and which services are up. Exits 1 when any is not.
     Status,
     /// Run every test against the native stack (started if needed, stopped afterwards if this started it).
@@ -50,6 +56,9 @@ enum Cmd {
     },
     /// What CI runs: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
     Ci,
+    /// Run the standard benchmark scenarios on the native stack (services from a release build) and write the
+    /// report to target/bench/ (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,9 +119,16 @@ async fn run(command: Cmd) -> Result<ExitCode> {
             stack.print_endpoints();
             services::print_endpoints();
         }
-        Cmd::Down => {
+        Cmd::Down { services_only } => {
             services::down(stack.procs())?;
-            stack.down(false)?;
+            if !services_only {
+                stack.down(false)?;
+            }
+        }
+        Cmd::Bench(args) => {
+            if !bench::bench(&stack, &args).await? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Cmd::Status => {
             let stack_up = stack.status();
@@ -144,7 +160,14 @@ async fn run(command: Cmd) -> Result<ExitCode> {
 /// (set `HERALD_KEEP_STACK=1` to keep it).
 async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     let started = stack.up().await?;
-    let mut cargo_args = vec!["test", "--workspace", "--all-targets"];
+    // `cargo xtask test -p herald-query` tests one package; without `-p`, the whole workspace.
+    let one_package = args
+        .iter()
+        .any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("-p"));
+    let mut cargo_args = vec!["test", "--all-targets"];
+    if !one_package {
+        cargo_args.push("--workspace");
+    }
     cargo_args.extend(args.iter().map(String::as_str));
     let result = cargo(&cargo_args, &stack.test_env());
     let keep = std::env::var("HERALD_KEEP_STACK").is_ok_and(|v| v == "1" || v == "true");

@@ -102,7 +102,16 @@ pub const SERVICES: &[Service] = &[
         args: &[],
         port: 3001,
         port_var: "HERALD_QUERY_PORT",
-        role: "GET /api/logs, GET /api/logs/:id, GET /api/stats",
+        role: "GET /api/logs, GET /api/logs/:id, GET /api/stats, GET /api/alerts",
+    },
+    Service {
+        name: "alert",
+        krate: "alert",
+        bin: "herald-alert",
+        args: &[],
+        port: 3030,
+        port_var: "HERALD_ALERT_PORT",
+        role: "alerting (mail to the SMTP sink), health only",
     },
 ];
 
@@ -113,6 +122,10 @@ const DEV_ENV: &[(&str, &str)] = &[
     ("HERALD_SMTP_FROM", "herald@localhost"),
     ("HERALD_SMS_PROVIDER", "sandbox"),
     ("HERALD_WEBHOOK_SECRET", "dev-webhook-secret-change-me"),
+    // The dev stack is a local demo: no API keys, and no rate limit in the way of `cargo xtask bench`. Both are on
+    // by default everywhere else.
+    ("HERALD_AUTH", "off"),
+    ("HERALD_RATE_LIMIT_PER_SEC", "0"),
 ];
 
 /// The services whose crates are in this checkout.
@@ -130,11 +143,15 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the service binaries (release with `release`), starts those not running, waits until each answers
-/// `/api/ready`.
-pub fn up(procs: &Procs, stack_env: &[(String, String)], release: bool) -> Result<()> {
+/// `/api/ready`. Returns the services it started.
+pub fn up(
+    procs: &Procs,
+    stack_env: &[(String, String)],
+    release: bool,
+) -> Result<Vec<&'static Service>> {
     let services = present();
     if services.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut build = vec!["build", "--quiet"];
     let mut bins: Vec<&str> = services.iter().map(|s| s.bin).collect();
@@ -146,6 +163,17 @@ pub fn up(procs: &Procs, stack_env: &[(String, String)], release: bool) -> Resul
         build.push("--release");
     }
     crate::cargo(&build, &[])?;
+    start(procs, stack_env, release)
+}
+
+/// Starts the services that are not running from the binaries already built, waits until each answers
+/// `/api/ready`. Returns the services it started.
+pub fn start(
+    procs: &Procs,
+    stack_env: &[(String, String)],
+    release: bool,
+) -> Result<Vec<&'static Service>> {
+    let services = present();
     let profile = if release { "release" } else { "debug" };
     let mut started = Vec::new();
     for service in &services {
@@ -169,7 +197,7 @@ pub fn up(procs: &Procs, stack_env: &[(String, String)], release: bool) -> Resul
         started.push(*service);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    for service in started {
+    for service in started.iter().copied() {
         loop {
             if procs.running_pid(service.name, service.bin).is_none() {
                 bail!(
@@ -192,7 +220,7 @@ pub fn up(procs: &Procs, stack_env: &[(String, String)], release: bool) -> Resul
             std::thread::sleep(Duration::from_millis(250));
         }
     }
-    Ok(())
+    Ok(started)
 }
 
 pub fn print_endpoints() {
@@ -211,7 +239,12 @@ pub fn print_endpoints() {
 
 /// Stops every service `up` started.
 pub fn down(procs: &Procs) -> Result<()> {
-    for service in SERVICES.iter().rev() {
+    stop(procs, &SERVICES.iter().collect::<Vec<_>>())
+}
+
+/// Stops `services`, last first, by their pid files.
+pub fn stop(procs: &Procs, services: &[&Service]) -> Result<()> {
+    for service in services.iter().rev() {
         if let Some(pid) = procs
             .stop(service.name, service.bin, Duration::from_secs(30))
             .with_context(|| format!("stopping {}", service.name))?

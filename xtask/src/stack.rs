@@ -19,10 +19,10 @@ use crate::paths;
 use crate::procs::Procs;
 
 /// Apache Kafka, from Maven Central through `stack/pom.xml` (keep the two in step).
-const KAFKA_VERSION: &str = "3.9.1";
+pub const KAFKA_VERSION: &str = "3.9.1";
 /// FerretDB, the latest v1 release, built with the Go toolchain.
 const FERRETDB_MODULE: &str = "github.com/FerretDB/FerretDB";
-const FERRETDB_VERSION: &str = "v1.24.2";
+pub const FERRETDB_VERSION: &str = "v1.24.2";
 /// The SMTP sink's one dependency, from PyPI.
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
@@ -118,7 +118,7 @@ impl Stack {
         })
     }
 
-    fn kafka_brokers(&self) -> String {
+    pub fn kafka_brokers(&self) -> String {
         format!("127.0.0.1:{}", self.ports.kafka)
     }
 
@@ -357,7 +357,7 @@ impl Stack {
     // ---- Kafka ----------------------------------------------------------------------------------------------
 
     /// Kafka's jars, fetched by Maven into the cache once per version.
-    fn kafka_libs(&self) -> Result<PathBuf> {
+    pub fn kafka_libs(&self) -> Result<PathBuf> {
         let libs = self
             .cache
             .join(format!("kafka-{KAFKA_VERSION}"))

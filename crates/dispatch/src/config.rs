@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use herald_domain::Lane;
+use herald_domain::provider::{self as names, env_segment};
+use herald_domain::{Channel, Lane};
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use lettre::message::Mailbox;
 use url::Url;
@@ -116,6 +117,14 @@ pub struct WebhookConfig {
     pub connect_timeout: Duration,
 }
 
+/// A provider beyond a channel's configured one, reachable by its name from retry rules (`providers = [..]`).
+#[derive(Debug, Clone)]
+pub struct NamedProvider<C> {
+    /// Its name, as listed in `HERALD_EMAIL_PROVIDERS` / `HERALD_SMS_PROVIDERS`, recorded in each attempt.
+    pub name: String,
+    pub config: C,
+}
+
 /// Everything `herald-dispatch` reads at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -136,6 +145,13 @@ pub struct Config {
     pub email: EmailConfig,
     pub sms: SmsConfig,
     pub webhook: WebhookConfig,
+    /// `HERALD_EMAIL_PROVIDERS`: more SMTP relays, by name (comma-separated; default none), each configured by
+    /// `HERALD_SMTP_<NAME>_HOST` (required), `_PORT` (default 25, 587 with STARTTLS, 465 with TLS), `_TLS`,
+    /// `_USERNAME`, `_PASSWORD` and `_FROM` (default `HERALD_SMTP_FROM`), `<NAME>` upper-cased with `-` as `_`.
+    pub email_extras: Vec<NamedProvider<EmailConfig>>,
+    /// `HERALD_SMS_PROVIDERS`: more SMS APIs, by name (comma-separated; default none), each configured by
+    /// `HERALD_SMS_<NAME>_BASE_URL`, `_ACCOUNT_ID`, `_AUTH_TOKEN` and `_FROM`, all required.
+    pub sms_extras: Vec<NamedProvider<SmsConfig>>,
     pub kafka: KafkaConfig,
     pub mongo: MongoConfig,
     pub telemetry: TelemetryConfig,
@@ -191,7 +207,7 @@ impl Config {
                 format!("must be between 1 and {MAX_QUEUE_DEPTH}"),
             );
         }
-        Self {
+        let mut config = Self {
             lane,
             host: env.string("HERALD_DISPATCH_HOST", "127.0.0.1"),
             port: env.parse("HERALD_DISPATCH_PORT", default_port(lane)),
@@ -200,10 +216,15 @@ impl Config {
             email: read_email(env),
             sms: read_sms(env),
             webhook: read_webhook(env),
+            email_extras: Vec::new(),
+            sms_extras: Vec::new(),
             kafka: KafkaConfig::read(env, SERVICE),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
-        }
+        };
+        config.email_extras = read_email_extras(env, &config.email.from);
+        config.sms_extras = read_sms_extras(env);
+        config
     }
 
     /// What an operator should hear about at startup, although it is not an error.
@@ -335,6 +356,112 @@ fn read_sms(env: &mut EnvReader) -> SmsConfig {
     config
 }
 
+/// The names listed in a channel's `HERALD_<CHANNEL>_PROVIDERS`, each problem recorded.
+fn read_extra_names(env: &mut EnvReader, channel: Channel) -> Vec<String> {
+    let Some(key) = names::extras_variable(channel) else {
+        return Vec::new();
+    };
+    match env.raw(key).map(|raw| names::parse_names(channel, raw)) {
+        None => Vec::new(),
+        Some(Ok(names)) => names,
+        Some(Err(problems)) => {
+            for problem in problems {
+                env.problem(key, problem);
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// A required per-provider variable; its absence is recorded as a problem naming the provider.
+fn required(env: &mut EnvReader, key: &str, list: &str, name: &str) -> Option<String> {
+    let value = env.optional_string(key);
+    if value.is_none() {
+        env.problem(
+            key,
+            format!("is required for the provider '{name}' of {list}"),
+        );
+    }
+    value
+}
+
+/// An http(s) URL, or a problem.
+fn read_url(env: &mut EnvReader, key: &str) -> Option<Url> {
+    let raw = env.optional_string(key)?;
+    match Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(_) => {
+            env.problem(key, "must be an http:// or https:// URL");
+            None
+        }
+        Err(e) => {
+            env.problem(key, format!("'{raw}' is not a URL: {e}"));
+            None
+        }
+    }
+}
+
+fn read_email_extras(env: &mut EnvReader, from: &Mailbox) -> Vec<NamedProvider<EmailConfig>> {
+    let list = "HERALD_EMAIL_PROVIDERS";
+    read_extra_names(env, Channel::Email)
+        .into_iter()
+        .map(|name| {
+            let key = |field: &str| format!("HERALD_SMTP_{}_{field}", env_segment(&name));
+            let host = required(env, &key("HOST"), list, &name).unwrap_or_default();
+            let tls = env.parse(&key("TLS"), SmtpTls::None);
+            let default_port = match tls {
+                SmtpTls::None => 25,
+                SmtpTls::StartTls => 587,
+                SmtpTls::Tls => 465,
+            };
+            let from = match env.optional_string(&key("FROM")) {
+                None => from.clone(),
+                Some(raw) => raw.parse::<Mailbox>().unwrap_or_else(|e| {
+                    env.problem(&key("FROM"), format!("'{raw}' is not an address: {e}"));
+                    from.clone()
+                }),
+            };
+            let config = EmailConfig {
+                backend: Backend::Real,
+                host,
+                port: env.parse(&key("PORT"), default_port),
+                tls,
+                username: env.optional_string(&key("USERNAME")),
+                password: env.optional_string(&key("PASSWORD")).map(Secret::new),
+                from,
+            };
+            if config.username.is_some() != config.password.is_some() {
+                env.problem(
+                    &key("USERNAME"),
+                    format!("{} and {} go together", key("USERNAME"), key("PASSWORD")),
+                );
+            }
+            NamedProvider { name, config }
+        })
+        .collect()
+}
+
+fn read_sms_extras(env: &mut EnvReader) -> Vec<NamedProvider<SmsConfig>> {
+    let list = "HERALD_SMS_PROVIDERS";
+    read_extra_names(env, Channel::Sms)
+        .into_iter()
+        .map(|name| {
+            let key = |field: &str| format!("HERALD_SMS_{}_{field}", env_segment(&name));
+            if env.raw(&key("BASE_URL")).is_none() {
+                required(env, &key("BASE_URL"), list, &name);
+            }
+            let config = SmsConfig {
+                backend: Backend::Real,
+                base_url: read_url(env, &key("BASE_URL")),
+                account_id: required(env, &key("ACCOUNT_ID"), list, &name),
+                auth_token: required(env, &key("AUTH_TOKEN"), list, &name).map(Secret::new),
+                from: required(env, &key("FROM"), list, &name),
+            };
+            NamedProvider { name, config }
+        })
+        .collect()
+}
+
 fn read_webhook(env: &mut EnvReader) -> WebhookConfig {
     let config = WebhookConfig {
         backend: backend(env, "HERALD_WEBHOOK_PROVIDER", "http", Backend::Real),
@@ -416,6 +543,77 @@ mod tests {
             "HERALD_SMS_AUTH_TOKEN",
             "HERALD_SMS_FROM",
             "HERALD_WEBHOOK_PROVIDER",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn named_providers_are_read_with_their_own_variables() {
+        let config = read(
+            &[
+                ("HERALD_EMAIL_PROVIDERS", "eu-relay"),
+                ("HERALD_SMTP_EU_RELAY_HOST", "smtp.eu.example"),
+                ("HERALD_SMTP_EU_RELAY_TLS", "starttls"),
+                ("HERALD_SMTP_EU_RELAY_USERNAME", "mailer"),
+                ("HERALD_SMTP_EU_RELAY_PASSWORD", "relay-s3cret"),
+                ("HERALD_SMS_PROVIDERS", "backup"),
+                ("HERALD_SMS_BACKUP_BASE_URL", "http://127.0.0.1:9/api"),
+                ("HERALD_SMS_BACKUP_ACCOUNT_ID", "AC2"),
+                ("HERALD_SMS_BACKUP_AUTH_TOKEN", "backup-s3cret"),
+                ("HERALD_SMS_BACKUP_FROM", "+15550002222"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect("valid");
+        let relay = &config.email_extras[0];
+        assert_eq!(relay.name, "eu-relay");
+        assert_eq!(relay.config.host, "smtp.eu.example");
+        assert_eq!(relay.config.port, 587, "the STARTTLS port by default");
+        assert_eq!(relay.config.from, config.email.from);
+        let backup = &config.sms_extras[0];
+        assert_eq!(backup.name, "backup");
+        assert_eq!(backup.config.account_id.as_deref(), Some("AC2"));
+        let shown = format!("{config:?}");
+        for secret in ["relay-s3cret", "backup-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+    }
+
+    #[test]
+    fn bad_named_providers_are_all_listed() {
+        let err = read(
+            &[
+                ("HERALD_EMAIL_PROVIDERS", "smtp,relay"),
+                ("HERALD_SMS_PROVIDERS", "backup,Bad Name"),
+                ("HERALD_SMS_BACKUP_BASE_URL", "ftp://x"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect_err("all bad");
+        let text = err.to_string();
+        for expected in [
+            "HERALD_EMAIL_PROVIDERS: 'smtp' is a built-in email provider",
+            "HERALD_SMS_PROVIDERS: 'bad name' is not a provider name",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from: {text}");
+        }
+        // One bad name spoils the list, so the good ones' variables are not read either.
+        assert!(!text.contains("HERALD_SMTP_RELAY_HOST"), "{text}");
+        let err = read(
+            &[
+                ("HERALD_SMS_PROVIDERS", "backup"),
+                ("HERALD_SMS_BACKUP_BASE_URL", "ftp://x"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect_err("incomplete");
+        let text = err.to_string();
+        for key in [
+            "HERALD_SMS_BACKUP_BASE_URL: must be an http",
+            "HERALD_SMS_BACKUP_ACCOUNT_ID: is required for the provider 'backup' of HERALD_SMS_PROVIDERS",
+            "HERALD_SMS_BACKUP_AUTH_TOKEN",
+            "HERALD_SMS_BACKUP_FROM",
         ] {
             assert!(text.contains(key), "{key} missing from: {text}");
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequest, Topics};
+use herald_domain::{StatusMessage, StatusOutcome};
 use herald_platform::kafka;
 use herald_platform::store::{Claim, EventRecord, EventStore};
 use rdkafka::message::{Message, OwnedMessage};
@@ -20,7 +21,7 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::provider::{Provider, Providers, SendError};
+use crate::provider::{Provider, Providers, SendError, UnknownProvider};
 use crate::stats::{Counter, Stats};
 
 /// First and longest wait between two tries of a step that failed on MongoDB or Kafka.
@@ -100,6 +101,14 @@ impl Handler {
                 })
                 .await?;
             tracing::debug!(recorded, "record-only event");
+            // Published even when the event was already recorded: a redelivery after a crash between the record
+            // and this publish must not lose the step (watchers drop duplicates).
+            self.publish_status(
+                event,
+                StatusMessage::new(event, StatusOutcome::Recorded, 0, 0),
+                stop,
+            )
+            .await?;
             self.stats.add(Counter::Recorded);
             return Ok(());
         };
@@ -114,11 +123,25 @@ impl Handler {
                 .await?;
             let claim_ms = claimed_at.elapsed().as_millis() as u64;
             match claim {
-                Claim::Skip(_) => {
+                Claim::Skip(record) => {
                     tracing::debug!(
                         attempt = n,
                         "nothing to do: already handled, stale or unknown"
                     );
+                    // A crash between recording this delivery and publishing its status: publish it again.
+                    let delivered = record.as_deref().filter(|r| {
+                        r.status == herald_domain::Status::Delivered
+                            && r.replay_count == replay_count
+                            && r.attempt_count == n
+                    });
+                    if let Some(record) = delivered {
+                        if let Some(attempt) = record.attempts.iter().rev().find(|a| a.number == n)
+                        {
+                            let event = record.event();
+                            let status = StatusMessage::for_attempt(&event, attempt, replay_count);
+                            self.publish_status(&event, status, stop).await?;
+                        }
+                    }
                     self.stats.add(Counter::Skipped);
                     return Ok(());
                 }
@@ -135,15 +158,24 @@ impl Handler {
                         );
                         return Ok(());
                     };
-                    self.request_retry(&record.event(), failed, replay_count, None)
+                    let event = record.event();
+                    let status = StatusMessage::for_attempt(&event, &failed, replay_count);
+                    self.publish_status(&event, status, &self.shutdown).await?;
+                    // The receiver's Retry-After was recorded with the attempt, so it survives the crash.
+                    let retry_after_secs = failed.retry_after_secs;
+                    self.request_retry(&event, failed, replay_count, retry_after_secs)
                         .await?;
                     self.stats.add(Counter::FollowUps);
                     return Ok(());
                 }
                 Claim::Send(record) => {
                     let event = record.event();
-                    let provider = self.providers.select(channel, message.provider.as_deref());
-                    let (attempt, retry_after_secs) = self.attempt(provider, &event, n).await;
+                    let (attempt, retry_after_secs) =
+                        match self.providers.select(channel, message.provider.as_deref()) {
+                            Ok(provider) => self.attempt(provider, &event, n).await,
+                            Err(unknown) => (unknown_provider_attempt(&unknown, n), None),
+                        };
+                    observe_attempt(channel, &attempt);
                     if attempt.outcome == AttemptOutcome::Delivered {
                         let recording = std::time::Instant::now();
                         let recorded = self
@@ -164,7 +196,10 @@ impl Handler {
                                 "delivered, but another dispatcher had recorded the attempt"
                             );
                         }
+                        let status = StatusMessage::for_attempt(&event, &attempt, replay_count);
+                        self.publish_status(&event, status, &self.shutdown).await?;
                         self.stats.add(Counter::Delivered);
+                        observe_delivery(&event);
                         return Ok(());
                     }
                     let recorded = self
@@ -174,6 +209,8 @@ impl Handler {
                         })
                         .await?;
                     if recorded {
+                        let status = StatusMessage::for_attempt(&event, &attempt, replay_count);
+                        self.publish_status(&event, status, &self.shutdown).await?;
                         self.request_retry(&event, attempt, replay_count, retry_after_secs)
                             .await?;
                         self.stats.add(Counter::Failed);
@@ -215,6 +252,7 @@ impl Handler {
             error_class: None,
             error: None,
             http_status: None,
+            retry_after_secs: None,
         };
         match result {
             Ok(delivered) => {
@@ -233,6 +271,7 @@ impl Handler {
                 attempt.error_class = Some(e.class);
                 attempt.error = Some(e.message);
                 attempt.http_status = e.http_status;
+                attempt.retry_after_secs = e.retry_after_secs;
                 (attempt, e.retry_after_secs)
             }
         }
@@ -268,12 +307,54 @@ impl Handler {
             (HEADER_ATTEMPT, &attempt),
         ]);
         let topic = self.topics.retry_requests();
-        self.durably("publish retry request", &self.shutdown, || {
+        self.publish(
+            "publish retry request",
+            &topic,
+            event,
+            &payload,
+            headers,
+            &self.shutdown,
+        )
+        .await
+    }
+
+    /// Publishes a step of the event's life on the status topic and waits for Kafka's acknowledgement, so that
+    /// the lane offset is stored only after it.
+    async fn publish_status(
+        &self,
+        event: &Event,
+        status: StatusMessage,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let payload = match serde_json::to_vec(&status) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a status message");
+                return Ok(());
+            }
+        };
+        let headers = kafka::headers(&[(HEADER_EVENT_ID, event.event_id.as_str())]);
+        let topic = self.topics.status();
+        self.publish("publish status", &topic, event, &payload, headers, stop)
+            .await
+    }
+
+    /// Publishes `payload` on `topic`, keyed by the event's partition key, until Kafka acknowledges it.
+    async fn publish(
+        &self,
+        what: &'static str,
+        topic: &str,
+        event: &Event,
+        payload: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        self.durably(what, stop, || {
             kafka::send(
                 &self.producer,
-                &topic,
+                topic,
                 event.partition_key(),
-                &payload,
+                payload,
                 Some(headers.clone()),
             )
         })
@@ -335,6 +416,24 @@ impl Handler {
     }
 }
 
+/// `herald_dispatch_attempt_duration_seconds{channel, provider, outcome}`: how long one send took.
+fn observe_attempt(channel: herald_domain::Channel, attempt: &Attempt) {
+    let took = (attempt.ended_at - attempt.started_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("herald_dispatch_attempt_duration_seconds",
+        "channel" => channel.as_str(), "provider" => attempt.provider.clone(), "outcome" => attempt.outcome.as_str())
+    .record(took.as_secs_f64());
+}
+
+/// `herald_delivery_latency_seconds{priority, channel}`: from acceptance to a recorded delivery, retries included.
+fn observe_delivery(event: &Event) {
+    let latency = (Utc::now() - event.created_at).to_std().unwrap_or_default();
+    metrics::histogram!("herald_delivery_latency_seconds",
+        "priority" => event.priority.as_str(), "channel" => event.channel.map_or("none", |c| c.as_str()))
+    .record(latency.as_secs_f64());
+}
+
 /// The lane message in `payload`, or why it is poison.
 fn decode(payload: Option<&[u8]>) -> Result<LaneMessage, String> {
     let payload = payload.ok_or("empty payload")?;
@@ -355,6 +454,25 @@ fn failed_attempt(record: &EventRecord, n: u32) -> Option<Attempt> {
         .find(|a| a.number == n)
         .or(record.attempts.last())
         .cloned()
+}
+
+/// The attempt recorded when a lane message names a provider this dispatcher lacks: nothing is sent, and the
+/// failure is permanent, so the event is dead-lettered with the reason instead of failing the same way until its
+/// attempts run out.
+fn unknown_provider_attempt(unknown: &UnknownProvider, n: u32) -> Attempt {
+    tracing::warn!(attempt = n, error = %unknown, "unknown provider requested");
+    let now = Utc::now();
+    Attempt {
+        number: n,
+        provider: unknown.requested.clone(),
+        started_at: now,
+        ended_at: now,
+        outcome: AttemptOutcome::Failed,
+        error_class: Some(herald_domain::ErrorClass::Permanent),
+        error: Some(unknown.to_string()),
+        http_status: None,
+        retry_after_secs: None,
+    }
 }
 
 /// Waits until the lease may have ended, polling at least every [`LEASE_POLL_CAP`].

@@ -42,12 +42,20 @@ pub enum Rebalanced {
 #[derive(Debug)]
 pub struct LaneContext {
     rebalances: mpsc::UnboundedSender<Rebalanced>,
+    /// The consumer group, for the lag metric.
+    group: String,
 }
 
 impl LaneContext {
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Rebalanced>) {
+    pub fn new(group: String) -> (Self, mpsc::UnboundedReceiver<Rebalanced>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { rebalances: tx }, rx)
+        (
+            Self {
+                rebalances: tx,
+                group,
+            },
+            rx,
+        )
     }
 }
 
@@ -55,7 +63,12 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
 }
 
-impl ClientContext for LaneContext {}
+impl ClientContext for LaneContext {
+    /// rdkafka's statistics, every 5 s: the lag of each partition of the lane this dispatcher holds.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        herald_platform::kafka::record_consumer_lag(&statistics, &self.group);
+    }
+}
 
 impl ConsumerContext for LaneContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

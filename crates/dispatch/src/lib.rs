@@ -18,10 +18,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use herald_platform::health::{self, Readiness};
 use herald_platform::kafka;
 use herald_platform::store::EventStore;
@@ -89,7 +86,7 @@ impl App {
             stats: Arc::clone(&stats),
             shutdown: shutdown.clone(),
         });
-        let (context, rebalances) = lane::LaneContext::new();
+        let (context, rebalances) = lane::LaneContext::new(config.group_id());
         let consumer =
             kafka::build_consumer_with_context(&config.kafka, &config.group_id(), context)?;
         let topic = topics.lane(config.lane);
@@ -146,7 +143,6 @@ impl App {
             listener,
             router,
             readiness,
-            stats,
             shutdown: own,
             ..
         } = self;
@@ -157,16 +153,11 @@ impl App {
                 own.cancel();
             })
         };
-        let app = health::router(readiness)
-            .merge(
-                Router::new()
-                    .route("/metrics", get(metrics))
-                    .with_state(stats),
-            )
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                HTTP_TIMEOUT,
-            ));
+        // `/metrics` is platform's: the dispatcher's counters are recorded through the `metrics` facade.
+        let app = health::router(readiness).layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            HTTP_TIMEOUT,
+        ));
         let server = {
             let own = own.clone();
             tokio::spawn(async move {
@@ -185,8 +176,4 @@ impl App {
         tracing::info!("dispatcher stopped");
         Ok(())
     }
-}
-
-async fn metrics(State(stats): State<Arc<Stats>>) -> String {
-    stats.render()
 }

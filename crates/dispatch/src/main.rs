@@ -19,7 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env(cli.lane)?;
     herald_platform::telemetry::init(&config.telemetry);
-    let shutdown = herald_platform::shutdown_signal();
+    let shutdown_bound = config.telemetry.shutdown_timeout;
+    let shutdown = herald_platform::shutdown_signal_within(shutdown_bound);
     App::build(config)
         .await?
         .run_until_stopped(shutdown)

@@ -8,12 +8,14 @@ mod sandbox;
 mod sms;
 mod webhook;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use herald_domain::outcome::{classify, Observation, Outcome, TransportFailure, HEADER_ABORT};
+use herald_domain::provider as names;
 use herald_domain::{Channel, ErrorClass, Event};
 use serde::de::DeserializeOwned;
 
@@ -170,14 +172,30 @@ pub(crate) fn transport_error(error: &reqwest::Error) -> SendError {
     SendError::transport(failure, text)
 }
 
-/// The providers of one channel: the configured one, and the sandbox a retry rule may fall back to.
+/// The providers of one channel, by name: the configured one, the named extras and the sandbox.
 #[derive(Debug, Clone)]
 struct ChannelProviders {
     configured: Arc<dyn Provider>,
-    sandbox: Arc<dyn Provider>,
+    by_name: BTreeMap<String, Arc<dyn Provider>>,
 }
 
-/// Every provider of this process, built once at startup.
+impl ChannelProviders {
+    fn new(channel: Channel, configured: Arc<dyn Provider>) -> Self {
+        let mut by_name: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::new();
+        by_name.insert(SANDBOX.to_owned(), Arc::new(Sandbox::new(channel)));
+        by_name.insert(configured.name().to_owned(), Arc::clone(&configured));
+        Self {
+            configured,
+            by_name,
+        }
+    }
+
+    fn add(&mut self, provider: Arc<dyn Provider>) {
+        self.by_name.insert(provider.name().to_owned(), provider);
+    }
+}
+
+/// Every provider of this process, built once at startup: a registry per channel, selected by name.
 #[derive(Debug, Clone)]
 pub struct Providers {
     email: ChannelProviders,
@@ -193,17 +211,33 @@ pub struct BuildError {
     pub message: String,
 }
 
+/// A lane message asked for a provider this dispatcher does not have (a retry rule names a provider that is not
+/// configured here). Trying again will not help: the attempt is a permanent failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no {channel} provider named '{requested}' in this dispatcher (it has: {})", .available.join(", "))]
+pub struct UnknownProvider {
+    pub channel: Channel,
+    pub requested: String,
+    pub available: Vec<String>,
+}
+
 impl Providers {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let send_timeout = config.send_timeout;
+        let connect_timeout = config.webhook.connect_timeout;
         let email: Arc<dyn Provider> = match config.email.backend {
-            Backend::Real => Arc::new(SmtpProvider::build(&config.email, send_timeout)?),
+            Backend::Real => Arc::new(SmtpProvider::build(
+                names::SMTP,
+                &config.email,
+                send_timeout,
+            )?),
             Backend::Sandbox => Arc::new(Sandbox::new(Channel::Email)),
         };
         let sms: Arc<dyn Provider> = match config.sms.backend {
             Backend::Real => Arc::new(HttpSmsProvider::build(
+                names::HTTP_SMS,
                 &config.sms,
-                config.webhook.connect_timeout,
+                connect_timeout,
                 send_timeout,
             )?),
             Backend::Sandbox => Arc::new(Sandbox::new(Channel::Sms)),
@@ -212,38 +246,108 @@ impl Providers {
             Backend::Real => Arc::new(WebhookProvider::build(&config.webhook, send_timeout)?),
             Backend::Sandbox => Arc::new(Sandbox::new(Channel::Webhook)),
         };
-        let with_sandbox = |configured, channel| ChannelProviders {
-            configured,
-            sandbox: Arc::new(Sandbox::new(channel)),
+        let mut providers = Self {
+            email: ChannelProviders::new(Channel::Email, email),
+            sms: ChannelProviders::new(Channel::Sms, sms),
+            webhook: ChannelProviders::new(Channel::Webhook, webhook),
         };
-        Ok(Self {
-            email: with_sandbox(email, Channel::Email),
-            sms: with_sandbox(sms, Channel::Sms),
-            webhook: with_sandbox(webhook, Channel::Webhook),
-        })
+        for extra in &config.email_extras {
+            let relay = SmtpProvider::build(&extra.name, &extra.config, send_timeout)?;
+            providers.email.add(Arc::new(relay));
+        }
+        for extra in &config.sms_extras {
+            let api =
+                HttpSmsProvider::build(&extra.name, &extra.config, connect_timeout, send_timeout)?;
+            providers.sms.add(Arc::new(api));
+        }
+        Ok(providers)
     }
 
-    /// The provider for an event of `channel`: the one a retry rule `requested` when this process has it, else
-    /// the configured one.
-    pub fn select(&self, channel: Channel, requested: Option<&str>) -> &dyn Provider {
-        let providers = match channel {
+    fn of(&self, channel: Channel) -> &ChannelProviders {
+        match channel {
             Channel::Email => &self.email,
             Channel::Sms => &self.sms,
             Channel::Webhook => &self.webhook,
-        };
-        match requested {
-            Some(name) if name == providers.configured.name() => providers.configured.as_ref(),
-            Some(SANDBOX) => providers.sandbox.as_ref(),
-            Some(other) => {
-                tracing::warn!(
-                    requested = other,
-                    using = providers.configured.name(),
-                    %channel,
-                    "a retry rule asked for a provider this dispatcher does not have"
-                );
-                providers.configured.as_ref()
-            }
-            None => providers.configured.as_ref(),
         }
+    }
+
+    /// The names of `channel`'s providers in this process, sorted.
+    pub fn names(&self, channel: Channel) -> Vec<String> {
+        self.of(channel).by_name.keys().cloned().collect()
+    }
+
+    /// The provider for an event of `channel`: the one a retry rule `requested` by name, or the configured one
+    /// when none was requested.
+    pub fn select(
+        &self,
+        channel: Channel,
+        requested: Option<&str>,
+    ) -> Result<&dyn Provider, UnknownProvider> {
+        let providers = self.of(channel);
+        match requested {
+            None => Ok(providers.configured.as_ref()),
+            Some(name) => providers
+                .by_name
+                .get(name)
+                .map(|p| p.as_ref())
+                .ok_or_else(|| UnknownProvider {
+                    channel,
+                    requested: name.to_owned(),
+                    available: self.names(channel),
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_domain::Lane;
+    use herald_platform::EnvReader;
+
+    fn providers(pairs: &[(&str, &str)]) -> Providers {
+        let mut env = EnvReader::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let config = Config::read(&mut env, Some(Lane::Retry));
+        env.finish().expect("valid configuration");
+        Providers::build(&config).expect("providers")
+    }
+
+    // lettre's pooled transport starts its pool on the current tokio runtime.
+    #[tokio::test]
+    async fn providers_are_selected_by_name_and_an_unknown_name_is_an_error() {
+        let providers = providers(&[
+            ("HERALD_SMS_BASE_URL", "http://127.0.0.1:9/a"),
+            ("HERALD_SMS_ACCOUNT_ID", "AC1"),
+            ("HERALD_SMS_AUTH_TOKEN", "t1"),
+            ("HERALD_SMS_FROM", "+15550001111"),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+            ("HERALD_SMS_BACKUP_BASE_URL", "http://127.0.0.1:9/b"),
+            ("HERALD_SMS_BACKUP_ACCOUNT_ID", "AC2"),
+            ("HERALD_SMS_BACKUP_AUTH_TOKEN", "t2"),
+            ("HERALD_SMS_BACKUP_FROM", "+15550002222"),
+            ("HERALD_EMAIL_PROVIDERS", "relay-2"),
+            ("HERALD_SMTP_RELAY_2_HOST", "127.0.0.1"),
+        ]);
+        let name = |channel, requested| {
+            providers
+                .select(channel, requested)
+                .map(|p| p.name().to_owned())
+        };
+        assert_eq!(name(Channel::Sms, None), Ok("http-sms".into()));
+        assert_eq!(name(Channel::Sms, Some("backup")), Ok("backup".into()));
+        assert_eq!(name(Channel::Sms, Some("sandbox")), Ok("sandbox".into()));
+        assert_eq!(name(Channel::Email, None), Ok("smtp".into()));
+        assert_eq!(name(Channel::Email, Some("relay-2")), Ok("relay-2".into()));
+        assert_eq!(name(Channel::Webhook, None), Ok("webhook".into()));
+        let unknown = name(Channel::Email, Some("backup")).expect_err("an SMS provider");
+        assert_eq!(
+            unknown.to_string(),
+            "no email provider named 'backup' in this dispatcher (it has: relay-2, sandbox, smtp)"
+        );
     }
 }

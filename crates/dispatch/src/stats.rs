@@ -1,6 +1,6 @@
-//! Counters of what a dispatcher did, served as Prometheus text on `/metrics` and read by tests.
+//! Counters of what a dispatcher did: kept here for tests and the in-flight bound, and recorded through the
+//! `metrics` facade for `/metrics` (`herald_dispatch_<name>_total{lane}`, and the gauges of the partitions).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald_domain::Lane;
@@ -65,6 +65,11 @@ impl Counter {
 
 impl Stats {
     pub fn new(lane: Lane, queue_depth: usize) -> Self {
+        // Every counter shows on /metrics from the start, at 0, so rates and alerts have a series to work on.
+        for counter in Counter::ALL {
+            metrics::counter!(format!("herald_dispatch_{}_total", counter.name()), "lane" => lane.as_str())
+                .increment(0);
+        }
         Self {
             lane,
             queue_depth: queue_depth as u64,
@@ -93,6 +98,8 @@ impl Stats {
 
     pub(crate) fn add(&self, counter: Counter) {
         self.cell(counter).fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(format!("herald_dispatch_{}_total", counter.name()), "lane" => self.lane.as_str())
+            .increment(1);
     }
 
     pub fn get(&self, counter: Counter) -> u64 {
@@ -102,6 +109,12 @@ impl Stats {
     pub(crate) fn set_assigned_partitions(&self, n_partitions: usize) {
         self.assigned_partitions
             .store(n_partitions as u64, Ordering::Relaxed);
+        let lane = self.lane.as_str();
+        metrics::gauge!("herald_dispatch_assigned_partitions", "lane" => lane)
+            .set(n_partitions as f64);
+        metrics::gauge!("herald_dispatch_queue_depth", "lane" => lane).set(self.queue_depth as f64);
+        metrics::gauge!("herald_dispatch_in_flight_bound", "lane" => lane)
+            .set(self.in_flight_bound() as f64);
     }
 
     /// Partitions of the lane topic this process holds now.
@@ -113,30 +126,6 @@ impl Stats {
     /// worker, one being handled and one held by the router while the partition is paused.
     pub fn in_flight_bound(&self) -> u64 {
         in_flight_bound(self.assigned_partitions(), self.queue_depth)
-    }
-
-    /// The Prometheus text exposition of every counter and gauge.
-    pub fn render(&self) -> String {
-        let lane = self.lane.as_str();
-        let mut out = String::new();
-        for counter in Counter::ALL {
-            let name = counter.name();
-            let _ = writeln!(out, "# TYPE herald_dispatch_{name}_total counter");
-            let _ = writeln!(
-                out,
-                "herald_dispatch_{name}_total{{lane=\"{lane}\"}} {}",
-                self.get(counter)
-            );
-        }
-        for (name, value) in [
-            ("assigned_partitions", self.assigned_partitions()),
-            ("queue_depth", self.queue_depth),
-            ("in_flight_bound", self.in_flight_bound()),
-        ] {
-            let _ = writeln!(out, "# TYPE herald_dispatch_{name} gauge");
-            let _ = writeln!(out, "herald_dispatch_{name}{{lane=\"{lane}\"}} {value}");
-        }
-        out
     }
 }
 
@@ -150,19 +139,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_show_counters_and_the_bound() {
+    fn counters_count_and_the_bound_follows_the_partitions() {
         let stats = Stats::new(Lane::Critical, 16);
         stats.set_assigned_partitions(6);
         stats.add(Counter::Delivered);
         stats.add(Counter::Delivered);
-        let text = stats.render();
-        assert!(
-            text.contains("herald_dispatch_delivered_total{lane=\"critical\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("herald_dispatch_in_flight_bound{lane=\"critical\"} 108"),
-            "{text}"
-        );
+        assert_eq!(stats.get(Counter::Delivered), 2);
+        assert_eq!(stats.in_flight_bound(), 108);
     }
 }

@@ -9,4 +9,5 @@ mod dispatch {
     mod failures;
     mod instances;
     mod redelivery;
+    mod status;
 }

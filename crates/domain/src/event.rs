@@ -228,6 +228,26 @@ pub enum AttemptOutcome {
 
 wire_enum!(AttemptOutcome, "attempt outcome", { Delivered => "delivered", Failed => "failed" });
 
+/// What happened to an event, as published on the status topic for alerting and other watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatusOutcome {
+    /// An attempt was delivered.
+    Delivered,
+    /// An attempt failed (a retry may follow).
+    Failed,
+    /// The event was dead-lettered.
+    DeadLettered,
+    /// A record-only event was recorded.
+    Recorded,
+}
+
+wire_enum!(StatusOutcome, "outcome", {
+    Delivered => "delivered",
+    Failed => "failed",
+    DeadLettered => "dead_lettered",
+    Recorded => "recorded",
+});
+
 /// One try at delivering an event through one provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -245,6 +265,10 @@ pub struct Attempt {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// The receiver's `Retry-After`, in seconds, kept with the attempt so that a retry request published again
+    /// after a crash still honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
 }
 
 /// An accepted event, as it travels on Kafka and is stored in MongoDB.
@@ -335,6 +359,27 @@ mod tests {
         assert!(EventId::parse(&"x".repeat(129)).is_err());
         let generated = EventId::generate();
         assert!(EventId::parse(generated.as_str()).is_ok());
+    }
+
+    #[test]
+    fn an_attempt_keeps_its_retry_after_and_older_records_still_read() {
+        let old = serde_json::json!({
+            "number": 1, "provider": "webhook", "outcome": "failed",
+            "startedAt": "2026-01-01T00:00:00Z", "endedAt": "2026-01-01T00:00:01Z",
+            "errorClass": "retryable", "httpStatus": 503
+        });
+        let mut attempt: Attempt = serde_json::from_value(old.clone()).expect("an older attempt");
+        assert_eq!(attempt.retry_after_secs, None);
+        assert_eq!(
+            serde_json::to_value(&attempt).expect("serializable"),
+            old,
+            "absent stays absent"
+        );
+        attempt.retry_after_secs = Some(42);
+        let json = serde_json::to_value(&attempt).expect("serializable");
+        assert_eq!(json["retryAfterSecs"], 42);
+        let back: Attempt = serde_json::from_value(json).expect("deserializable");
+        assert_eq!(back.retry_after_secs, Some(42));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod messages;
 pub mod outcome;
+pub mod provider;
 pub mod request;
 pub mod retry;
 pub mod topics;
@@ -14,7 +15,8 @@ pub mod topics;
 pub use error::{ErrorBody, FieldError};
 pub use event::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, ParseError, Priority, Status,
+    StatusOutcome,
 };
-pub use messages::{DelayedRetry, LaneMessage, RetryRequest};
+pub use messages::{DelayedRetry, LaneMessage, RetryRequest, StatusMessage};
 pub use outcome::{classify, Observation, Outcome};
 pub use topics::{Lane, TopicSpec, Topics, DEFAULT_DELAY_TIERS_SECS};

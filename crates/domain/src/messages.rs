@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Attempt, Event};
+use crate::event::{Attempt, Channel, Event, EventId, Priority, StatusOutcome};
 use crate::topics::Lane;
 
 /// Kafka header carrying the event id on every Herald message, so tools can find an event without decoding.
@@ -69,6 +69,73 @@ pub struct DelayedRetry {
     pub tier_secs: u64,
 }
 
+/// A step of an event's life, published on `herald.events.status` (keyed by the event's partition key) once it
+/// is recorded in MongoDB: each attempt's outcome, a dead letter, a recorded record-only event.
+///
+/// A crash between the record and the publish makes the step be published again when the work is redelivered, so
+/// consumers must tolerate duplicates: `(eventId, replayCount, attempt, outcome)` identifies a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusMessage {
+    pub event_id: EventId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// None for a record-only event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default)]
+    pub priority: Priority,
+    /// The provider of the attempt, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub outcome: StatusOutcome,
+    /// The attempt concerned (the last one for a dead letter); 0 for a record-only event.
+    pub attempt: u32,
+    #[serde(default)]
+    pub replay_count: u32,
+    /// When the step happened.
+    pub at: DateTime<Utc>,
+    /// The attempt's error, or why the event was dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The event's metadata, so that watchers can group on it (`metadata.ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl StatusMessage {
+    /// The step `outcome` of `event`, now, without provider or error.
+    pub fn new(event: &Event, outcome: StatusOutcome, attempt: u32, replay_count: u32) -> Self {
+        Self {
+            event_id: event.event_id.clone(),
+            event_type: event.event_type.clone(),
+            channel: event.channel,
+            priority: event.priority,
+            provider: None,
+            outcome,
+            attempt,
+            replay_count,
+            at: Utc::now(),
+            error: None,
+            metadata: event.metadata.clone(),
+        }
+    }
+
+    /// The outcome of a recorded attempt: delivered or failed, with its provider, error and end time.
+    pub fn for_attempt(event: &Event, attempt: &Attempt, replay_count: u32) -> Self {
+        let outcome = match attempt.outcome {
+            crate::event::AttemptOutcome::Delivered => StatusOutcome::Delivered,
+            crate::event::AttemptOutcome::Failed => StatusOutcome::Failed,
+        };
+        Self {
+            provider: Some(attempt.provider.clone()),
+            at: attempt.ended_at,
+            error: attempt.error.clone(),
+            ..Self::new(event, outcome, attempt.number, replay_count)
+        }
+    }
+}
+
 /// Kafka headers of a dead letter on `herald.events.dlq`, for any consumer of that topic.
 pub mod dlq_headers {
     /// Why the event was dead-lettered (or why a message could not be decoded).
@@ -79,4 +146,27 @@ pub mod dlq_headers {
     pub const ATTEMPTS: &str = "herald-attempts";
     /// The last attempt's error.
     pub const LAST_ERROR: &str = "herald-last-error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_message_carries_the_event_and_snake_case_outcomes() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "eventId": "e1", "eventType": "request.failed", "payload": {},
+            "metadata": {"ip": "10.0.0.1"}, "createdAt": "2024-01-01T00:00:00Z"
+        }))
+        .expect("an event");
+        let status = StatusMessage::new(&event, StatusOutcome::DeadLettered, 3, 1);
+        let json = serde_json::to_value(&status).expect("serializable");
+        assert_eq!(json["outcome"], "dead_lettered");
+        assert_eq!(json["eventId"], "e1");
+        assert_eq!(json["replayCount"], 1);
+        assert_eq!(json["metadata"]["ip"], "10.0.0.1");
+        assert!(json.get("channel").is_none());
+        let back: StatusMessage = serde_json::from_value(json).expect("deserializable");
+        assert_eq!(back, status);
+    }
 }

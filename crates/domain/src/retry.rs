@@ -29,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::event::{Channel, ErrorClass};
+use crate::provider::KnownProviders;
 
 /// One level of rules; every field optional so levels can be merged.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -176,6 +177,46 @@ impl RetryRules {
         } else {
             Err(problems)
         }
+    }
+
+    /// Every provider a rule names that `known` does not have: a `[channels.<channel>]` list is checked against
+    /// that channel's providers; a `[default]` or `[event_types]` list, which may serve any channel, against the
+    /// providers of all channels (a dispatcher records a permanent error for a name its channel lacks).
+    pub fn unknown_providers(&self, known: &KnownProviders) -> Vec<RuleError> {
+        let mut problems = Vec::new();
+        let mut check = |path: String, o: &PolicyOverride, channel: Option<Channel>| {
+            for name in o.providers.iter().flatten() {
+                let (found, expected) = match channel {
+                    Some(channel) => (known.has(channel, name), known.names(channel).to_vec()),
+                    None => (
+                        known.has_any(name),
+                        Channel::ALL
+                            .iter()
+                            .flat_map(|c| known.names(*c).iter().cloned())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect(),
+                    ),
+                };
+                if !found {
+                    problems.push(RuleError {
+                        path: format!("{path}.providers"),
+                        message: format!(
+                            "unknown provider '{name}', expected one of: {}",
+                            expected.join(", ")
+                        ),
+                    });
+                }
+            }
+        };
+        check("default".into(), &self.file.default, None);
+        for (name, o) in &self.file.channels {
+            check(format!("channels.{name}"), o, name.parse().ok());
+        }
+        for (name, o) in &self.file.event_types {
+            check(format!("event_types.{name}"), o, None);
+        }
+        problems
     }
 
     /// The policy for a channel and event type, levels merged.
@@ -402,6 +443,36 @@ mod tests {
         );
         let unknown = RetryRules::from_toml("[default]\nmax_attemps = 3\n").expect_err("typo");
         assert!(unknown[0].message.contains("max_attemps"), "{unknown:?}");
+    }
+
+    #[test]
+    fn providers_named_by_rules_must_exist() {
+        let rules = RetryRules::from_toml(
+            r#"
+            [default]
+            providers = ["sandbox"]
+            [channels.sms]
+            providers = ["http-sms", "backup"]
+            [channels.email]
+            providers = ["smtp", "backup"]
+            [event_types."otp"]
+            providers = ["backup", "pigeon"]
+            "#,
+        )
+        .expect("valid rules");
+        let extras = BTreeMap::from([(Channel::Sms, vec!["backup".to_owned()])]);
+        let problems = rules.unknown_providers(&KnownProviders::new(&extras));
+        let shown: Vec<_> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "channels.email.providers: unknown provider 'backup', expected one of: smtp, sandbox",
+                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, http-sms, sandbox, smtp, webhook",
+            ]
+        );
+        assert!(RetryRules::default()
+            .unknown_providers(&KnownProviders::default())
+            .is_empty());
     }
 
     #[test]

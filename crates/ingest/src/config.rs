@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_domain::request::{Region, Rules};
+use herald_platform::http::rate_limit::RateLimitConfig;
+use herald_platform::http::HttpConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-ingest` can be told. See `.env.example` for the variables.
@@ -34,6 +36,10 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
+    /// `HERALD_AUTH`, `HERALD_API_KEYS`, `HERALD_API_KEYS_FILE`, `HERALD_CORS_ORIGINS`: see [`HttpConfig`].
+    pub http: HttpConfig,
+    /// `HERALD_RATE_LIMIT_PER_SEC` and `HERALD_RATE_LIMIT_BURST`: see [`RateLimitConfig`].
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Config {
@@ -58,6 +64,8 @@ impl Config {
             kafka: KafkaConfig::read(env, "herald-ingest"),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
+            http: HttpConfig::read(env),
+            rate_limit: RateLimitConfig::read(env),
         };
         for (key, is_zero) in [
             ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
@@ -76,7 +84,10 @@ impl Config {
 
     /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
     pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
-        let mut env = EnvReader::from_map(HashMap::new());
+        let mut env = EnvReader::from_map(HashMap::from([(
+            "HERALD_AUTH".to_owned(),
+            "off".to_owned(),
+        )]));
         let mut config = Self::read(&mut env);
         config.port = 0;
         config.kafka = kafka;
@@ -101,6 +112,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut vars: HashMap<String, String> = vars;
+        // Authentication's own checks are tested in herald-platform.
+        vars.entry("HERALD_AUTH".into())
+            .or_insert_with(|| "off".into());
         let mut env = EnvReader::from_map(vars);
         let config = Config::read(&mut env);
         env.finish().map(|()| config)

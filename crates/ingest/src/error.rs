@@ -1,12 +1,11 @@
 //! The service's errors: [`ApiError`], the one type every handler answers failures with, and [`Error`], what can
 //! stop the service from starting or running.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::HttpError;
 
 /// What can stop the service from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -47,25 +46,19 @@ impl Dependency {
 pub enum ApiError {
     /// 400: the body is JSON but not an acceptable event (every problem listed).
     Validation(Vec<FieldError>),
-    /// 400: the body is not JSON.
-    MalformedJson(String),
-    /// 400: the body could not be read (the client went away mid-body, a broken chunked encoding).
-    UnreadableBody(String),
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route exists, the method does not.
-    MethodNotAllowed,
-    /// 413: the body is larger than the limit, in bytes.
-    TooLarge { limit: usize },
-    /// 415: the body is not declared as JSON.
-    UnsupportedMediaType(Option<String>),
     /// 503: a dependency did not answer. Without MongoDB nothing was accepted; without Kafka the event is
     /// recorded (PENDING) and the outbox sweeper publishes it later.
     Unavailable(Dependency),
-    /// 503: the request took longer than the configured request timeout.
-    Timeout(Duration),
     /// 500: a bug; the details are logged where it happened, never sent.
     Internal,
+    /// What every Herald HTTP service answers the same way (bodies, auth, rate limits, 404/405, the timeout).
+    Http(HttpError),
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        ApiError::Http(e)
+    }
 }
 
 impl ApiError {
@@ -77,38 +70,6 @@ impl ApiError {
             ApiError::Validation(details) => (
                 StatusCode::BAD_REQUEST,
                 ErrorBody::with_details("Validation failed", details),
-            ),
-            ApiError::MalformedJson(message) => (
-                StatusCode::BAD_REQUEST,
-                one("Malformed JSON", "body", message),
-            ),
-            ApiError::UnreadableBody(message) => (
-                StatusCode::BAD_REQUEST,
-                one("Unreadable body", "body", message),
-            ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Not found")),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorBody::new("Method not allowed"),
-            ),
-            ApiError::TooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                one(
-                    "Payload too large",
-                    "body",
-                    format!("must be at most {limit} bytes"),
-                ),
-            ),
-            ApiError::UnsupportedMediaType(given) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                one(
-                    "Unsupported media type",
-                    "headers.Content-Type",
-                    match given {
-                        Some(given) => format!("must be application/json, not {given}"),
-                        None => "must be application/json".into(),
-                    },
-                ),
             ),
             ApiError::Unavailable(dependency) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -125,27 +86,21 @@ impl ApiError {
                     .to_owned(),
                 ),
             ),
-            ApiError::Timeout(limit) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Request timed out",
-                    "request",
-                    format!(
-                        "was not handled within {} ms; the event may have been accepted: retry with the same Idempotency-Key or eventId",
-                        limit.as_millis()
-                    ),
-                ),
-            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new("Internal error"),
             ),
+            ApiError::Http(e) => e.parts(),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Http(e) = self {
+            // Keeps its headers (Retry-After, WWW-Authenticate).
+            return e.into_response();
+        }
         let (status, body) = self.parts();
         (status, Json(body)).into_response()
     }
@@ -157,12 +112,13 @@ mod tests {
 
     #[test]
     fn every_error_has_the_standard_shape() {
-        let (status, body) = ApiError::TooLarge { limit: 10 }.parts();
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, body) =
+            ApiError::Validation(vec![FieldError::new("payload", "is required")]).parts();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             serde_json::to_value(body).expect("serializable"),
-            serde_json::json!({"error": "Payload too large",
-                "details": [{"field": "body", "message": "must be at most 10 bytes"}]})
+            serde_json::json!({"error": "Validation failed",
+                "details": [{"field": "payload", "message": "is required"}]})
         );
         let (status, body) = ApiError::Unavailable(Dependency::Mongo).parts();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod error;
+pub mod openapi;
 mod outbox;
 mod routes;
 
@@ -41,7 +42,6 @@ pub struct AppState {
     store: EventStore,
     publisher: Publisher,
     rules: Rules,
-    max_body_bytes: usize,
     /// Set once the `events` indexes exist. The unique `eventId` index is what makes a repeated event id a
     /// duplicate, so no event is written before it exists.
     indexes_ready: Arc<AtomicBool>,
@@ -101,11 +101,11 @@ impl App {
             db,
             publisher: Publisher::new(producer, config.kafka.topics()),
             rules: config.rules(),
-            max_body_bytes: config.max_body_bytes,
             indexes_ready: Arc::new(AtomicBool::new(false)),
         };
         // Starting without MongoDB is allowed (`/api/ready` says so); the sweeper creates the indexes later.
         state.ensure_indexes().await;
+        config.http.auth.warn_if_off("herald-ingest");
         let router = routes::router(state.clone(), &config);
         let address = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&address)

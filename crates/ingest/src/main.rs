@@ -9,8 +9,9 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     });
     herald_platform::telemetry::init(&config.telemetry);
+    let shutdown_bound = config.telemetry.shutdown_timeout;
     let app = App::build(config).await?;
-    app.run_until_stopped(herald_platform::shutdown_signal())
+    app.run_until_stopped(herald_platform::shutdown_signal_within(shutdown_bound))
         .await?;
     Ok(())
 }

@@ -1,34 +1,33 @@
-//! The HTTP API: `POST /event`, `POST /api/logs`, the health routes, and the middleware around them (request
-//! ids, tracing, the request timeout, the body limit).
+//! The HTTP API: `POST /event` and `POST /api/logs` (a key with the `ingest` scope, rate limited per key), the
+//! health and metrics routes and the documentation, in platform's standard middleware with the body limit.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::middleware;
 use axum::{Json, Router};
 use herald_domain::request::{parse_activity, parse_event, IdempotencyKey};
 use herald_domain::{Event, EventId, FieldError, Priority, Status};
 use herald_platform::health::{self, Readiness};
+use herald_platform::http::auth::{self, Required};
+use herald_platform::http::{self, rate_limit, BodyLimit, JsonBody, Scope, Standard};
 use herald_platform::store::{EventRecord, Inserted};
 use serde::Serialize;
-use serde_json::Value;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::{ApiError, Dependency};
+use crate::openapi::{AcceptedBody, ActivityRequest, ApiDoc, ErrorBody, EventRequest};
 use crate::outbox::PublishError;
 use crate::AppState;
 
-/// The header carrying the request id: the client's, or a UUID generated here.
-const REQUEST_ID: &str = "x-request-id";
+/// What a request cut short by the timeout means for its caller: a request cut short after its event was recorded
+/// leaves it PENDING, the sweeper publishes it, and a retry with the same key or event id finds it.
+const TIMEOUT_HINT: &str =
+    "the event may have been accepted: retry with the same Idempotency-Key or eventId";
 
 /// Every route of the service, with its middleware.
 pub(crate) fn router(state: AppState, config: &Config) -> Router {
@@ -37,91 +36,33 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         mongo: Some(state.db.clone()),
         timeout: None,
     };
-    let api = Router::new()
-        .route("/event", post(accept_event))
-        .route("/api/logs", post(accept_activity))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accept_event))
+        .routes(routes!(accept_activity));
+    // Layers run outside in: the key is checked first, then its bucket.
+    if let Some(limiter) = config.rate_limit.limiter() {
+        api = api.route_layer(middleware::from_fn_with_state(limiter, rate_limit::limit));
+    }
+    let ingest = Required {
+        auth: Arc::new(config.http.auth.clone()),
+        scope: Scope::Ingest,
+    };
+    let api = api
+        .route_layer(middleware::from_fn_with_state(ingest, auth::require))
         .with_state(state);
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
-    api.merge(health::router(readiness))
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(trace)
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn_with_state(
-                    config.request_timeout,
-                    time_limit,
-                )),
-        )
-}
-
-/// Answers 503 in the standard shape when a request takes longer than `limit`.
-///
-/// (tower-http's `TimeoutLayer` answers with an empty body, which would break the one-error-shape rule.) A
-/// request cut short after its event was recorded leaves it PENDING: the sweeper publishes it, and a retry with
-/// the same key or event id finds it.
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
+    let (api, document) = OpenApiRouter::new()
+        .merge(api)
+        .merge(health::openapi_router(readiness))
+        .split_for_parts();
+    let api = BodyLimit(config.max_body_bytes).apply(api);
+    let docs = http::openapi::finish(document);
+    Standard {
+        service: "herald-ingest",
+        request_timeout: config.request_timeout,
+        timeout_hint: TIMEOUT_HINT,
+        http: &config.http,
     }
-}
-
-/// A JSON body, read as a `serde_json::Value` so that validation can report every problem at once.
-///
-/// Rejects a body not declared as JSON (415), one over the limit (413) and one that is not JSON (400).
-struct JsonBody(Value);
-
-impl FromRequest<AppState> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        if !content_type.as_deref().is_some_and(is_json) {
-            return Err(ApiError::UnsupportedMediaType(content_type));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge {
-                        limit: state.max_body_bytes,
-                    }
-                } else {
-                    ApiError::UnreadableBody(rejection.body_text())
-                }
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))
-    }
-}
-
-/// `application/json`, or any `application/*+json`, with or without parameters.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    .apply(api.merge(docs))
 }
 
 /// The answer to an accepted (202) or repeated (200) event.
@@ -135,7 +76,30 @@ struct Accepted {
 
 type Answer = (StatusCode, Json<Accepted>);
 
-/// `POST /event`.
+/// Accept an event.
+///
+/// Validates the event (every problem is listed at once), records it as PENDING, publishes it to the Kafka lane
+/// of its priority and answers 202 once Kafka has acknowledged it. An `Idempotency-Key` header (or a client
+/// `eventId`) makes the request safe to repeat: a repeat answers 200 with the event accepted first.
+#[utoipa::path(
+    post,
+    path = "/event",
+    tag = "events",
+    security(("apiKey" = []), ("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request answer the first one's event (1 to 255 visible ASCII characters)")),
+    request_body(content = EventRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: recorded in MongoDB and acknowledged by Kafka", body = AcceptedBody),
+        (status = 200, description = "A repeat of an event accepted before (same Idempotency-Key or eventId)", body = AcceptedBody),
+        (status = 400, description = "Not an acceptable event (each problem named in `details`), malformed JSON, or a bad Idempotency-Key", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `ingest` scope", body = ErrorBody),
+        (status = 413, description = "The body is larger than HERALD_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 429, description = "The key's rate limit is reached; see the Retry-After header", body = ErrorBody),
+        (status = 503, description = "MongoDB or Kafka did not answer, or the request timed out (see the message: the event may be recorded and published later)", body = ErrorBody),
+    )
+)]
 async fn accept_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -145,7 +109,29 @@ async fn accept_event(
     accept_parsed(&state, &headers, event).await
 }
 
-/// `POST /api/logs`: an activity log entry, stored and published as a record-only event.
+/// Record an activity log entry.
+///
+/// Stored and published as a record-only event: it reaches RECORDED and is never delivered. Alert rules can
+/// watch these (the failed-request monitor counts `request.failed` entries per `metadata.ip`).
+#[utoipa::path(
+    post,
+    path = "/api/logs",
+    tag = "events",
+    security(("apiKey" = []), ("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request answer the first one's event")),
+    request_body(content = ActivityRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted", body = AcceptedBody),
+        (status = 200, description = "A repeat of an entry accepted before", body = AcceptedBody),
+        (status = 400, description = "Not an acceptable entry (each problem named), or malformed JSON", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `ingest` scope", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON", body = ErrorBody),
+        (status = 429, description = "The key's rate limit is reached; see Retry-After", body = ErrorBody),
+        (status = 503, description = "MongoDB or Kafka did not answer, or the request timed out", body = ErrorBody),
+    )
+)]
 async fn accept_activity(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,7 +164,7 @@ async fn accept_parsed(
             return Err(ApiError::Validation(details));
         }
     };
-    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok());
+    let request_id = http::request_id(headers);
     accept(state, event, key, request_id).await
 }
 
@@ -251,25 +237,14 @@ async fn accept(
         }
     };
     tracing::info!(%status, "accepted");
+    metrics::counter!("herald_events_accepted_total",
+        "channel" => event.channel.map_or("none", |c| c.as_str()),
+        "priority" => event.priority.as_str())
+    .increment(1);
     let answer = Accepted {
         event_id: event.event_id,
         status,
         priority: event.priority,
     };
     Ok((StatusCode::ACCEPTED, Json(answer)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_content_types_are_recognised() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/merge-patch+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
-        assert!(!is_json(""));
-    }
 }

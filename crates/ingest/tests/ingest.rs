@@ -4,6 +4,7 @@
 
 mod ingest {
     pub mod delivery;
+    pub mod http;
     pub mod idempotency;
     pub mod outages;
     pub mod support;

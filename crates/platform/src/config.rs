@@ -8,6 +8,12 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod kafka_security;
+
+pub use kafka_security::{
+    KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol, SslFiles,
+};
+
 /// Every field that could not be read, so an operator fixes them all in one go.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -143,14 +149,22 @@ pub struct TelemetryConfig {
     pub format: LogFormat,
     /// `RUST_LOG`: an `EnvFilter` directive. Default `info`.
     pub filter: String,
+    /// `HERALD_SHUTDOWN_TIMEOUT_MS`: after SIGTERM or SIGINT, how long the process may take to finish its work in
+    /// flight, store its offsets and exit before it exits anyway (code 1), in milliseconds. Default 30000.
+    pub shutdown_timeout: Duration,
 }
 
 impl TelemetryConfig {
     pub fn read(env: &mut EnvReader) -> Self {
-        Self {
+        let config = Self {
             format: env.parse("HERALD_LOG_FORMAT", LogFormat::Pretty),
             filter: env.string("RUST_LOG", "info"),
+            shutdown_timeout: env.millis("HERALD_SHUTDOWN_TIMEOUT_MS", Duration::from_secs(30)),
+        };
+        if config.shutdown_timeout.is_zero() {
+            env.problem("HERALD_SHUTDOWN_TIMEOUT_MS", "must be greater than 0");
         }
+        config
     }
 }
 
@@ -166,8 +180,10 @@ pub struct KafkaConfig {
     /// `KAFKA_MESSAGE_TIMEOUT_MS`: how long a produce may take, retries included, before it fails. Default 10000.
     pub message_timeout: Duration,
     /// Extra librdkafka properties from `KAFKA_PROPERTY_<NAME>` variables (`KAFKA_PROPERTY_SECURITY_PROTOCOL=ssl`
-    /// sets `security.protocol`). Values are secrets as far as logging is concerned.
+    /// sets `security.protocol`). Values are secrets as far as logging is concerned. Applied last: they win.
     pub extra: Vec<(String, String)>,
+    /// `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`: TLS and SASL. Default plaintext.
+    pub security: KafkaSecurity,
 }
 
 impl fmt::Debug for KafkaConfig {
@@ -185,6 +201,7 @@ impl fmt::Debug for KafkaConfig {
                     .map(|(k, _)| (k.as_str(), "<redacted>"))
                     .collect::<Vec<_>>(),
             )
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -206,6 +223,7 @@ impl KafkaConfig {
             client_id: env.string("KAFKA_CLIENT_ID", service),
             message_timeout: env.millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10)),
             extra,
+            security: KafkaSecurity::read(env),
         };
         if config.message_timeout.is_zero() {
             env.problem("KAFKA_MESSAGE_TIMEOUT_MS", "must be greater than 0");
@@ -221,6 +239,7 @@ impl KafkaConfig {
             client_id: "herald".into(),
             message_timeout: Duration::from_secs(10),
             extra: Vec::new(),
+            security: KafkaSecurity::default(),
         }
     }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use herald_domain::{ErrorBody, FieldError};
 use mongodb::Database;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::KafkaConfig;
 
@@ -55,18 +56,44 @@ impl Readiness {
     }
 }
 
-/// The health and readiness routes, to merge into a service's router.
-pub fn router(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/ready", get(ready))
+/// The health, readiness and metrics routes, documented, to merge into an HTTP service's `OpenApiRouter`.
+pub fn openapi_router(readiness: Readiness) -> OpenApiRouter {
+    crate::http::metrics::install();
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
         .with_state(Arc::new(readiness))
 }
 
+/// The health, readiness and metrics routes, for the services whose only HTTP is these (dispatch, retry, alert).
+pub fn router(readiness: Readiness) -> Router {
+    let (router, _) = openapi_router(readiness).split_for_parts();
+    router
+}
+
+/// Whether the process is up. Touches no dependency.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "health",
+    responses((status = 200, description = "Up", body = crate::http::openapi::HealthStatus)),
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Whether the service's dependencies (Kafka metadata, a MongoDB ping, as the service needs them) answer within
+/// 2 s each.
+#[utoipa::path(
+    get,
+    path = "/api/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = crate::http::openapi::HealthStatus, example = json!({"status": "ready"})),
+        (status = 503, description = "A dependency did not answer; each one is named", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
     match readiness.check().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
@@ -76,4 +103,15 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Every metric of the process, in Prometheus's text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
+)]
+async fn metrics() -> Response {
+    crate::http::metrics::render().await
 }

@@ -34,12 +34,16 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// The settings every client shares: brokers, client id, and the `KAFKA_PROPERTY_*` extras (TLS, SASL).
+/// The settings every client shares: brokers, client id, TLS and SASL, then the `KAFKA_PROPERTY_*` extras (which
+/// win over everything before them).
 pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
+    for (key, value) in config.security.properties() {
+        client.set(key, value);
+    }
     for (key, value) in &config.extra {
         client.set(key, value);
     }
@@ -64,7 +68,8 @@ pub fn build_producer(config: &KafkaConfig) -> Result<FutureProducer> {
 ///
 /// A new group starts at the earliest offset, so nothing published before the first consumer joined is skipped.
 pub fn build_consumer(config: &KafkaConfig, group_id: &str) -> Result<StreamConsumer> {
-    build_consumer_with_context(config, group_id, DefaultConsumerContext)
+    let consumer = consumer_config(config, group_id).create_with_context(DefaultConsumerContext)?;
+    Ok(consumer)
 }
 
 /// [`build_consumer`] with a context of the caller's, for consumers that follow rebalances (a dispatcher stops
@@ -77,7 +82,19 @@ pub fn build_consumer_with_context<C>(
 where
     C: ConsumerContext + 'static,
 {
-    let consumer = client_config(config)
+    let consumer = consumer_config(config, group_id)
+        // The context's `stats` callback gets the consumer lag of every assigned partition every 5 s (see
+        // [`record_consumer_lag`]); the default context would only log it, so `build_consumer` leaves it off.
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(context)?;
+    Ok(consumer)
+}
+
+/// The settings of every Herald consumer: offsets committed in the background, but only those stored with
+/// [`store_offset`]; a new group starts at the earliest offset.
+fn consumer_config(config: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut client = client_config(config);
+    client
         .set("group.id", group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -86,9 +103,24 @@ where
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create_with_context(context)?;
-    Ok(consumer)
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    client
+}
+
+/// Sets `herald_kafka_consumer_lag{group, topic, partition}` from rdkafka's statistics: how many messages each
+/// partition this consumer holds is behind its end. Call from a consumer context's `stats`.
+pub fn record_consumer_lag(statistics: &rdkafka::Statistics, group: &str) {
+    for (topic, stats) in &statistics.topics {
+        for (partition, p) in &stats.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; a lag of -1 means "not known yet".
+            if *partition < 0 || p.consumer_lag < 0 {
+                continue;
+            }
+            metrics::gauge!("herald_kafka_consumer_lag",
+                "group" => group.to_owned(), "topic" => topic.clone(), "partition" => partition.to_string())
+            .set(p.consumer_lag as f64);
+        }
+    }
 }
 
 /// Marks `message` as processed: its offset is committed with the next automatic commit (or on close, or when

@@ -1,13 +1,16 @@
 //! What every Herald service shares: configuration from the environment, telemetry, the shutdown signal, the
-//! health/ready router, and the Kafka and MongoDB builders that carry Herald's delivery guarantees.
+//! health/ready/metrics router, the HTTP plumbing (errors, bodies, middleware, API keys, rate limits, OpenAPI), and the Kafka and MongoDB builders that carry Herald's delivery guarantees.
 
+pub mod alerts;
 pub mod config;
 pub mod health;
+pub mod http;
 pub mod kafka;
 pub mod mongo;
 pub mod shutdown;
+pub mod smtp;
 pub mod store;
 pub mod telemetry;
 
 pub use config::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
-pub use shutdown::shutdown_signal;
+pub use shutdown::{shutdown_signal, shutdown_signal_within};

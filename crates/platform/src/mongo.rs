@@ -63,18 +63,21 @@ pub fn event_indexes() -> Vec<IndexModel> {
         .keys(doc! { "eventId": 1 })
         .options(unique)
         .build()];
-    for field in ["userId", "status", "eventType", "channel", "priority"] {
-        indexes.push(by_created_at(field));
-    }
-    indexes.push(
-        IndexModel::builder()
-            .keys(doc! { "createdAt": -1 })
-            .options(IndexOptions::builder().name("createdAt".to_owned()).build())
-            .build(),
-    );
     indexes.extend(query_indexes());
     indexes
 }
+
+/// Indexes earlier versions created that are now prefixes of [`query_indexes`] (`{userId: 1, createdAt: -1}` is
+/// a prefix of `{userId: 1, createdAt: -1, eventId: -1}`): they cost every write and serve no query the longer
+/// ones do not. Dropped at startup where they exist.
+const OBSOLETE_EVENT_INDEXES: &[&str] = &[
+    "userId_createdAt",
+    "status_createdAt",
+    "eventType_createdAt",
+    "channel_createdAt",
+    "priority_createdAt",
+    "createdAt",
+];
 
 /// The indexes that serve `herald-query`'s lists: sorted on (`createdAt`, `eventId`), the event id breaking
 /// ties so that pages and cursors are stable, alone or after one equality filter.
@@ -101,25 +104,26 @@ fn query_indexes() -> Vec<IndexModel> {
     indexes
 }
 
-fn by_created_at(field: &str) -> IndexModel {
-    let keys: Document = doc! { field: 1, "createdAt": -1 };
-    IndexModel::builder()
-        .keys(keys)
-        .options(
-            IndexOptions::builder()
-                .name(format!("{field}_createdAt"))
-                .build(),
-        )
-        .build()
-}
-
 /// Creates the `events` indexes that do not exist yet, so every service may call this at startup.
 ///
 /// Only missing indexes are requested: FerretDB 1.24 drops the connection when `createIndexes` names a
 /// compound index that already exists. Two services racing here may still collide; a failure is therefore
 /// checked against a fresh listing before it is reported.
 pub async fn ensure_event_indexes(db: &Database) -> Result<()> {
-    ensure_indexes(db, EVENTS, event_indexes()).await
+    ensure_indexes(db, EVENTS, event_indexes()).await?;
+    let events = db.collection::<Document>(EVENTS);
+    let existing = events.list_index_names().await.unwrap_or_default();
+    for name in OBSOLETE_EVENT_INDEXES {
+        if existing.iter().any(|e| e == name) {
+            // Another service may drop it first; what matters is that it is gone.
+            if let Err(e) = events.drop_index(*name).await {
+                tracing::debug!(index = name, error = %e, "could not drop an obsolete index");
+            } else {
+                tracing::info!(index = name, "dropped an obsolete index");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates those of `indexes` (each must be named) that `collection` lacks.

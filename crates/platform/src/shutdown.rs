@@ -1,5 +1,7 @@
 //! The one shutdown signal: SIGINT or SIGTERM cancels a token that every task of a service watches.
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 
 /// Returns a token cancelled on the first SIGINT or SIGTERM.
@@ -13,6 +15,23 @@ pub fn shutdown_signal() -> CancellationToken {
         wait_for_signal().await;
         tracing::info!("shutdown signal received");
         cancel.cancel();
+    });
+    token
+}
+
+/// [`shutdown_signal`], bounded: once the signal came, the process has `bound` to stop on its own, and is then
+/// ended with exit code 1 (what it had not finished is redelivered by Kafka, so nothing is lost, only delayed).
+pub fn shutdown_signal_within(bound: Duration) -> CancellationToken {
+    let token = shutdown_signal();
+    let signalled = token.clone();
+    tokio::spawn(async move {
+        signalled.cancelled().await;
+        tokio::time::sleep(bound).await;
+        tracing::error!(
+            bound_ms = bound.as_millis() as u64,
+            "did not stop within HERALD_SHUTDOWN_TIMEOUT_MS; exiting now"
+        );
+        std::process::exit(1);
     });
     token
 }

@@ -41,6 +41,7 @@ fn attempt(number: u32, outcome: AttemptOutcome) -> Attempt {
         } else {
             200
         }),
+        retry_after_secs: None,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use herald_platform::http::HttpConfig;
 use herald_platform::{ConfigError, EnvReader, MongoConfig, TelemetryConfig};
 
 use crate::mask::Masker;
@@ -25,6 +26,8 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
+    /// `HERALD_AUTH`, `HERALD_API_KEYS`, `HERALD_API_KEYS_FILE`, `HERALD_CORS_ORIGINS`: see [`HttpConfig`].
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -45,6 +48,7 @@ impl Config {
             request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
+            http: HttpConfig::read(env),
         };
         if config.request_timeout.is_zero() {
             env.problem("HERALD_REQUEST_TIMEOUT_MS", "must be greater than 0");
@@ -54,7 +58,10 @@ impl Config {
 
     /// The defaults, listening on a free port, with the given MongoDB: for tests and embedding.
     pub fn for_test(mongo: MongoConfig) -> Self {
-        let mut env = EnvReader::from_map(HashMap::new());
+        let mut env = EnvReader::from_map(HashMap::from([(
+            "HERALD_AUTH".to_owned(),
+            "off".to_owned(),
+        )]));
         let mut config = Self::read(&mut env);
         config.port = 0;
         config.mongo = mongo;
@@ -71,6 +78,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut vars: HashMap<String, String> = vars;
+        // Authentication's own checks are tested in herald-platform.
+        vars.entry("HERALD_AUTH".into())
+            .or_insert_with(|| "off".into());
         let mut env = EnvReader::from_map(vars);
         let config = Config::read(&mut env);
         env.finish().map(|()| config)

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::HttpError;
 use mongodb::error::ErrorKind;
 
 /// What can stop the service from starting or running.
@@ -32,19 +33,24 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     /// 404: no event has this id.
     EventNotFound,
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route exists, the method does not.
-    MethodNotAllowed,
     /// 503: MongoDB did not answer.
     Unavailable,
-    /// 503: `/api/ready` found dependencies that do not answer.
-    NotReady(Vec<FieldError>),
-    /// 503: the request, or the MongoDB query under it, took longer than the configured request timeout.
+    /// 503: the MongoDB query took longer than the configured request timeout (its `maxTimeMS`).
     Timeout(Duration),
     /// 500: a bug or a corrupt document; the message is logged once, when the answer is made, and never sent.
     Internal(String),
+    /// What every Herald HTTP service answers the same way: 401, 403, 404 and 405, the request timeout.
+    Http(HttpError),
 }
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        ApiError::Http(e)
+    }
+}
+
+/// What a timed-out request means for its caller.
+pub const TIMEOUT_HINT: &str = "narrow the filters (userId, a shorter from/to) or page with cursor";
 
 /// MongoDB's `MaxTimeMSExpired`: the server stopped a query at its `maxTimeMS`.
 const MAX_TIME_EXPIRED: i32 = 50;
@@ -74,11 +80,6 @@ impl ApiError {
                 ErrorBody::with_details("Validation failed", details),
             ),
             ApiError::EventNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Event not found")),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Not found")),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorBody::new("Method not allowed"),
-            ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 one(
@@ -87,21 +88,12 @@ impl ApiError {
                     "did not answer; try again later".to_owned(),
                 ),
             ),
-            ApiError::NotReady(problems) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorBody::with_details("Not ready", problems),
-            ),
-            ApiError::Timeout(limit) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Request timed out",
-                    "request",
-                    format!(
-                        "was not answered within {} ms; narrow the filters (userId, a shorter from/to) or page with cursor",
-                        limit.as_millis()
-                    ),
-                ),
-            ),
+            ApiError::Timeout(limit) => HttpError::Timeout {
+                limit,
+                hint: TIMEOUT_HINT,
+            }
+            .parts(),
+            ApiError::Http(e) => e.parts(),
             ApiError::Internal(message) => {
                 tracing::error!(error = %message, "internal error");
                 (
@@ -115,6 +107,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Http(e) = self {
+            // Keeps its headers (Retry-After, WWW-Authenticate).
+            return e.into_response();
+        }
         let (status, body) = self.parts();
         (status, Json(body)).into_response()
     }

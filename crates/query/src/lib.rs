@@ -18,6 +18,7 @@ use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod alerts;
 pub mod config;
 pub mod cursor;
 pub mod error;
@@ -40,6 +41,7 @@ const INDEX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct AppState {
     reader: events::EventReader,
+    alerts: alerts::AlertReader,
     mask: Arc<mask::Masker>,
     request_timeout: Duration,
     readiness: Arc<Readiness>,
@@ -62,6 +64,7 @@ impl App {
         let db = mongo::connect(&config.mongo, "herald-query").await?;
         let state = AppState {
             reader: events::EventReader::new(&db, config.request_timeout),
+            alerts: alerts::AlertReader::new(&db, config.request_timeout),
             mask: Arc::new(config.mask.clone()),
             request_timeout: config.request_timeout,
             readiness: Arc::new(Readiness {
@@ -72,7 +75,8 @@ impl App {
         };
         // Starting without MongoDB is allowed (`/api/ready` says so); the indexes are then created later.
         let indexes_ready = ensure_indexes(&db).await;
-        let router = routes::router(state, config.request_timeout);
+        config.http.auth.warn_if_off("herald-query");
+        let router = routes::router(state, &config);
         let address = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&address)
             .await

@@ -44,6 +44,65 @@ impl Masker {
     }
 }
 
+impl Masker {
+    /// The values `apply` would hide in `value` (the part named `root`): the strings and numbers at the masked
+    /// paths, so they can be scrubbed from free text too.
+    pub fn secrets(&self, root: &str, value: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        for path in &self.paths {
+            if let Some((first, rest)) = path.split_first() {
+                if first == root {
+                    collect_at(value, rest, &mut found);
+                }
+            }
+        }
+        found
+    }
+
+    /// `text` with every occurrence of each secret replaced by `***`: provider errors and dead-letter reasons often
+    /// quote the recipient (`550 5.1.1 <ada@example.com>: user unknown`).
+    pub fn scrub(text: String, secrets: &[String]) -> String {
+        let mut text = text;
+        for secret in secrets {
+            // Too short a value would mask unrelated text (`1`, `no`), and is no secret worth hiding.
+            if secret.chars().count() >= 3 && text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), MASKED);
+            }
+        }
+        text
+    }
+}
+
+fn collect_at(value: &Value, path: &[String], found: &mut Vec<String>) {
+    match (value, path.split_first()) {
+        (Value::Array(items), _) => {
+            for item in items {
+                collect_at(item, path, found);
+            }
+        }
+        (Value::Object(map), Some((key, rest))) => {
+            if let Some(inner) = map.get(key) {
+                collect_at(inner, rest, found);
+            }
+        }
+        (Value::String(s), None) => found.push(s.clone()),
+        (Value::Number(n), None) => found.push(n.to_string()),
+        (Value::Object(_), None) => {
+            // A masked object: every string under it is a secret.
+            let mut stack = vec![value];
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::String(s) => found.push(s.clone()),
+                    Value::Array(items) => stack.extend(items),
+                    Value::Object(map) => stack.extend(map.values()),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn mask_at(value: &mut Value, path: &[String]) {
     let Some((key, rest)) = path.split_first() else {
         return;
@@ -166,5 +225,27 @@ mod tests {
         }
         assert!(!text.contains("'payload.to'"), "{text}");
         assert!("".parse::<Masker>().expect("empty is valid").is_empty());
+    }
+
+    #[test]
+    fn masked_values_are_scrubbed_from_free_text() {
+        let mask: Masker = "payload.to,metadata.ip".parse().expect("valid");
+        let payload = json!({"to": "ada@example.com", "subject": "hi"});
+        let metadata = json!({"ip": "10.0.0.7"});
+        let mut secrets = mask.secrets("payload", &payload);
+        secrets.extend(mask.secrets("metadata", &metadata));
+        assert_eq!(secrets, ["ada@example.com", "10.0.0.7"]);
+        assert_eq!(
+            Masker::scrub(
+                "550 5.1.1 <ada@example.com>: unknown (from 10.0.0.7)".into(),
+                &secrets
+            ),
+            "550 5.1.1 <***>: unknown (from ***)"
+        );
+        assert_eq!(
+            Masker::scrub("hi there".into(), &["hi".into()]),
+            "hi there",
+            "too short to hide"
+        );
     }
 }

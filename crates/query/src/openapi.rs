@@ -1,20 +1,15 @@
-//! The OpenAPI 3.1 document (`/api/openapi.json`) and Swagger UI (`/api/docs`).
+//! The OpenAPI 3.1 document (`/api/openapi.json`) and Swagger UI (`/api/docs`): this service's parts.
 //!
 //! The routes' operations come from their `#[utoipa::path]` attributes, collected by the router itself (see
-//! `routes.rs`), so a route cannot be served without being documented; this module adds what is shared: the
-//! info, the error body, the schemas of the domain's enums, and the two documentation routes.
+//! `routes.rs`), so a route cannot be served without being documented; this module adds the info and the
+//! schemas of the domain's enums; `herald_platform::http::openapi` adds what every service shares (the error body,
+//! the API-key schemes, the documentation routes).
 
 use herald_domain::{AttemptOutcome, Channel, ErrorClass, Priority, Status};
 use serde_json::Value;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-use utoipa::openapi::{ContentBuilder, Object, OpenApi as Document, ResponseBuilder};
-use utoipa::{OpenApi, ToSchema};
-
-/// Where the document is served.
-pub const OPENAPI_PATH: &str = "/api/openapi.json";
-/// Where Swagger UI is served.
-pub const DOCS_PATH: &str = "/api/docs";
+use utoipa::openapi::Object;
+use utoipa::OpenApi;
 
 /// The document's fixed parts; the paths are added by the router.
 #[derive(Debug, OpenApi)]
@@ -30,39 +25,15 @@ pub const DOCS_PATH: &str = "/api/docs";
     tags(
         (name = "logs", description = "Events and their timelines"),
         (name = "stats", description = "Counts"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "alerts", description = "Alerts raised by herald-alert"),
+        (name = "health", description = "Liveness, readiness and Prometheus metrics"),
         (name = "docs", description = "This document and Swagger UI"),
     ),
     components(schemas(ErrorBody, FieldError))
 )]
 pub struct ApiDoc;
 
-/// Every error answer.
-#[derive(Debug, ToSchema)]
-#[schema(example = json!({"error": "Validation failed", "details": [{"field": "limit", "message": "must be a whole number from 1 to 100"}]}))]
-pub struct ErrorBody {
-    /// What went wrong, in a few words: `Validation failed`, `Event not found`, `Service unavailable`.
-    pub error: String,
-    /// One entry per problem; empty when there is nothing more to say.
-    pub details: Vec<FieldError>,
-}
-
-/// One problem with one part of a request.
-#[derive(Debug, ToSchema)]
-pub struct FieldError {
-    /// The parameter (`limit`, `cursor`), path part (`id`) or dependency (`mongodb`) concerned.
-    pub field: String,
-    /// What is wrong, in words a caller can act on.
-    pub message: String,
-}
-
-/// The answer of `/api/health` and `/api/ready`.
-#[derive(Debug, ToSchema)]
-pub struct HealthStatus {
-    /// `ok` (health) or `ready` (ready).
-    #[schema(example = "ok")]
-    pub status: String,
-}
+pub use herald_platform::http::openapi::{ErrorBody, FieldError, HealthStatus};
 
 fn string_enum(values: Vec<Value>, nullable: bool) -> Object {
     let schema_type = if nullable {
@@ -130,38 +101,4 @@ pub fn channel_param() -> Object {
 
 pub fn sort_param() -> Object {
     string_enum(vec!["-createdAt".into(), "createdAt".into()], false)
-}
-
-/// Adds the two documentation routes, which Swagger UI serves rather than a handler of ours.
-pub fn add_doc_routes(document: &mut Document) {
-    let json = OperationBuilder::new()
-        .tag("docs")
-        .operation_id(Some("openapi"))
-        .summary(Some("This OpenAPI 3.1 document"))
-        .response(
-            "200",
-            ResponseBuilder::new()
-                .description("The document")
-                .content("application/json", ContentBuilder::new().build()),
-        )
-        .build();
-    document
-        .paths
-        .add_path_operation(OPENAPI_PATH, vec![HttpMethod::Get], json);
-    let docs = OperationBuilder::new()
-        .tag("docs")
-        .operation_id(Some("docs"))
-        .summary(Some(
-            "Swagger UI for this document (its assets are served below this path)",
-        ))
-        .response(
-            "200",
-            ResponseBuilder::new()
-                .description("An HTML page (`/api/docs` redirects to `/api/docs/`)")
-                .content("text/html", ContentBuilder::new().build()),
-        )
-        .build();
-    document
-        .paths
-        .add_path_operation(DOCS_PATH, vec![HttpMethod::Get], docs);
 }

@@ -1,80 +1,55 @@
-//! The HTTP API: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats`, the health routes, the documentation,
-//! and the middleware around them (request ids, tracing, the request timeout).
+//! The HTTP API: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats` (each needing a key with the `read`
+//! scope), the health and metrics routes, and the documentation; the middleware is platform's standard stack.
 //!
 //! Routes are only added through [`OpenApiRouter::routes`], which records each handler's `#[utoipa::path]`
 //! operation as it adds the route: the document and the router are built from the same list.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, RawQuery, State};
+use axum::middleware;
 use axum::{Json, Router};
 use herald_domain::{EventId, FieldError};
-use serde_json::json;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use herald_platform::health;
+use herald_platform::http::auth::{self, Required};
+use herald_platform::http::{self, Scope, Standard};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::Config;
 use crate::cursor::Cursor;
-use crate::error::ApiError;
-use crate::openapi::{self, ApiDoc, ErrorBody, HealthStatus};
+use crate::error::{ApiError, TIMEOUT_HINT};
+use crate::openapi::{ApiDoc, ErrorBody};
 use crate::params::{self, ListParams, Position};
 use crate::view::{EventDetail, EventSummary, LogPage, Pagination, Stats};
 use crate::AppState;
 
-/// The header carrying the request id: the client's, or a UUID generated here.
-const REQUEST_ID: &str = "x-request-id";
-
 /// Every route of the service with its middleware, the OpenAPI document among them.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let (api, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+pub fn router(state: AppState, config: &Config) -> Router {
+    let read = Required {
+        auth: Arc::new(config.http.auth.clone()),
+        scope: Scope::Read,
+    };
+    let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_logs))
         .routes(routes!(get_log))
         .routes(routes!(stats))
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .with_state(state)
+        .routes(routes!(crate::alerts::list_alerts))
+        .routes(routes!(crate::alerts::get_alert))
+        .route_layer(middleware::from_fn_with_state(read, auth::require))
+        .with_state(state.clone())
+        .merge(health::openapi_router((*state.readiness).clone()))
         .split_for_parts();
-    openapi::add_doc_routes(&mut document);
-    let docs = SwaggerUi::new(openapi::DOCS_PATH).url(openapi::OPENAPI_PATH, document);
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
-    api.merge(docs)
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(trace)
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn_with_state(request_timeout, time_limit)),
-        )
-}
-
-/// Answers 503 in the standard shape when a request takes longer than `limit`.
-///
-/// (tower-http's `TimeoutLayer` answers with an empty body, which would break the one-error-shape rule.) The
-/// MongoDB queries carry the same bound as `maxTimeMS`, so the server stops working on an abandoned request too.
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
+    let docs = http::openapi::finish(document);
+    Standard {
+        service: "herald-query",
+        request_timeout: config.request_timeout,
+        timeout_hint: TIMEOUT_HINT,
+        http: &config.http,
     }
+    .apply(api.merge(docs))
 }
 
 /// List events.
@@ -86,12 +61,15 @@ async fn time_limit(State(limit): State<Duration>, request: Request, next: Next)
     get,
     path = "/api/logs",
     tag = "logs",
+    security(("apiKey" = []), ("bearer" = [])),
     params(ListParams),
     responses(
         (status = 200, description = "A page of events", body = LogPage),
         (status = 400, description = "Bad parameters: each one is named in `details` (unknown or repeated \
             parameter, limit outside 1..100, page 0 or too deep, unknown status/channel/priority, bad date, \
             bad cursor or one made for other filters, cursor together with page)", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
     )
 )]
@@ -146,12 +124,15 @@ async fn list_logs(
     get,
     path = "/api/logs/{id}",
     tag = "logs",
+    security(("apiKey" = []), ("bearer" = [])),
     params(("id" = String, Path, description = "The event id", max_length = 128)),
     responses(
         (status = 200, description = "The event, its attempts and every step of its timeline, in order", body = EventDetail),
         (status = 400, description = "The id cannot be an event id", body = ErrorBody),
         (status = 404, description = "No event has this id", body = ErrorBody,
             example = json!({"error": "Event not found", "details": []})),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
     )
 )]
@@ -176,6 +157,7 @@ async fn get_log(
     get,
     path = "/api/stats",
     tag = "stats",
+    security(("apiKey" = []), ("bearer" = [])),
     params(
         ("from" = Option<String>, Query, description = "Only events created at or after this time (ISO 8601 \
             date-time with a zone, or a date)"),
@@ -187,6 +169,8 @@ async fn get_log(
     responses(
         (status = 200, description = "The counts", body = Stats),
         (status = 400, description = "Bad parameters, each one named", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
     )
 )]
@@ -201,30 +185,4 @@ async fn stats(
         .await
         .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?;
     Ok(Json(Stats::from(counts)))
-}
-
-/// Whether the process is up. Touches no dependency.
-#[utoipa::path(
-    get,
-    path = "/api/health",
-    tag = "health",
-    responses((status = 200, description = "Up", body = HealthStatus)),
-)]
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// Whether MongoDB answers a ping (within 2 s). This service needs nothing else.
-#[utoipa::path(
-    get,
-    path = "/api/ready",
-    tag = "health",
-    responses(
-        (status = 200, description = "Ready", body = HealthStatus, example = json!({"status": "ready"})),
-        (status = 503, description = "MongoDB did not answer", body = ErrorBody),
-    )
-)]
-async fn ready(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.readiness.check().await.map_err(ApiError::NotReady)?;
-    Ok(Json(json!({ "status": "ready" })))
 }

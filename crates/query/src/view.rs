@@ -70,14 +70,24 @@ pub struct EventSummary {
 
 impl EventSummary {
     pub fn new(found: Found, mask: &Masker) -> Self {
+        Self::masked(found, mask).0
+    }
+
+    /// The summary, and the values it masked (to scrub from the attempts and the timeline as well).
+    fn masked(found: Found, mask: &Masker) -> (Self, Vec<String>) {
         let record = found.record;
+        let mut secrets = mask.secrets("payload", &record.payload);
+        if let Some(metadata) = &record.metadata {
+            secrets.extend(mask.secrets("metadata", metadata));
+        }
+        let scrub = |text: Option<String>| text.map(|t| Masker::scrub(t, &secrets));
         let mut payload = record.payload;
         mask.apply("payload", &mut payload);
         let mut metadata = record.metadata;
         if let Some(metadata) = metadata.as_mut() {
             mask.apply("metadata", metadata);
         }
-        Self {
+        let summary = Self {
             event_id: record.event_id.as_str().to_owned(),
             user_id: record.user_id,
             event_type: record.event_type,
@@ -86,15 +96,16 @@ impl EventSummary {
             status: record.status,
             attempt_count: record.attempt_count,
             replay_count: record.replay_count,
-            last_error: record.last_error,
+            last_error: scrub(record.last_error),
             payload,
             metadata,
             created_at: record.created_at,
             updated_at: record.updated_at,
             next_attempt_at: record.next_attempt_at,
-            dead_letter_reason: found.dead_letter_reason,
+            dead_letter_reason: scrub(found.dead_letter_reason),
             dead_lettered_at: found.dead_lettered_at,
-        }
+        };
+        (summary, secrets)
     }
 }
 
@@ -180,10 +191,26 @@ impl EventDetail {
     pub fn new(mut found: Found, mask: &Masker) -> Self {
         let attempts = std::mem::take(&mut found.record.attempts);
         let timeline = std::mem::take(&mut found.record.timeline);
+        let (event, secrets) = EventSummary::masked(found, mask);
+        let scrub = |mut attempt: AttemptView| {
+            attempt.error = attempt.error.map(|e| Masker::scrub(e, &secrets));
+            attempt
+        };
         Self {
-            event: EventSummary::new(found, mask),
-            attempts: attempts.into_iter().map(AttemptView::from).collect(),
-            timeline: timeline.into_iter().map(TimelineStep::from).collect(),
+            event,
+            attempts: attempts
+                .into_iter()
+                .map(|a| scrub(AttemptView::from(a)))
+                .collect(),
+            timeline: timeline
+                .into_iter()
+                .map(|entry| {
+                    let mut step = TimelineStep::from(entry);
+                    step.attempt = step.attempt.map(scrub);
+                    step.detail = step.detail.map(|d| Masker::scrub(d, &secrets));
+                    step
+                })
+                .collect(),
         }
     }
 }

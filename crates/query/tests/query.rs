@@ -3,6 +3,8 @@
 //! API answers against an in-memory model of the seed.
 
 mod query {
+    pub mod alerts;
+    pub mod auth;
     pub mod cursor;
     pub mod detail;
     pub mod lists;

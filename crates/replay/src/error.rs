@@ -1,12 +1,11 @@
 //! The service's errors: [`ApiError`], the one type every handler answers failures with, and [`Error`], what can
 //! stop the service from starting or running.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::HttpError;
 
 use crate::replay::{StopCause, Stopped};
 
@@ -33,26 +32,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum ApiError {
     /// 400: the body or the query is not an acceptable request (every problem listed).
     Validation(Vec<FieldError>),
-    /// 400: the body is not JSON.
-    MalformedJson(String),
-    /// 400: the body could not be read (the client went away mid-body, a broken chunked encoding).
-    UnreadableBody(String),
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route exists, the method does not.
-    MethodNotAllowed,
-    /// 413: the body is larger than the limit, in bytes.
-    TooLarge { limit: usize },
-    /// 415: a body that is not declared as JSON.
-    UnsupportedMediaType(Option<String>),
     /// 503: MongoDB did not answer a read; nothing was changed.
     MongoUnavailable,
     /// 503: a replay stopped part-way (a dependency failed, or the service is shutting down).
     ReplayStopped(Stopped),
-    /// 503: the request took longer than the configured request timeout.
-    Timeout(Duration),
     /// 500: a bug; the details are logged where it happened, never sent.
     Internal,
+    /// What every Herald HTTP service answers the same way (bodies, auth, 404/405, the timeout).
+    Http(HttpError),
+}
+
+impl From<HttpError> for ApiError {
+    fn from(e: HttpError) -> Self {
+        ApiError::Http(e)
+    }
 }
 
 impl ApiError {
@@ -65,38 +58,6 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 ErrorBody::with_details("Validation failed", details),
             ),
-            ApiError::MalformedJson(message) => (
-                StatusCode::BAD_REQUEST,
-                one("Malformed JSON", "body", message),
-            ),
-            ApiError::UnreadableBody(message) => (
-                StatusCode::BAD_REQUEST,
-                one("Unreadable body", "body", message),
-            ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Not found")),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorBody::new("Method not allowed"),
-            ),
-            ApiError::TooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                one(
-                    "Payload too large",
-                    "body",
-                    format!("must be at most {limit} bytes"),
-                ),
-            ),
-            ApiError::UnsupportedMediaType(given) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                one(
-                    "Unsupported media type",
-                    "headers.Content-Type",
-                    match given {
-                        Some(given) => format!("must be application/json, not {given}"),
-                        None => "must be application/json when there is a body".into(),
-                    },
-                ),
-            ),
             ApiError::MongoUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 one(
@@ -106,22 +67,11 @@ impl ApiError {
                 ),
             ),
             ApiError::ReplayStopped(stopped) => stopped_parts(&stopped),
-            ApiError::Timeout(limit) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Request timed out",
-                    "request",
-                    format!(
-                        "was not answered within {} ms; a replay that was running goes on in the background: \
-                         GET /api/dead-letters shows what is left",
-                        limit.as_millis()
-                    ),
-                ),
-            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorBody::new("Internal error"),
             ),
+            ApiError::Http(e) => e.parts(),
         }
     }
 }
@@ -152,6 +102,10 @@ fn stopped_parts(stopped: &Stopped) -> (StatusCode, ErrorBody) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Http(e) = self {
+            // Keeps its headers (Retry-After, WWW-Authenticate).
+            return e.into_response();
+        }
         let (status, body) = self.parts();
         (status, Json(body)).into_response()
     }
@@ -163,12 +117,12 @@ mod tests {
 
     #[test]
     fn every_error_has_the_standard_shape() {
-        let (status, body) = ApiError::TooLarge { limit: 10 }.parts();
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, body) = ApiError::MongoUnavailable.parts();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             serde_json::to_value(body).expect("serializable"),
-            serde_json::json!({"error": "Payload too large",
-                "details": [{"field": "body", "message": "must be at most 10 bytes"}]})
+            serde_json::json!({"error": "Service unavailable",
+                "details": [{"field": "mongodb", "message": "did not answer; nothing was changed, try again later"}]})
         );
     }
 

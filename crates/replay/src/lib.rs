@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod params;
 mod replay;
 mod routes;
@@ -45,7 +46,6 @@ pub struct AppState {
     replayer: Replayer,
     /// The running replays, which shutdown waits for.
     tasks: TaskTracker,
-    max_body_bytes: usize,
     /// Set once the indexes exist. They only make reads fast, so requests are served without them.
     indexes_ready: Arc<AtomicBool>,
 }
@@ -98,10 +98,10 @@ impl App {
             store,
             db,
             tasks: TaskTracker::new(),
-            max_body_bytes: config.max_body_bytes,
             indexes_ready: Arc::new(AtomicBool::new(false)),
         };
         state.ensure_indexes().await;
+        config.http.auth.warn_if_off("herald-replay");
         let router = routes::router(state.clone(), &config);
         let address = format!("{}:{}", config.host, config.port);
         let listener = TcpListener::bind(&address)

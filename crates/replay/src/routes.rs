@@ -1,35 +1,33 @@
-//! The HTTP API: `POST /replay-dead-letter`, `GET /api/dead-letters`, the health routes, and the middleware around
-//! them (request ids, tracing, the request timeout, the body limit).
+//! The HTTP API: `POST /replay-dead-letter` (a key with the `admin` scope), `GET /api/dead-letters` (`read`), the
+//! health and metrics routes and the documentation, in platform's standard middleware with the body limit.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::middleware;
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use herald_domain::{Channel, EventId, FieldError, Priority};
 use herald_platform::health::{self, Readiness};
+use herald_platform::http::auth::{self, Required};
+use herald_platform::http::{self, BodyLimit, OptionalJsonBody, Scope, Standard};
 use herald_platform::store::EventRecord;
 use serde::Serialize;
-use serde_json::Value;
-use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::openapi::{ApiDoc, ErrorBody, ReplayRequest};
 use crate::params::{parse_list, parse_replay};
 use crate::AppState;
 
-/// The header carrying the request id: the client's, or a UUID generated here.
-const REQUEST_ID: &str = "x-request-id";
+/// What a request cut short by the timeout means for its caller.
+const TIMEOUT_HINT: &str =
+    "a replay that was running goes on in the background: GET /api/dead-letters shows what is left";
 
 /// Every route of the service, with its middleware.
 pub(crate) fn router(state: AppState, config: &Config) -> Router {
@@ -38,115 +36,79 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         mongo: Some(state.db.clone()),
         timeout: None,
     };
-    let api = Router::new()
-        .route("/replay-dead-letter", post(replay_dead_letters))
-        .route("/api/dead-letters", get(list_dead_letters))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state);
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        })
-        .on_response(DefaultOnResponse::new().level(Level::INFO));
-    api.merge(health::router(readiness))
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(trace)
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn_with_state(
-                    config.request_timeout,
-                    time_limit,
-                )),
-        )
-}
-
-/// Answers 503 in the standard shape when a request takes longer than `limit`.
-///
-/// (tower-http's `TimeoutLayer` answers with an empty body, which would break the one-error-shape rule.) A replay
-/// runs on a task of its own, so cutting its request short does not cut the replay short.
-async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
+    let auth = Arc::new(config.http.auth.clone());
+    let admin = OpenApiRouter::new()
+        .routes(routes!(replay_dead_letters))
+        .route_layer(middleware::from_fn_with_state(
+            Required {
+                auth: auth.clone(),
+                scope: Scope::Admin,
+            },
+            auth::require,
+        ));
+    let read = OpenApiRouter::new()
+        .routes(routes!(list_dead_letters))
+        .route_layer(middleware::from_fn_with_state(
+            Required {
+                auth,
+                scope: Scope::Read,
+            },
+            auth::require,
+        ));
+    let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin)
+        .merge(read)
+        .with_state(state)
+        .merge(health::openapi_router(readiness))
+        .split_for_parts();
+    let api = BodyLimit(config.max_body_bytes).apply(api);
+    let docs = http::openapi::finish(document);
+    Standard {
+        service: "herald-replay",
+        request_timeout: config.request_timeout,
+        timeout_hint: TIMEOUT_HINT,
+        http: &config.http,
     }
-}
-
-/// An optional JSON body: `None` when there is none (an empty body needs no content type).
-///
-/// Rejects a body declared as anything but JSON, or not declared at all (415), one over the limit (413) and one
-/// that is not JSON (400).
-struct OptionalJson(Option<Value>);
-
-impl FromRequest<AppState> for OptionalJson {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        if content_type.as_deref().is_some_and(|ct| !is_json(ct)) {
-            return Err(ApiError::UnsupportedMediaType(content_type));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge {
-                        limit: state.max_body_bytes,
-                    }
-                } else {
-                    ApiError::UnreadableBody(rejection.body_text())
-                }
-            })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(None));
-        }
-        if content_type.is_none() {
-            return Err(ApiError::UnsupportedMediaType(None));
-        }
-        serde_json::from_slice(&bytes)
-            .map(|value| Self(Some(value)))
-            .map_err(|e| ApiError::MalformedJson(e.to_string()))
-    }
-}
-
-/// `application/json`, or any `application/*+json`, with or without parameters.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    .apply(api.merge(docs))
 }
 
 /// The answer to a replay or a dry run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReplayAnswer {
     /// How many dead letters were (or, in a dry run, would be) put back on their lanes.
     replayed: usize,
     /// Their ids, oldest dead letter first.
+    #[schema(value_type = Vec<String>)]
     event_ids: Vec<EventId>,
     dry_run: bool,
 }
 
-/// `POST /replay-dead-letter`.
+/// Replay dead letters.
+///
+/// Puts the selected dead letters (oldest first) back on their original priority lane with a fresh attempt budget
+/// and a replay entry in their timeline, paced at the configured rate. An event already back in flight is left
+/// alone, so repeating a request (or two at once) delivers each event once. `dryRun` changes nothing.
+#[utoipa::path(
+    post,
+    path = "/replay-dead-letter",
+    tag = "replay",
+    security(("apiKey" = []), ("bearer" = [])),
+    request_body(content = Option<ReplayRequest>, content_type = "application/json", description = "Optional: no body (or `{}`) replays the oldest dead letters up to 1000"),
+    responses(
+        (status = 200, description = "What was (or, in a dry run, would be) replayed", body = ReplayAnswer),
+        (status = 400, description = "Bad fields (each named), or malformed JSON", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+        (status = 413, description = "The body is larger than HERALD_MAX_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "A body not declared as JSON", body = ErrorBody),
+        (status = 503, description = "MongoDB or Kafka failed part-way (the message says what was done and what is left), or the request timed out (the replay goes on)", body = ErrorBody),
+    )
+)]
 async fn replay_dead_letters(
     State(state): State<AppState>,
     headers: HeaderMap,
-    OptionalJson(body): OptionalJson,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Json<ReplayAnswer>, ApiError> {
     let request = parse_replay(body.as_ref()).map_err(ApiError::Validation)?;
     state.ensure_indexes().await;
@@ -163,10 +125,7 @@ async fn replay_dead_letters(
             dry_run: true,
         }));
     }
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = http::request_id(&headers).map(str::to_owned);
     let replayer = state.replayer.clone();
     // On a task of its own: a client that goes away, or the request timeout, does not stop the replay half-way.
     let running = state
@@ -192,13 +151,16 @@ fn mongo_down(e: mongodb::error::Error) -> ApiError {
 }
 
 /// One dead letter in a listing.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeadLetterItem {
+    #[schema(value_type = String)]
     event_id: EventId,
     user_id: Option<String>,
     event_type: Option<String>,
+    #[schema(value_type = Option<String>, example = "webhook")]
     channel: Option<Channel>,
+    #[schema(value_type = String, example = "critical")]
     priority: Priority,
     attempt_count: u32,
     replay_count: u32,
@@ -230,7 +192,7 @@ impl From<EventRecord> for DeadLetterItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Pagination {
     page: u32,
     limit: u32,
@@ -238,14 +200,39 @@ struct Pagination {
     pages: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of dead letters.
+#[derive(Debug, Serialize, ToSchema)]
 struct DeadLetterPage {
     data: Vec<DeadLetterItem>,
     pagination: Pagination,
 }
 
-/// `GET /api/dead-letters`: the dead letters a replay with the same filter would take, oldest first, a page at a
-/// time.
+/// List dead letters.
+///
+/// The dead letters a replay with the same filter would take, oldest dead letter first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/dead-letters",
+    tag = "replay",
+    security(("apiKey" = []), ("bearer" = [])),
+    params(
+        ("eventIds" = Option<String>, Query, description = "Comma-separated event ids"),
+        ("channel" = Option<String>, Query, description = "`email`, `sms` or `webhook`"),
+        ("eventType" = Option<String>, Query),
+        ("priority" = Option<String>, Query, description = "`critical` or `default`"),
+        ("since" = Option<String>, Query, description = "Dead-lettered at or after (ISO 8601)"),
+        ("until" = Option<String>, Query, description = "Dead-lettered before (ISO 8601)"),
+        ("page" = Option<u32>, Query, description = "From 1; default 1"),
+        ("limit" = Option<u32>, Query, description = "1 to 100; default 20"),
+    ),
+    responses(
+        (status = 200, description = "A page of dead letters", body = DeadLetterPage),
+        (status = 400, description = "Bad parameters, each one named", body = ErrorBody),
+        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 503, description = "MongoDB did not answer", body = ErrorBody),
+    )
+)]
 async fn list_dead_letters(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -272,19 +259,4 @@ async fn list_dead_letters(
             pages: total.div_ceil(u64::from(request.limit)),
         },
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_content_types_are_recognised() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/merge-patch+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
-        assert!(!is_json(""));
-    }
 }

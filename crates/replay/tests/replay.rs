@@ -5,6 +5,7 @@
 mod replay {
     pub mod api;
     pub mod concurrency;
+    pub mod http;
     pub mod listing;
     pub mod outages;
     pub mod replays;

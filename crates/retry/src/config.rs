@@ -1,9 +1,11 @@
 //! `herald-retry`'s configuration, from the environment.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use herald_domain::provider::{self, KnownProviders};
 use herald_domain::retry::RetryRules;
-use herald_domain::DEFAULT_DELAY_TIERS_SECS;
+use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-retry` reads at startup.
@@ -15,7 +17,9 @@ pub struct Config {
     pub port: u16,
     /// `HERALD_RETRY_RULES`: path of a TOML rules file (see the README). Default: none, built-in rules.
     pub rules_path: Option<PathBuf>,
-    /// The rules, parsed and validated from `rules_path`.
+    /// The rules, parsed and validated from `rules_path`. Every provider they name must be known: a built-in
+    /// name (`smtp`, `http-sms`, `webhook`, `sandbox`) or one listed in `HERALD_EMAIL_PROVIDERS` /
+    /// `HERALD_SMS_PROVIDERS`, read here as the dispatchers read them (default none).
     pub rules: RetryRules,
     /// `HERALD_RETRY_TIERS`: delay tiers in seconds, comma-separated. Default `5,30,120,600,3600`.
     pub tiers_secs: Vec<u64>,
@@ -53,6 +57,36 @@ impl Config {
                 }),
             },
         };
+        let mut extras = BTreeMap::new();
+        for channel in Channel::ALL {
+            let Some(key) = provider::extras_variable(*channel) else {
+                continue;
+            };
+            match env.raw(key).map(|raw| provider::parse_names(*channel, raw)) {
+                None => {}
+                Some(Ok(names)) => {
+                    extras.insert(*channel, names);
+                }
+                Some(Err(problems)) => {
+                    for problem in problems {
+                        env.problem(key, problem);
+                    }
+                }
+            }
+        }
+        let providers = KnownProviders::new(&extras);
+        for e in rules.unknown_providers(&providers) {
+            let path = rules_path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("rules"));
+            env.problem(
+                "HERALD_RETRY_RULES",
+                format!(
+                    "{}: {e} (extra providers are named in HERALD_EMAIL_PROVIDERS / HERALD_SMS_PROVIDERS)",
+                    path.display()
+                ),
+            );
+        }
         let tiers_raw = env.string(
             "HERALD_RETRY_TIERS",
             &DEFAULT_DELAY_TIERS_SECS
@@ -116,6 +150,49 @@ mod tests {
         assert!(parse_tiers("30,5").is_err());
         assert!(parse_tiers("0,5").is_err());
         assert!(parse_tiers("5s").is_err());
+    }
+
+    #[test]
+    fn rules_may_name_only_known_providers() {
+        let dir =
+            std::env::temp_dir().join(format!("herald-retry-providers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.toml");
+        std::fs::write(
+            &path,
+            "[channels.sms]\nproviders = [\"http-sms\", \"backup\"]\n[channels.email]\nproviders = [\"smtp\", \"relay\"]\n",
+        )
+        .expect("write rules");
+        let env = |sms: &str| {
+            EnvReader::from_map(
+                [
+                    ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
+                    ("HERALD_SMS_PROVIDERS".to_string(), sms.to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            )
+        };
+        let err = Config::read(env("backup")).expect_err("relay is unknown");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(
+            err.to_string()
+                .contains("channels.email.providers: unknown provider 'relay', expected one of: smtp, sandbox"),
+            "{err}"
+        );
+        let err = Config::read(env("")).expect_err("backup and relay are unknown");
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let config = Config::read(EnvReader::from_map(
+            [
+                ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
+                ("HERALD_SMS_PROVIDERS".to_string(), "backup".to_string()),
+                ("HERALD_EMAIL_PROVIDERS".to_string(), "relay".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        ))
+        .expect("every provider is known");
+        assert!(config.rules_path.is_some());
     }
 
     #[test]

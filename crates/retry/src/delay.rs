@@ -215,6 +215,8 @@ async fn fire(
     })
     .await?;
     tracing::info!(event_id = %event_id, attempt = message.attempt, lateness_ms, "retry fired");
+    metrics::histogram!("herald_retry_lateness_seconds", "tier" => format!("{}s", delayed.tier_secs))
+        .record(lateness_ms.max(0) as f64 / 1000.0);
     Some(())
 }
 

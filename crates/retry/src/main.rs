@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
         }
     };
     herald_platform::telemetry::init(&config.telemetry);
+    let shutdown_bound = config.telemetry.shutdown_timeout;
     let app = match App::build(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -22,7 +23,7 @@ async fn main() -> ExitCode {
         }
     };
     match app
-        .run_until_stopped(herald_platform::shutdown_signal())
+        .run_until_stopped(herald_platform::shutdown_signal_within(shutdown_bound))
         .await
     {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,9 @@
 use chrono::Utc;
 use herald_domain::messages::{dlq_headers, HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::retry::{tier_for, Decision, Failure};
-use herald_domain::{DelayedRetry, ErrorClass, LaneMessage, RetryRequest};
+use herald_domain::{
+    DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
+};
 use herald_platform::kafka;
 use herald_platform::store::{DeadLettered, Scheduled};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -98,7 +100,11 @@ pub async fn decide_and_apply(
         provider: &failed.provider,
         error_class: failed.error_class.unwrap_or(ErrorClass::Retryable),
         http_status: failed.http_status,
-        retry_after: request.retry_after_secs.map(std::time::Duration::from_secs),
+        // The request's own value, or the attempt's (recorded with it, so it survives a dispatcher's crash).
+        retry_after: request
+            .retry_after_secs
+            .or(failed.retry_after_secs)
+            .map(std::time::Duration::from_secs),
         attempt: failed.number,
     };
     match state.rules.decide(&failure, rand::random::<f64>()) {
@@ -176,6 +182,9 @@ pub async fn decide_and_apply(
             .await
             .map_err(|e| e.to_string())?;
             tracing::info!(attempt, tier, due_at = %due_at, "retry scheduled");
+            metrics::counter!("herald_retries_scheduled_total",
+                "tier" => format!("{tier}s"), "channel" => channel.as_str())
+            .increment(1);
             Ok(())
         }
     }
@@ -198,7 +207,14 @@ async fn dead_letter(
         .await
         .map_err(|e| e.to_string())?;
     let record = match outcome {
-        DeadLettered::Now(record) | DeadLettered::Already(record) => record,
+        DeadLettered::Now(record) => {
+            metrics::counter!("herald_dead_letters_total",
+                "lane" => request.lane.as_str(),
+                "channel" => request.event.channel.map_or("none", |c| c.as_str()))
+            .increment(1);
+            record
+        }
+        DeadLettered::Already(record) => record,
         DeadLettered::Stale => return Ok(()),
     };
     let payload = serde_json::to_vec(&record.event()).map_err(|e| e.to_string())?;
@@ -217,6 +233,30 @@ async fn dead_letter(
         request.event.partition_key(),
         &payload,
         Some(headers),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    // Also for a redelivered request (`Already`): the first try may have died before this publish.
+    let status = StatusMessage {
+        provider: Some(failed.provider.clone()),
+        error: Some(reason.to_owned()),
+        ..StatusMessage::new(
+            &record.event(),
+            StatusOutcome::DeadLettered,
+            failed.number,
+            request.replay_count,
+        )
+    };
+    let payload = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
+    kafka::send(
+        &state.producer,
+        &state.topics.status(),
+        request.event.partition_key(),
+        &payload,
+        Some(kafka::headers(&[(
+            HEADER_EVENT_ID,
+            request.event.event_id.as_str(),
+        )])),
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -51,6 +51,7 @@ fn config(ctx: &TestContext, rules: &str, tiers: &[u64]) -> Config {
         telemetry: TelemetryConfig {
             format: LogFormat::Pretty,
             filter: "info".into(),
+            shutdown_timeout: std::time::Duration::from_secs(30),
         },
     }
 }
@@ -94,6 +95,7 @@ fn failed_attempt(number: u32, class: ErrorClass, provider: &str) -> Attempt {
         error_class: Some(class),
         error: Some("HTTP 503".into()),
         http_status: Some(503),
+        retry_after_secs: None,
     }
 }
 
@@ -236,6 +238,7 @@ async fn a_retry_waits_on_its_tier_and_fires_to_the_retry_lane() -> Result<()> {
 async fn out_of_attempts_and_permanent_errors_go_to_the_dead_letters() -> Result<()> {
     let h = harness("retry-dlq", "[default]\nmax_attempts = 2\n", &[1]).await?;
     let dlq = subscribe(&h, &h.ctx.topics.dead_letters(), "dlq")?;
+    let statuses = subscribe(&h, &h.ctx.topics.status(), "status")?;
     let exhausted = fail_attempts(
         &h,
         event("dlq-1", Priority::Critical),
@@ -299,6 +302,28 @@ async fn out_of_attempts_and_permanent_errors_go_to_the_dead_letters() -> Result
             record.status
         );
     }
+    // Each dead letter is also a step on the status topic, for alerting.
+    let mut steps: HashMap<String, herald_domain::StatusMessage> = HashMap::new();
+    while steps.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), statuses.recv())
+            .await
+            .context("no status message in time")??;
+        let step: herald_domain::StatusMessage =
+            serde_json::from_slice(message.payload().context("empty")?)?;
+        steps.insert(step.event_id.to_string(), step);
+    }
+    let first = &steps["dlq-1"];
+    ensure!(
+        first.outcome == herald_domain::StatusOutcome::DeadLettered
+            && first.attempt == 2
+            && first.priority == Priority::Critical
+            && first
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("gave up after 2 attempts")),
+        "{first:?}"
+    );
+    ensure!(steps["dlq-2"].outcome == herald_domain::StatusOutcome::DeadLettered);
     Ok(())
 }
 

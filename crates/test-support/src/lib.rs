@@ -5,6 +5,9 @@
 //! 2. a Docker engine, where `apache/kafka` and `mongo` are started once per test binary with testcontainers;
 //! 3. neither: the test fails with a message naming the command that starts the stack. Never a silent skip.
 
+pub mod http;
+pub mod secure_kafka;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

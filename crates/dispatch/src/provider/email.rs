@@ -51,12 +51,18 @@ impl Header for HeraldEventId {
 /// Sends email through an SMTP server.
 #[derive(Debug)]
 pub struct SmtpProvider {
+    name: String,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
 }
 
 impl SmtpProvider {
-    pub fn build(config: &EmailConfig, send_timeout: Duration) -> Result<Self, BuildError> {
+    /// An SMTP provider called `name` (`smtp` for the one of `HERALD_SMTP_*`).
+    pub fn build(
+        name: &str,
+        config: &EmailConfig,
+        send_timeout: Duration,
+    ) -> Result<Self, BuildError> {
         let invalid = |e: lettre::transport::smtp::Error| BuildError {
             channel: Channel::Email,
             message: e.to_string(),
@@ -78,6 +84,7 @@ impl SmtpProvider {
                 builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(Self {
+            name: name.to_owned(),
             transport: builder.build(),
             from: config.from.clone(),
         })
@@ -111,7 +118,7 @@ impl SmtpProvider {
 #[async_trait]
 impl Provider for SmtpProvider {
     fn name(&self) -> &str {
-        "smtp"
+        &self.name
     }
 
     async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {

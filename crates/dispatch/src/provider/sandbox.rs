@@ -22,7 +22,7 @@ use herald_domain::{Channel, Event};
 use super::{Delivered, Provider, SendError};
 
 /// The sandbox's provider name, in attempts and retry rules.
-pub const SANDBOX: &str = "sandbox";
+pub const SANDBOX: &str = herald_domain::provider::SANDBOX;
 
 /// The sandbox of one channel.
 #[derive(Debug, Clone, Copy)]

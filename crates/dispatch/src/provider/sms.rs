@@ -22,6 +22,7 @@ struct SmsPayload {
 /// Sends SMS through the configured HTTP API.
 #[derive(Debug)]
 pub struct HttpSmsProvider {
+    name: String,
     client: reqwest::Client,
     endpoint: Url,
     account_id: String,
@@ -30,7 +31,9 @@ pub struct HttpSmsProvider {
 }
 
 impl HttpSmsProvider {
+    /// An SMS API provider called `name` (`http-sms` for the one of `HERALD_SMS_*`).
     pub fn build(
+        name: &str,
         config: &SmsConfig,
         connect_timeout: Duration,
         send_timeout: Duration,
@@ -62,6 +65,7 @@ impl HttpSmsProvider {
             .build()
             .map_err(|e| error(e.to_string()))?;
         Ok(Self {
+            name: name.to_owned(),
             client,
             endpoint,
             account_id: account_id.clone(),
@@ -88,7 +92,7 @@ struct Accepted {
 #[async_trait]
 impl Provider for HttpSmsProvider {
     fn name(&self) -> &str {
-        "http-sms"
+        &self.name
     }
 
     async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {

@@ -191,3 +191,107 @@ fn rate(hits: &[super::support::Hit], until: Instant) -> f64 {
         0.0
     }
 }
+
+/// Sends SIGTERM to `child` and waits for its exit, which must be a clean one within `within`.
+async fn terminate(child: &mut Child, within: Duration) -> Result<Duration> {
+    let pid = child.id().context("the dispatcher's pid")?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    ensure!(status.success(), "kill -TERM failed");
+    let sent = Instant::now();
+    let exit = tokio::time::timeout(within, child.wait())
+        .await
+        .with_context(|| format!("no exit within {within:?} of SIGTERM"))??;
+    ensure!(exit.success(), "exit after SIGTERM: {exit}");
+    Ok(sent.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_what_it_started_and_sends_nothing_twice() -> Result<()> {
+    const N: usize = 400;
+    let harness = Harness::new("dispatch-sigterm").await?;
+    let receiver = Receiver::start().await?;
+    // Slow enough that sends are under way at the signal, fast enough for the test.
+    let url = receiver.url("/delay/20");
+    let events: Vec<_> = (0..N)
+        .map(|i| webhook(Priority::Default, &format!("user-{}", i % 40), &url))
+        .collect();
+    let records: Vec<EventRecord> = events.iter().map(EventRecord::pending).collect();
+    harness
+        .db
+        .collection::<EventRecord>(EVENTS)
+        .insert_many(&records)
+        .await?;
+    for event in &events {
+        harness.publish(&LaneMessage::first(event.clone())).await?;
+    }
+    let logs = std::env::temp_dir().join(harness.ctx.topics.prefix().trim_end_matches('.'));
+    std::fs::create_dir_all(&logs)?;
+
+    let mut first = spawn_dispatcher(&harness, &logs.join("first.log"))?;
+    eventually(
+        Duration::from_secs(120),
+        "100 events at the receiver",
+        || async {
+            let n = receiver.hits().len();
+            if n >= 100 {
+                Ok(())
+            } else {
+                Err(format!("{n} so far; logs in {}", logs.display()))
+            }
+        },
+    )
+    .await;
+    let took = terminate(&mut first, Duration::from_secs(30)).await?;
+    // Every send that reached the receiver before the exit was recorded: nothing is left DISPATCHING for a lease to
+    // expire and a second dispatcher to send again.
+    let sent = receiver.hits_by_event();
+    let delivered = count_delivered(&harness)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    ensure!(
+        delivered as usize == sent.len(),
+        "{} events reached the receiver but {delivered} are DELIVERED",
+        sent.len()
+    );
+    ensure!(sent.len() < N, "the stop came before the end of the load");
+
+    let mut second = spawn_dispatcher(&harness, &logs.join("second.log"))?;
+    eventually(
+        Duration::from_secs(300),
+        "every event DELIVERED",
+        || async {
+            let n = count_delivered(&harness).await?;
+            if n == N as u64 {
+                Ok(())
+            } else {
+                Err(format!("{n} delivered; logs in {}", logs.display()))
+            }
+        },
+    )
+    .await;
+    terminate(&mut second, Duration::from_secs(30)).await?;
+
+    let by_event = receiver.hits_by_event();
+    ensure!(
+        by_event.len() == N,
+        "{} of {N} events reached the receiver",
+        by_event.len()
+    );
+    let twice: Vec<&String> = by_event
+        .iter()
+        .filter(|(_, hits)| hits.len() > 1)
+        .map(|(id, _)| id)
+        .collect();
+    ensure!(
+        twice.is_empty(),
+        "sent twice after a graceful stop: {twice:?}"
+    );
+    eprintln!(
+        "sigterm test: {} of {N} sent before SIGTERM, exit {:.2} s after it, none sent twice",
+        sent.len(),
+        took.as_secs_f64()
+    );
+    harness.finish().await
+}

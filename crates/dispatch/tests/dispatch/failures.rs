@@ -216,8 +216,9 @@ async fn a_retry_request_lost_in_a_crash_is_published_again() -> Result<()> {
         ended_at: Utc::now(),
         outcome: AttemptOutcome::Failed,
         error_class: Some(ErrorClass::Retryable),
-        error: Some("HTTP 502".into()),
-        http_status: Some(502),
+        error: Some("HTTP 429".into()),
+        http_status: Some(429),
+        retry_after_secs: Some(7),
     };
     ensure!(
         harness
@@ -232,8 +233,12 @@ async fn a_retry_request_lost_in_a_crash_is_published_again() -> Result<()> {
     let requests = retry_requests(&harness, &[hook.event_id.as_str()]).await?;
     let request = &requests[hook.event_id.as_str()];
     ensure!(
-        request.failed.http_status == Some(502)
+        request.failed.http_status == Some(429)
             && request.failed.error_class == Some(ErrorClass::Retryable)
+    );
+    ensure!(
+        request.retry_after_secs == Some(7) && request.failed.retry_after_secs == Some(7),
+        "the receiver's Retry-After survives the crash: {request:?}"
     );
     ensure!(request.lane == Lane::Critical);
     let record = harness
@@ -253,6 +258,48 @@ async fn a_retry_request_lost_in_a_crash_is_published_again() -> Result<()> {
         }
     })
     .await;
+
+    dispatcher.stop().await?;
+    harness.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_provider_is_a_permanent_failure_that_names_it() -> Result<()> {
+    let harness = Harness::new("dispatch-unknown-provider").await?;
+    let receiver = Receiver::start().await?;
+    let dispatcher = harness.start(Lane::Retry, &[]).await?;
+    let hook = webhook(Priority::Default, "ada", &receiver.url("/never"));
+    harness
+        .store
+        .insert_pending(&herald_platform::store::EventRecord::pending(&hook), None)
+        .await?;
+    let message = LaneMessage {
+        provider: Some("pigeon".into()),
+        ..LaneMessage::first(hook.clone())
+    };
+    harness
+        .publish_raw(
+            Lane::Retry,
+            hook.partition_key(),
+            &serde_json::to_vec(&message)?,
+        )
+        .await?;
+    harness.store.mark_queued(&hook.event_id).await?;
+    let requests = retry_requests(&harness, &[hook.event_id.as_str()]).await?;
+    let failed = &requests[hook.event_id.as_str()].failed;
+    ensure!(
+        failed.error_class == Some(ErrorClass::Permanent),
+        "{failed:?}"
+    );
+    ensure!(failed.provider == "pigeon", "{failed:?}");
+    ensure!(
+        failed.error.as_deref()
+            == Some(
+                "no webhook provider named 'pigeon' in this dispatcher (it has: sandbox, webhook)"
+            ),
+        "{failed:?}"
+    );
+    ensure!(receiver.hits().is_empty(), "nothing was sent");
 
     dispatcher.stop().await?;
     harness.finish().await

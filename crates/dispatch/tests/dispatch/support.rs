@@ -376,6 +376,7 @@ fn init_logs() {
         herald_platform::telemetry::init(&herald_platform::TelemetryConfig {
             format: herald_platform::config::LogFormat::Pretty,
             filter,
+            shutdown_timeout: std::time::Duration::from_secs(30),
         });
     }
 }

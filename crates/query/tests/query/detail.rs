@@ -30,6 +30,7 @@ fn failed(number: u32, error: &str, http_status: u16) -> Attempt {
         error_class: Some(ErrorClass::Retryable),
         error: Some(error.into()),
         http_status: Some(http_status),
+        retry_after_secs: None,
     }
 }
 

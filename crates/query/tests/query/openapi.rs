@@ -9,12 +9,15 @@ use serde_json::{json, Value};
 use super::support::{database, seed, Service};
 
 /// The routes the service serves, as (method, path).
-const SERVED: [(&str, &str); 7] = [
+const SERVED: [(&str, &str); 10] = [
     ("get", "/api/logs"),
     ("get", "/api/logs/{id}"),
     ("get", "/api/stats"),
+    ("get", "/api/alerts"),
+    ("get", "/api/alerts/{id}"),
     ("get", "/api/health"),
     ("get", "/api/ready"),
+    ("get", "/metrics"),
     ("get", "/api/openapi.json"),
     ("get", "/api/docs"),
 ];
@@ -28,6 +31,7 @@ async fn the_document_lists_exactly_the_routes_served() -> Result<()> {
     let ctx = TestContext::new("query-openapi").await?;
     let service = Service::start(&ctx, |_| {}).await?;
     let records = seed(&database(&ctx).await?, 3).await?;
+    let alert = super::alerts::seed_alert(&database(&ctx).await?, "r", "g").await?;
     let document = service.ok("/api/openapi.json").await?;
     ensure!(
         document["openapi"]
@@ -62,6 +66,11 @@ async fn the_document_lists_exactly_the_routes_served() -> Result<()> {
     let id = records[0].event_id.as_str();
     for (method, path) in &listed {
         ensure!(method == "get");
+        let id = if path.starts_with("/api/alerts/") {
+            alert.id.as_str()
+        } else {
+            id
+        };
         let url = service.url(&path.replace("{id}", id));
         let response = service.http.get(&url).send().await?;
         let status = response.status().as_u16();

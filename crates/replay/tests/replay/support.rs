@@ -283,6 +283,7 @@ impl Fixture {
             error_class: Some(ErrorClass::Permanent),
             error: Some("HTTP 410".into()),
             http_status: Some(410),
+            retry_after_secs: None,
         };
         ensure!(
             self.store
