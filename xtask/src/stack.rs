@@ -507,9 +507,14 @@ impl Stack {
         let dir = self.state.join("ferretdb");
         let mut cmd = Command::new(binary);
         // FerretDB starts without PostgreSQL but fails every request until it answers: wait for it first.
-        let deadline = Instant::now() + self.timeout;
+        let waiting_since = Instant::now();
+        let deadline = waiting_since + self.timeout;
         while !port_answers(self.ports.postgres) {
-            if self.running_pid(Part::Postgres).is_none() || Instant::now() >= deadline {
+            // Just after the start the pid may not show its command line yet (setpriv is exec'ing the server):
+            // a missing process only counts after a short grace.
+            let gone = self.running_pid(Part::Postgres).is_none()
+                && waiting_since.elapsed() > Duration::from_secs(3);
+            if gone || Instant::now() >= deadline {
                 bail!(
                     "PostgreSQL did not come up for FerretDB; read {}",
                     self.log_file(Part::Postgres).display()
