@@ -4,8 +4,14 @@
 use std::path::PathBuf;
 
 /// The repository root (the parent of `xtask/`).
+///
+/// Read from the `CARGO_MANIFEST_DIR` that `cargo run` sets at run time, and only failing that from the one baked
+/// in at build time: cargo's fingerprints are relative to the workspace, so with a target directory shared by
+/// several clones (CI's `~/.cache/herald/target`) a binary built in one clone is reused, fresh, by another, and its
+/// baked-in path names the first clone.
 pub fn repo_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 

@@ -27,8 +27,12 @@ use std::sync::OnceLock;
 use herald_domain::{Lane, Topics, DEFAULT_DELAY_TIERS_SECS};
 use serde_json::Value;
 
+/// From the `CARGO_MANIFEST_DIR` cargo sets at run time: the one baked in at build time can name another clone
+/// that shares the target directory (see `xtask::paths::repo_root`).
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .expect("xtask sits in the repository root")
         .to_path_buf()
