@@ -18,6 +18,7 @@ use herald_platform::config::LogFormat;
 use herald_platform::store::{EventRecord, EventStore};
 use herald_platform::{EnvReader, TelemetryConfig};
 use herald_test_support::{eventually, stack, TestContext};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The webhook secret of every dispatcher started here.
@@ -35,6 +36,8 @@ pub struct Herald {
     /// Where this test's herald-alert sends every alert (unique, so tests tell their mail apart in the sink).
     pub alert_recipient: String,
     shutdown: CancellationToken,
+    /// Each service's task, by name, for [`Herald::stop`].
+    services: Vec<(String, JoinHandle<Result<()>>)>,
 }
 
 impl Drop for Herald {
@@ -56,15 +59,49 @@ impl Herald {
         dispatch_env: &[(&str, &str)],
     ) -> Result<Self> {
         let ctx = TestContext::with_tiers(label, TIERS_SECS).await?;
-        Self::start_in(ctx, label, rules, dispatch_env).await
+        Self::start_in(ctx, label, rules, dispatch_env, &[]).await
     }
 
+    /// Every service on the Kafka of `kafka` (another broker than the stack's, with its TLS/SASL settings, which
+    /// `kafka_env` gives the services that read their configuration from the environment) and the stack's MongoDB,
+    /// under a fresh prefix and database.
+    pub async fn start_on_kafka(
+        kafka: herald_platform::KafkaConfig,
+        kafka_env: &HashMap<String, String>,
+        label: &str,
+        rules: &str,
+    ) -> Result<Self> {
+        let name = herald_test_support::unique_name(label);
+        let mut database = format!("t_{}", name.replace(['.', '-'], "_"));
+        database.truncate(63);
+        let kafka = herald_platform::KafkaConfig {
+            topic_prefix: format!("{name}."),
+            ..kafka
+        };
+        let topics = kafka.topics();
+        herald_platform::kafka::ensure_topics(&kafka, &topics.all(TIERS_SECS), 1).await?;
+        let ctx = TestContext {
+            mongo: herald_platform::MongoConfig::new(&stack().mongodb_uri, database),
+            kafka,
+            topics,
+        };
+        let kafka_env: Vec<(&str, &str)> = kafka_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::start_in(ctx, label, rules, &[], &kafka_env).await
+    }
+
+    /// Starts every service in `ctx`. `dispatch_env` goes to the dispatchers, `kafka_env` to every service that
+    /// reads its configuration from the environment (the others take `ctx.kafka`).
     async fn start_in(
         ctx: TestContext,
         label: &str,
         rules: &str,
         dispatch_env: &[(&str, &str)],
+        kafka_env: &[(&str, &str)],
     ) -> Result<Self> {
+        herald_test_support::test_log();
         let db = herald_platform::mongo::connect(&ctx.mongo, label).await?;
         EventStore::ensure_indexes(&db).await?;
         let shutdown = CancellationToken::new();
@@ -75,7 +112,12 @@ impl Herald {
         ))
         .await?;
         let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
-        tokio::spawn(ingest.run_until_stopped(shutdown.clone()));
+        let mut services = Vec::new();
+        let run = ingest.run_until_stopped(shutdown.clone());
+        services.push((
+            "ingest".to_owned(),
+            tokio::spawn(async move { Ok(run.await?) }),
+        ));
 
         for lane in Lane::ALL {
             let stack = stack();
@@ -95,14 +137,20 @@ impl Herald {
             .chain(
                 dispatch_env
                     .iter()
+                    .chain(kafka_env)
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             )
             .collect();
             let mut env = EnvReader::from_map(vars);
             let config = herald_dispatch::Config::read(&mut env, Some(*lane));
             env.finish()?;
-            let app = herald_dispatch::App::build(config).await?;
-            tokio::spawn(app.run_until_stopped(shutdown.clone()));
+            let run = herald_dispatch::App::build(config)
+                .await?
+                .run_until_stopped(shutdown.clone());
+            services.push((
+                format!("dispatch {}", lane.as_str()),
+                tokio::spawn(async move { Ok(run.await?) }),
+            ));
         }
 
         let retry = herald_retry::App::build(herald_retry::Config {
@@ -121,7 +169,11 @@ impl Herald {
             },
         })
         .await?;
-        tokio::spawn(retry.run_until_stopped(shutdown.clone()));
+        let run = retry.run_until_stopped(shutdown.clone());
+        services.push((
+            "retry".to_owned(),
+            tokio::spawn(async move { Ok(run.await?) }),
+        ));
 
         let alert_recipient = format!(
             "{}@alerts.test",
@@ -140,11 +192,20 @@ impl Herald {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(
+            kafka_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
         .collect();
         let alert =
             herald_alert::App::build(herald_alert::Config::read(EnvReader::from_map(alert_env))?)
                 .await?;
-        tokio::spawn(alert.run_until_stopped(shutdown.clone()));
+        let run = alert.run_until_stopped(shutdown.clone());
+        services.push((
+            "alert".to_owned(),
+            tokio::spawn(async move { Ok(run.await?) }),
+        ));
 
         Ok(Self {
             store: EventStore::new(&db),
@@ -153,7 +214,30 @@ impl Herald {
             http: reqwest::Client::new(),
             alert_recipient,
             shutdown,
+            services,
         })
+    }
+
+    /// Stops every service as SIGTERM does and waits until each has finished (offsets committed, consumers out of
+    /// their groups), up to 30 s each. Dropping a [`Herald`] only asks them to stop; a test that then takes Kafka
+    /// away must stop them first, or the runtime drops consumers that still wait on the broker.
+    pub async fn stop(mut self) -> Result<()> {
+        self.shutdown.cancel();
+        let mut problems = Vec::new();
+        for (name, service) in std::mem::take(&mut self.services) {
+            match tokio::time::timeout(Duration::from_secs(30), service).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => problems.push(format!("{name}: {e:#}")),
+                Ok(Err(e)) => problems.push(format!("{name} panicked: {e}")),
+                Err(_) => problems.push(format!("{name} did not stop within 30 s")),
+            }
+        }
+        anyhow::ensure!(
+            problems.is_empty(),
+            "stopping Herald: {}",
+            problems.join("; ")
+        );
+        Ok(())
     }
 
     /// `POST /event`; returns the accepted event id.

@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use herald_domain::StatusMessage;
 use herald_platform::kafka;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -67,10 +65,7 @@ pub async fn run(
             tracing::warn!(error = %e, "storing a status offset failed (partition revoked?)");
         }
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    kafka::commit_and_close(consumer).await
 }
 
 impl Handler {

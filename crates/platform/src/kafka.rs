@@ -134,6 +134,27 @@ where
     Ok(())
 }
 
+/// Commits what `consumer` has stored, then closes it (it leaves its group), both on a blocking thread: each waits
+/// on the broker, and with Kafka gone librdkafka can wait there until the shutdown watchdog ends the process. The
+/// runtime's other tasks go on shutting down meanwhile. Nothing stored to commit is not an error.
+pub async fn commit_and_close<X, C>(consumer: C) -> Result<()>
+where
+    X: ConsumerContext,
+    C: Consumer<X> + Send + 'static,
+{
+    let committed = tokio::task::spawn_blocking(move || {
+        let committed = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
+        drop(consumer);
+        committed
+    })
+    .await
+    .map_err(|_cancelled_or_panicked| KafkaError::Canceled)?;
+    match committed {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sends one message and waits for the broker's acknowledgement.
 pub async fn send(
     producer: &FutureProducer,

@@ -81,8 +81,8 @@ pub async fn run(
         }
     }
     // Held heads were never published, so their offsets were never stored: the next run reads them again.
-    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-        tracing::debug!(error = %e, "final commit of the delay tiers (nothing stored?)");
+    if let Err(e) = kafka::commit_and_close(consumer).await {
+        tracing::warn!(error = %e, "final commit of the delay tiers failed; the next owner repeats a few messages");
     }
     Ok(())
 }

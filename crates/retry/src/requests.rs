@@ -45,16 +45,7 @@ pub async fn run(
             tracing::warn!(error = %e, "storing a retry request offset failed (partition revoked?)");
         }
     }
-    consumer
-        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
-        .or_else(|e| match e {
-            rdkafka::error::KafkaError::ConsumerCommit(
-                rdkafka::types::RDKafkaErrorCode::NoOffset,
-            ) => Ok(()),
-            e => Err(e),
-        })
-        .map_err(kafka::Error::from)?;
-    Ok(())
+    Ok(kafka::commit_and_close(consumer).await?)
 }
 
 #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]

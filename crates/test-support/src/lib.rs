@@ -16,6 +16,21 @@ use std::time::{Duration, Instant};
 use herald_domain::{Topics, DEFAULT_DELAY_TIERS_SECS};
 use herald_platform::{KafkaConfig, MongoConfig};
 
+/// Logs of the services a test starts in its own process, printed through the test harness's capture when
+/// `HERALD_TEST_LOG` holds a filter (`HERALD_TEST_LOG=info,rdkafka=debug cargo test ...`); silent otherwise. Safe to
+/// call from every test: only the first call installs the subscriber.
+pub fn test_log() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        if let Ok(filter) = std::env::var("HERALD_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// Where the shared test stack is.
 #[derive(Debug, Clone)]
 pub struct Stack {
