@@ -169,7 +169,10 @@ async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
         cargo_args.push("--workspace");
     }
     cargo_args.extend(args.iter().map(String::as_str));
-    let result = cargo(&cargo_args, &stack.test_env());
+    // xtask's deploy test runs the service binaries as the compose file does: build them all first (a workspace
+    // `cargo test` would, a one-package one would not).
+    let result = cargo(&["build", "--bins", "--workspace"], &[])
+        .and_then(|()| cargo(&cargo_args, &stack.test_env()));
     let keep = std::env::var("HERALD_KEEP_STACK").is_ok_and(|v| v == "1" || v == "true");
     if started && !keep {
         stack.down(false)?;

@@ -16,6 +16,9 @@
 //! `~/go/pkg/mod`, which persists on the machine like `~/.cache`: a fresh clone with a warm cache downloads
 //! nothing. `-mod=readonly`: go.sum is committed and complete, and a test must not rewrite it.
 
+#[path = "deploy/compose_native.rs"]
+mod compose_native;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
