@@ -173,9 +173,8 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_listed_with_the_rules_file_problems() {
-        let dir = std::env::temp_dir().join(format!("herald-alert-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("rules.toml");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.toml");
         std::fs::write(
             &path,
             "[[rules]]\nname = \"x\"\nthreshold = 0\nwindow = \"5m\"\ncooldown = \"5m\"\n",

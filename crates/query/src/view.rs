@@ -130,6 +130,9 @@ pub struct AttemptView {
     pub error: Option<String>,
     /// The receiver's HTTP status (or SMTP reply code), when it answered.
     pub http_status: Option<u16>,
+    /// How long the receiver asked Herald to wait (its `Retry-After`, in seconds), when it did; the retry was not
+    /// scheduled sooner.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl From<Attempt> for AttemptView {
@@ -143,6 +146,7 @@ impl From<Attempt> for AttemptView {
             error_class: attempt.error_class,
             error: attempt.error,
             http_status: attempt.http_status,
+            retry_after_secs: attempt.retry_after_secs,
         }
     }
 }

@@ -154,10 +154,8 @@ mod tests {
 
     #[test]
     fn rules_may_name_only_known_providers() {
-        let dir =
-            std::env::temp_dir().join(format!("herald-retry-providers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("rules.toml");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.toml");
         std::fs::write(
             &path,
             "[channels.sms]\nproviders = [\"http-sms\", \"backup\"]\n[channels.email]\nproviders = [\"smtp\", \"relay\"]\n",
@@ -197,9 +195,8 @@ mod tests {
 
     #[test]
     fn a_bad_rules_file_and_bad_tiers_are_reported_together() {
-        let dir = std::env::temp_dir().join(format!("herald-retry-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("rules.toml");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.toml");
         std::fs::write(&path, "[default]\nmax_attempts = 0\n").expect("write rules");
         let env = EnvReader::from_map(
             [

@@ -314,8 +314,8 @@ mod tests {
 
     #[test]
     fn sasl_ssl_with_scram_and_the_default_certificates_directory() {
-        let dir = std::env::temp_dir().join(format!("herald-certs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
         std::fs::write(dir.join("ca.pem"), "not checked here").expect("ca");
         let dir_text = dir.display().to_string();
         let security = read(&[

@@ -30,7 +30,8 @@ fn failed(number: u32, error: &str, http_status: u16) -> Attempt {
         error_class: Some(ErrorClass::Retryable),
         error: Some(error.into()),
         http_status: Some(http_status),
-        retry_after_secs: None,
+        // A 503 may say when to come back.
+        retry_after_secs: (http_status == 503).then_some(7),
     }
 }
 
@@ -132,6 +133,7 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
         json!({
             "number": a.number, "provider": "webhook", "startedAt": iso(a.started_at), "endedAt": iso(a.ended_at),
             "outcome": "failed", "errorClass": "retryable", "error": a.error, "httpStatus": a.http_status,
+            "retryAfterSecs": a.retry_after_secs,
         })
     };
     assert_eq!(steps[2]["attempt"], attempt_json(&first));
