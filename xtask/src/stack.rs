@@ -25,6 +25,8 @@ const FERRETDB_MODULE: &str = "github.com/FerretDB/FerretDB";
 pub const FERRETDB_VERSION: &str = "v1.24.2";
 /// The SMTP sink's one dependency, from PyPI.
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
+/// GIN indexes for FerretDB's pushed-down lookups, installed into PostgreSQL before FerretDB starts.
+const FERRETDB_INDEXES: &str = include_str!("ferretdb_indexes.sql");
 
 /// The ports, each overridable by env.
 #[derive(Debug, Clone)]
@@ -522,6 +524,7 @@ impl Stack {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        self.install_ferretdb_indexes(deadline)?;
         cmd.arg("--handler=postgresql")
             .arg(format!(
                 "--postgresql-url=postgres://postgres@127.0.0.1:{}/postgres",
@@ -539,6 +542,40 @@ impl Stack {
     }
 
     // ---- PostgreSQL (FerretDB's backend) ------------------------------------------------------------------------
+
+    /// Runs `ferretdb_indexes.sql` (GIN indexes FerretDB's lookups can use, on every table it has and will create)
+    /// once PostgreSQL accepts connections; idempotent, so every `stack up` runs it.
+    fn install_ferretdb_indexes(&self, deadline: Instant) -> Result<()> {
+        let psql = Self::postgres_bin_dir()?.join("psql");
+        loop {
+            let output = Command::new(&psql)
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                ])
+                .args(["-d", "postgres", "-p", &self.ports.postgres.to_string()])
+                .args(["-c", FERRETDB_INDEXES])
+                .output()
+                .context("running psql")?;
+            if output.status.success() {
+                return Ok(());
+            }
+            let error = String::from_utf8_lossy(&output.stderr);
+            // Right after the start PostgreSQL refuses connections while it recovers; anything else is a bug.
+            if !error.contains("starting up") && !error.contains("Connection refused")
+                || Instant::now() >= deadline
+            {
+                bail!("installing FerretDB's indexes into PostgreSQL failed: {error}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     /// Debian's PostgreSQL server binaries, newest version first.
     fn postgres_bin_dir() -> Result<PathBuf> {
@@ -617,7 +654,10 @@ impl Stack {
             .arg(self.ports.postgres.to_string())
             .arg("-k")
             .arg(&dir)
-            .args(["-c", "max_connections=300", "-c", "shared_buffers=256MB"]);
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=256MB"])
+            // FerretDB's finds are prepared as `_jsonb->$1 @> $2`: only a plan made with the values can use the
+            // GIN indexes of ferretdb_indexes.sql.
+            .args(["-c", "plan_cache_mode=force_custom_plan"]);
         self.spawn(Part::Postgres, cmd)
     }
 
