@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use herald_platform::health::{self, Readiness};
 use herald_platform::kafka;
-use herald_platform::store::EventStore;
+use herald_platform::store::{retention, EventStore};
 use rdkafka::consumer::Consumer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,8 @@ pub struct App {
     readiness: Readiness,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
+    /// For deleting claims of long-finished attempts (`store::retention`).
+    store: EventStore,
 }
 
 impl App {
@@ -76,9 +78,10 @@ impl App {
         // The handler's shutdown token is linked to the one given to `run_until_stopped`.
         let shutdown = CancellationToken::new();
         let topics = config.kafka.topics();
+        let store = EventStore::new(&db);
         let handler = Arc::new(Handler {
             topics: topics.clone(),
-            store: EventStore::new(&db),
+            store: store.clone(),
             producer,
             providers,
             send_timeout: config.send_timeout,
@@ -123,6 +126,7 @@ impl App {
             },
             stats,
             shutdown,
+            store,
         })
     }
 
@@ -144,6 +148,7 @@ impl App {
             router,
             readiness,
             shutdown: own,
+            store,
             ..
         } = self;
         let link = {
@@ -166,8 +171,18 @@ impl App {
                     .await
             })
         };
+        let pruner = tokio::spawn(retention::prune_periodically(
+            "dispatch claims",
+            retention::PRUNE_EVERY,
+            own.clone(),
+            move || {
+                let store = store.clone();
+                async move { store.prune_claims(retention::CLAIM_RETENTION).await }
+            },
+        ));
         router.run(own.clone()).await;
         link.abort();
+        pruner.abort();
         own.cancel();
         match server.await {
             Ok(result) => result?,

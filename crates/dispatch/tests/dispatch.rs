@@ -9,5 +9,6 @@ mod dispatch {
     mod failures;
     mod instances;
     mod redelivery;
+    mod retention;
     mod status;
 }

@@ -17,6 +17,7 @@ use crate::mongo::{self, is_duplicate_key, EVENTS};
 mod idempotency;
 mod lifecycle;
 mod replay;
+pub mod retention;
 
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;

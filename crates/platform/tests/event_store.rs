@@ -227,3 +227,51 @@ async fn a_claim_whose_claimer_died_before_marking_the_event_is_taken_over_after
     ));
     Ok(())
 }
+
+#[tokio::test]
+async fn pruned_claims_of_finished_steps_never_let_a_stale_message_send_again() -> Result<()> {
+    let store = store("store-prune").await?;
+    // Attempt 1 fails, the event is dead-lettered and replayed once: one dispatch claim, one replay claim.
+    let record = EventRecord::pending(&event("p-1"));
+    let id = record.event_id.clone();
+    store.insert_pending(&record, None).await?;
+    ensure!(matches!(
+        store.claim(&id, 1, 0, Duration::from_secs(30)).await?,
+        Claim::Send(_)
+    ));
+    ensure!(
+        store
+            .record_failed(&id, &attempt(1, AttemptOutcome::Failed), 0)
+            .await?
+    );
+    store.dead_letter(&id, 1, 0, "out of attempts").await?;
+    ensure!(store
+        .replay_dead_letter(&id, 0, "test".into())
+        .await?
+        .is_some());
+    // A claim taken just now is kept by a day's retention.
+    let fresh = EventRecord::pending(&event("p-2"));
+    store.insert_pending(&fresh, None).await?;
+    ensure!(matches!(
+        store
+            .claim(&fresh.event_id, 1, 0, Duration::from_secs(30))
+            .await?,
+        Claim::Send(_)
+    ));
+    let day = herald_platform::store::retention::CLAIM_RETENTION;
+    ensure!(store.prune_claims(day).await? == 0);
+    ensure!(store.prune_replay_claims(day).await? == 0);
+
+    // With no retention at all every claim goes (the next sweep may also find none).
+    ensure!(store.prune_claims(Duration::ZERO).await? == 2);
+    ensure!(store.prune_replay_claims(Duration::ZERO).await? == 1);
+    // Old messages come back after the prune: attempt 1 of replay 0, and the replay of replay 0. Neither sends or
+    // replays again: the event's own state turns them away.
+    let stale = store.claim(&id, 1, 0, Duration::from_secs(30)).await?;
+    ensure!(matches!(stale, Claim::Skip(_)), "{stale:?}");
+    ensure!(store
+        .replay_dead_letter(&id, 0, "again".into())
+        .await?
+        .is_none());
+    Ok(())
+}

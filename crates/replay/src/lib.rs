@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use herald_platform::store::EventStore;
+use herald_platform::store::{retention, EventStore};
 use herald_platform::{kafka, mongo};
 use mongodb::Database;
 use tokio::net::TcpListener;
@@ -130,6 +130,16 @@ impl App {
     /// from taking more dead letters, waits for the events they have in flight, and flushes the producer.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(address = %self.address, "herald-replay listening");
+        let store = self.state.store.clone();
+        let pruner = tokio::spawn(retention::prune_periodically(
+            "replay claims",
+            retention::PRUNE_EVERY,
+            shutdown.child_token(),
+            move || {
+                let store = store.clone();
+                async move { store.prune_replay_claims(retention::CLAIM_RETENTION).await }
+            },
+        ));
         let stopping = self.state.replayer.stopping();
         let signal = async move {
             shutdown.cancelled().await;
@@ -139,6 +149,7 @@ impl App {
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(signal)
             .await;
+        pruner.abort();
         // Also when the server failed on its own, and for replays whose request is gone (timed out).
         self.state.replayer.stop();
         self.state.tasks.close();

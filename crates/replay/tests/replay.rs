@@ -9,5 +9,6 @@ mod replay {
     pub mod listing;
     pub mod outages;
     pub mod replays;
+    pub mod retention;
     pub mod support;
 }

@@ -227,7 +227,7 @@ impl EventStore {
             .await
     }
 
-    fn replay_claims(&self) -> Collection<Document> {
+    pub(super) fn replay_claims(&self) -> Collection<Document> {
         self.raw
             .client()
             .database(&self.raw.namespace().db)
