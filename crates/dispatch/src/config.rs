@@ -1,11 +1,11 @@
 //! The dispatcher's configuration: one [`Config`] read from the environment, with every bad field listed at once.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use herald_domain::provider::{self as names, env_segment};
 use herald_domain::{Channel, Lane};
+use herald_platform::smtp::SmtpConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use lettre::message::Mailbox;
 use url::Url;
@@ -44,47 +44,13 @@ pub enum Backend {
     Sandbox,
 }
 
-/// How to talk TLS to the SMTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpTls {
-    /// Plain text (a local relay or test sink).
-    None,
-    /// Plain connection upgraded with STARTTLS, which is then required (usually port 587).
-    StartTls,
-    /// TLS from the first byte (usually port 465).
-    Tls,
-}
-
-impl FromStr for SmtpTls {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        match raw.to_ascii_lowercase().as_str() {
-            "none" => Ok(Self::None),
-            "starttls" => Ok(Self::StartTls),
-            "tls" => Ok(Self::Tls),
-            _ => Err("expected one of: none, starttls, tls".into()),
-        }
-    }
-}
-
 /// The email channel.
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
     /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
     pub backend: Backend,
-    /// `HERALD_SMTP_HOST`: the SMTP server. Default `127.0.0.1`.
-    pub host: String,
-    /// `HERALD_SMTP_PORT`: its port. Default 1025.
-    pub port: u16,
-    /// `HERALD_SMTP_TLS`: `none`, `starttls` or `tls`. Default `none`.
-    pub tls: SmtpTls,
-    /// `HERALD_SMTP_USERNAME`: login, if the server wants one. Default none.
-    pub username: Option<String>,
-    /// `HERALD_SMTP_PASSWORD`: password for that login. Default none.
-    pub password: Option<Secret>,
-    /// `HERALD_SMTP_FROM`: the sender address (`Name <addr>` or `addr`). Default `herald@localhost`.
-    pub from: Mailbox,
+    /// `HERALD_SMTP_*`: the server, as herald-alert reads it too (`herald_platform::smtp`).
+    pub smtp: SmtpConfig,
 }
 
 /// The SMS channel.
@@ -222,7 +188,7 @@ impl Config {
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
         };
-        config.email_extras = read_email_extras(env, &config.email.from);
+        config.email_extras = read_email_extras(env, &config.email.smtp.from);
         config.sms_extras = read_sms_extras(env);
         config
     }
@@ -282,33 +248,10 @@ fn backend(env: &mut EnvReader, key: &str, real: &str, default: Backend) -> Back
 }
 
 fn read_email(env: &mut EnvReader) -> EmailConfig {
-    let from_raw = env.string("HERALD_SMTP_FROM", "herald@localhost");
-    let from = from_raw.parse::<Mailbox>().unwrap_or_else(|e| {
-        env.problem(
-            "HERALD_SMTP_FROM",
-            format!("'{from_raw}' is not an address: {e}"),
-        );
-        Mailbox::new(
-            None,
-            lettre::Address::new("herald", "localhost").expect("a valid address"),
-        )
-    });
-    let config = EmailConfig {
+    EmailConfig {
         backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
-        host: env.string("HERALD_SMTP_HOST", "127.0.0.1"),
-        port: env.parse("HERALD_SMTP_PORT", 1025),
-        tls: env.parse("HERALD_SMTP_TLS", SmtpTls::None),
-        username: env.optional_string("HERALD_SMTP_USERNAME"),
-        password: env.optional_string("HERALD_SMTP_PASSWORD").map(Secret::new),
-        from,
-    };
-    if config.username.is_some() != config.password.is_some() {
-        env.problem(
-            "HERALD_SMTP_USERNAME",
-            "HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD go together",
-        );
+        smtp: SmtpConfig::read(env),
     }
-    config
 }
 
 fn read_sms(env: &mut EnvReader) -> SmsConfig {
@@ -406,36 +349,12 @@ fn read_email_extras(env: &mut EnvReader, from: &Mailbox) -> Vec<NamedProvider<E
     read_extra_names(env, Channel::Email)
         .into_iter()
         .map(|name| {
-            let key = |field: &str| format!("HERALD_SMTP_{}_{field}", env_segment(&name));
-            let host = required(env, &key("HOST"), list, &name).unwrap_or_default();
-            let tls = env.parse(&key("TLS"), SmtpTls::None);
-            let default_port = match tls {
-                SmtpTls::None => 25,
-                SmtpTls::StartTls => 587,
-                SmtpTls::Tls => 465,
-            };
-            let from = match env.optional_string(&key("FROM")) {
-                None => from.clone(),
-                Some(raw) => raw.parse::<Mailbox>().unwrap_or_else(|e| {
-                    env.problem(&key("FROM"), format!("'{raw}' is not an address: {e}"));
-                    from.clone()
-                }),
-            };
+            let prefix = format!("HERALD_SMTP_{}_", env_segment(&name));
+            let host = required(env, &format!("{prefix}HOST"), list, &name).unwrap_or_default();
             let config = EmailConfig {
                 backend: Backend::Real,
-                host,
-                port: env.parse(&key("PORT"), default_port),
-                tls,
-                username: env.optional_string(&key("USERNAME")),
-                password: env.optional_string(&key("PASSWORD")).map(Secret::new),
-                from,
+                smtp: SmtpConfig::read_relay(env, &prefix, host, from),
             };
-            if config.username.is_some() != config.password.is_some() {
-                env.problem(
-                    &key("USERNAME"),
-                    format!("{} and {} go together", key("USERNAME"), key("PASSWORD")),
-                );
-            }
             NamedProvider { name, config }
         })
         .collect()
@@ -568,9 +487,9 @@ mod tests {
         .expect("valid");
         let relay = &config.email_extras[0];
         assert_eq!(relay.name, "eu-relay");
-        assert_eq!(relay.config.host, "smtp.eu.example");
-        assert_eq!(relay.config.port, 587, "the STARTTLS port by default");
-        assert_eq!(relay.config.from, config.email.from);
+        assert_eq!(relay.config.smtp.host, "smtp.eu.example");
+        assert_eq!(relay.config.smtp.port, 587, "the STARTTLS port by default");
+        assert_eq!(relay.config.smtp.from, config.email.smtp.from);
         let backup = &config.sms_extras[0];
         assert_eq!(backup.name, "backup");
         assert_eq!(backup.config.account_id.as_deref(), Some("AC2"));

@@ -105,6 +105,41 @@ impl SmtpConfig {
         config
     }
 
+    /// Another server, read from `{prefix}HOST` (given, as the caller checked it is there), `{prefix}TLS`,
+    /// `{prefix}PORT` (default 25, 587 with STARTTLS, 465 with TLS), `{prefix}USERNAME` and `{prefix}PASSWORD`
+    /// (together or not at all), and `{prefix}FROM` (default `from`). Every problem is recorded in `env`.
+    pub fn read_relay(env: &mut EnvReader, prefix: &str, host: String, from: &Mailbox) -> Self {
+        let key = |field: &str| format!("{prefix}{field}");
+        let tls = env.parse(&key("TLS"), Tls::None);
+        let default_port = match tls {
+            Tls::None => 25,
+            Tls::StartTls => 587,
+            Tls::Tls => 465,
+        };
+        let from = match env.optional_string(&key("FROM")) {
+            None => from.clone(),
+            Some(raw) => raw.parse::<Mailbox>().unwrap_or_else(|e| {
+                env.problem(&key("FROM"), format!("'{raw}' is not an address: {e}"));
+                from.clone()
+            }),
+        };
+        let config = Self {
+            host,
+            port: env.parse(&key("PORT"), default_port),
+            tls,
+            username: env.optional_string(&key("USERNAME")),
+            password: env.optional_string(&key("PASSWORD")),
+            from,
+        };
+        if config.username.is_some() != config.password.is_some() {
+            env.problem(
+                &key("USERNAME"),
+                format!("{} and {} go together", key("USERNAME"), key("PASSWORD")),
+            );
+        }
+        config
+    }
+
     /// The local test sink: `host:port`, no TLS, no login, from `herald@localhost`.
     pub fn plain(host: impl Into<String>, port: u16) -> Self {
         Self {

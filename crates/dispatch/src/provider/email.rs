@@ -8,13 +8,11 @@ use herald_domain::outcome::{Observation, TransportFailure};
 use herald_domain::{Channel, Event};
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
 use super::{payload, BuildError, Delivered, Provider, SendError};
-use crate::config::{EmailConfig, SmtpTls};
+use crate::config::EmailConfig;
 
 /// Pooled SMTP connections: at most one send per partition runs at a time, and a lane has 6 partitions.
 const POOL_SIZE: u32 = 8;
@@ -67,26 +65,14 @@ impl SmtpProvider {
             channel: Channel::Email,
             message: e.to_string(),
         };
-        let mut builder = match config.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(invalid)?,
-            SmtpTls::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(invalid)?
-            }
-        };
-        builder = builder
-            .port(config.port)
-            .timeout(Some(send_timeout))
-            .pool_config(PoolConfig::new().max_size(POOL_SIZE));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
-        }
+        let transport = config
+            .smtp
+            .transport(send_timeout, POOL_SIZE)
+            .map_err(invalid)?;
         Ok(Self {
             name: name.to_owned(),
-            transport: builder.build(),
-            from: config.from.clone(),
+            transport,
+            from: config.smtp.from.clone(),
         })
     }
 
