@@ -2,9 +2,12 @@
 //! a failure to the retry scheduler, so that when [`Handler::handle`] returns `Ok` the message's offset may be
 //! stored.
 //!
-//! Every MongoDB and Kafka error on the way is transient: the step is retried with a capped backoff and the
-//! message is never dropped. Only shutdown (or losing the partition) stops the retries, and then `Err(Stopped)`
-//! says that the offset must not be stored.
+//! A transient MongoDB or Kafka error on the way is retried with a capped backoff and the message is never
+//! dropped; only shutdown (or losing the partition) stops the retries, and then `Err(Stopped)` says that the
+//! offset must not be stored. A permanent store error (`store::is_permanent`: a record that does not decode, a
+//! document over the size limit) would block the partition forever, so after [`PERMANENT_TRIES`] tries the lane
+//! message goes to the dead-letter topic with the reason, the event is marked DEAD_LETTERED where the store can
+//! still be written, and the partition moves on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequest, Topics};
 use herald_domain::{StatusMessage, StatusOutcome};
 use herald_platform::kafka;
-use herald_platform::store::{Claim, EventRecord, EventStore};
+use herald_platform::store::{self, Claim, EventRecord, EventStore};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -31,9 +34,46 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// lease runs out.
 const LEASE_POLL_CAP: Duration = Duration::from_secs(1);
 
+/// Tries of a step failing with a permanent store error before its message is dead-lettered. More than one: a
+/// misclassified transient error gets a couple of backoffs first.
+const PERMANENT_TRIES: u32 = 3;
+
 /// Work stopped before it was durable (shutdown, or the partition was taken away): do not store the offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped;
+
+/// Why a step did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Halt {
+    /// See [`Stopped`].
+    Stopped,
+    /// A store step failed permanently, with this reason: the message is dead-lettered.
+    Unprocessable(String),
+}
+
+impl From<Stopped> for Halt {
+    fn from(_: Stopped) -> Self {
+        Halt::Stopped
+    }
+}
+
+/// Whether an error comes back however often its step is tried.
+trait Permanence: std::fmt::Display {
+    fn is_permanent(&self) -> bool;
+}
+
+impl Permanence for store::Error {
+    fn is_permanent(&self) -> bool {
+        store::is_permanent(self)
+    }
+}
+
+impl Permanence for kafka::Error {
+    /// A Kafka error is the broker's or the network's, never the event's: waited out.
+    fn is_permanent(&self) -> bool {
+        false
+    }
+}
 
 /// Handles lane messages. One per process, shared by the partition workers.
 pub struct Handler {
@@ -79,7 +119,14 @@ impl Handler {
                 Ok(lane_message) => {
                     tracing::Span::current()
                         .record("event_id", lane_message.event.event_id.as_str());
-                    self.dispatch(&lane_message, stop).await
+                    match self.dispatch(&lane_message, stop).await {
+                        Ok(()) => Ok(()),
+                        Err(Halt::Stopped) => Err(Stopped),
+                        Err(Halt::Unprocessable(reason)) => {
+                            self.dead_letter_unprocessable(message, &lane_message, &reason, stop)
+                                .await
+                        }
+                    }
                 }
                 Err(reason) => self.dead_letter(message, &reason, stop).await,
             }
@@ -88,16 +135,13 @@ impl Handler {
         .await
     }
 
-    async fn dispatch(
-        &self,
-        message: &LaneMessage,
-        stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    async fn dispatch(&self, message: &LaneMessage, stop: &CancellationToken) -> Result<(), Halt> {
         let event = &message.event;
         let Some(channel) = event.channel else {
             let recorded = self
                 .durably("mark recorded", stop, || {
-                    self.store.mark_recorded(&event.event_id)
+                    self.store
+                        .mark_recorded(&event.event_id, message.replay_count)
                 })
                 .await?;
             tracing::debug!(recorded, "record-only event");
@@ -169,6 +213,24 @@ impl Handler {
                     return Ok(());
                 }
                 Claim::Send(record) => {
+                    // The send is bounded by the send timeout; with less lease left than that, another
+                    // dispatcher could take the attempt over mid-send (after a MongoDB stall, say). Let the
+                    // lease run out instead: the next claim takes the attempt over as a new generation.
+                    let lease_left = record
+                        .lease_until
+                        .and_then(|until| (until - Utc::now()).to_std().ok())
+                        .unwrap_or_default();
+                    if lease_left < self.send_timeout {
+                        tracing::warn!(
+                            attempt = n,
+                            lease_left_ms = lease_left.as_millis() as u64,
+                            "claimed with too little lease left to send; not sending under it"
+                        );
+                        if let Some(until) = record.lease_until {
+                            wait_for_lease(until, stop).await?;
+                        }
+                        continue;
+                    }
                     let event = record.event();
                     let (attempt, retry_after_secs) =
                         match self.providers.select(channel, message.provider.as_deref()) {
@@ -180,8 +242,7 @@ impl Handler {
                         let recording = std::time::Instant::now();
                         let recorded = self
                             .durably("record delivered", &self.shutdown, || {
-                                self.store
-                                    .record_delivered(&event.event_id, &attempt, replay_count)
+                                self.store.record_claimed(&record, &attempt)
                             })
                             .await?;
                         tracing::debug!(
@@ -204,8 +265,7 @@ impl Handler {
                     }
                     let recorded = self
                         .durably("record failed", &self.shutdown, || {
-                            self.store
-                                .record_failed(&event.event_id, &attempt, replay_count)
+                            self.store.record_claimed(&record, &attempt)
                         })
                         .await?;
                     if recorded {
@@ -216,8 +276,9 @@ impl Handler {
                         self.stats.add(Counter::Failed);
                         return Ok(());
                     }
-                    // Someone else recorded this attempt (or our write landed and its answer was lost): the next
-                    // claim says whether a follow-up is still owed.
+                    // Someone else recorded this attempt, a newer claim generation holds it (our lease ran out),
+                    // or our write landed and its answer was lost: the next claim says whether a follow-up is
+                    // still owed.
                     tracing::info!(
                         attempt = n,
                         "failed attempt already recorded; looking again"
@@ -284,7 +345,7 @@ impl Handler {
         failed: Attempt,
         replay_count: u32,
         retry_after_secs: Option<u64>,
-    ) -> Result<(), Stopped> {
+    ) -> Result<(), Halt> {
         let attempt = failed.number;
         let request = RetryRequest {
             event: event.clone(),
@@ -325,7 +386,7 @@ impl Handler {
         event: &Event,
         status: StatusMessage,
         stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    ) -> Result<(), Halt> {
         let payload = match serde_json::to_vec(&status) {
             Ok(payload) => payload,
             Err(e) => {
@@ -348,7 +409,7 @@ impl Handler {
         payload: &[u8],
         headers: rdkafka::message::OwnedHeaders,
         stop: &CancellationToken,
-    ) -> Result<(), Stopped> {
+    ) -> Result<(), Halt> {
         self.durably(what, stop, || {
             kafka::send(
                 &self.producer,
@@ -371,32 +432,82 @@ impl Handler {
     ) -> Result<(), Stopped> {
         tracing::warn!(reason, "poison message: dead-lettering it");
         let topic = self.topics.dead_letters();
+        // Kafka errors are never permanent: the only way out of this step is a stop.
         self.durably("publish dead letter", stop, || {
             kafka::dead_letter_poison(&self.producer, &topic, message, reason)
         })
-        .await?;
+        .await
+        .map_err(|_| Stopped)?;
         self.stats.add(Counter::DeadLettered);
         Ok(())
     }
 
-    /// Runs `step` until it succeeds, waiting a capped, jittered backoff between tries; gives up only when `stop`
-    /// is cancelled (after at least one try).
+    /// Dead-letters a lane message whose event's record failed a store step for good: the message goes to the
+    /// dead-letter topic with the reason (first, so that a crash before the mark repeats both rather than leave
+    /// a dead letter nobody can see), then the event is marked DEAD_LETTERED where the store can still be
+    /// written, and its status published for the alert rules.
+    async fn dead_letter_unprocessable(
+        &self,
+        message: &OwnedMessage,
+        lane_message: &LaneMessage,
+        reason: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let event = &lane_message.event;
+        self.dead_letter(message, reason, stop).await?;
+        match self
+            .durably("mark unprocessable dead-lettered", stop, || {
+                self.store
+                    .dead_letter_unprocessable(&event.event_id, reason)
+            })
+            .await
+        {
+            Ok(marked) => tracing::info!(marked, "unprocessable event dead-lettered"),
+            Err(Halt::Stopped) => return Err(Stopped),
+            // The record cannot be written either: the dead-letter topic has the message and the reason.
+            Err(Halt::Unprocessable(e)) => {
+                tracing::error!(error = %e, "cannot mark the event DEAD_LETTERED")
+            }
+        }
+        let status = StatusMessage {
+            error: Some(reason.to_owned()),
+            ..StatusMessage::new(
+                event,
+                StatusOutcome::DeadLettered,
+                lane_message.attempt,
+                lane_message.replay_count,
+            )
+        };
+        self.publish_status(event, status, stop)
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Runs `step` until it succeeds, waiting a capped, jittered backoff between tries; gives up when `stop` is
+    /// cancelled (after at least one try), or when the step has failed [`PERMANENT_TRIES`] times with a
+    /// permanent error.
     async fn durably<T, E, F, Fut>(
         &self,
         what: &'static str,
         stop: &CancellationToken,
         mut step: F,
-    ) -> Result<T, Stopped>
+    ) -> Result<T, Halt>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
-        E: std::fmt::Display,
+        E: Permanence,
     {
         let mut backoff = BACKOFF_FIRST;
+        let mut n_permanent = 0;
         loop {
             match step().await {
                 Ok(value) => return Ok(value),
+                Err(e) if e.is_permanent() && n_permanent + 1 >= PERMANENT_TRIES => {
+                    tracing::error!(step = what, error = %e, "permanent error; dead-lettering the message");
+                    return Err(Halt::Unprocessable(format!("{what} failed for good: {e}")));
+                }
                 Err(e) => {
+                    n_permanent += u32::from(e.is_permanent());
                     self.stats.add(Counter::TransientErrors);
                     let jitter = Duration::from_millis(rand::random_range(
                         0..=backoff.as_millis() as u64 / 2,
@@ -405,7 +516,7 @@ impl Handler {
                     tokio::select! {
                         _ = stop.cancelled() => {
                             tracing::warn!(step = what, "stopping with the step undone; the message will come again");
-                            return Err(Stopped);
+                            return Err(Halt::Stopped);
                         }
                         _ = tokio::time::sleep(backoff + jitter) => {}
                     }

@@ -11,4 +11,5 @@ mod dispatch {
     mod redelivery;
     mod retention;
     mod status;
+    mod stranded;
 }

@@ -196,7 +196,9 @@ impl Status {
             // make concurrent updates of one document atomic).
             Dispatching => &[Queued, RetryScheduled],
             RetryScheduled => &[Dispatching],
-            Delivered => &[Dispatching],
+            // From RETRY_SCHEDULED only for a delivery recorded late: a dispatcher whose lease ran out delivered
+            // after all, while the claim that took over failed and had its retry scheduled.
+            Delivered => &[Dispatching, RetryScheduled],
             DeadLettered => &[Queued, Dispatching, RetryScheduled],
             Recorded => &[Queued],
         }

@@ -274,6 +274,31 @@ impl RetryRules {
     }
 }
 
+/// The jitter draw of one decision, in [0, 1): a function of the event, its replay generation and the failed
+/// attempt only, so a redelivered retry request reproduces the decision it had (the same delay, hence the same
+/// delay tier) instead of drawing a new one. FNV-1a then the SplitMix64 finaliser: stable across builds and Rust
+/// releases (std's `DefaultHasher` promises neither) and spread evenly enough for full jitter.
+pub fn jitter_for(event_id: &str, replay_count: u32, attempt: u32) -> f64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    let (replay, attempt) = (replay_count.to_le_bytes(), attempt.to_le_bytes());
+    let bytes = event_id
+        .as_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(&replay)
+        .chain(&attempt);
+    for byte in bytes {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    // The top 53 bits are exactly representable: the draw is below 1.
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn check_level(path: &str, o: &PolicyOverride) -> Vec<RuleError> {
     let mut problems = Vec::new();
     let mut bad = |field: &str, message: &str| {
@@ -498,6 +523,18 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn jitter_draws_spread_over_the_range_and_tell_attempts_apart() {
+        let draws: Vec<f64> = (0..2000)
+            .map(|i| jitter_for(&format!("event-{i}"), 0, 1))
+            .collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((0.45..0.55).contains(&mean), "mean {mean}");
+        assert!(draws.iter().any(|d| *d < 0.05) && draws.iter().any(|d| *d > 0.95));
+        assert_ne!(jitter_for("e-1", 0, 1), jitter_for("e-1", 0, 2));
+        assert_ne!(jitter_for("e-1", 0, 1), jitter_for("e-1", 1, 1));
+    }
+
     proptest! {
         #[test]
         fn every_input_gives_one_sound_decision(
@@ -542,6 +579,17 @@ mod tests {
                     prop_assert!(error_class == ErrorClass::Permanent || out_of_attempts || too_long);
                 }
             }
+        }
+
+        #[test]
+        fn the_jitter_of_a_decision_is_reproducible_and_in_range(
+            event_id in "[a-zA-Z0-9-]{1,40}",
+            replay_count in 0u32..5,
+            attempt in 1u32..40,
+        ) {
+            let draw = jitter_for(&event_id, replay_count, attempt);
+            prop_assert!((0.0..1.0).contains(&draw), "{draw}");
+            prop_assert_eq!(draw.to_bits(), jitter_for(&event_id, replay_count, attempt).to_bits());
         }
 
         #[test]

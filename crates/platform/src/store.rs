@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::mongo::{self, is_duplicate_key, EVENTS};
 
+mod failure;
 mod idempotency;
 mod lifecycle;
 mod replay;
 pub mod retention;
 
+pub use failure::is_permanent;
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
 pub use replay::{DeadLetterFilter, DeadLetterRef, REPLAY_CLAIMS};
@@ -332,12 +334,20 @@ impl EventStore {
     /// Reads an event; if it is PENDING, first lets whoever published it mark it QUEUED (ingest, a replay or the
     /// sweeper do so right after Kafka's acknowledgement), and marks it itself after [`QUEUE_GRACE`]: the message
     /// in hand proves it is on Kafka. Waiting keeps two writers off one document at the same moment.
-    async fn settle_pending(&self, event_id: &EventId) -> Result<Option<EventRecord>> {
+    ///
+    /// Only a message of the event's current replay generation (`replay_count`) proves that: a message of an
+    /// older generation says nothing about the replay's own publish, which may have failed. Such an event stays
+    /// PENDING, for the outbox sweeper to publish, and the caller finds the message stale.
+    async fn settle_pending(
+        &self,
+        event_id: &EventId,
+        replay_count: u32,
+    ) -> Result<Option<EventRecord>> {
         loop {
             let Some(current) = self.find(event_id).await? else {
                 return Ok(None);
             };
-            if current.status != Status::Pending {
+            if current.status != Status::Pending || current.replay_count != replay_count {
                 return Ok(Some(current));
             }
             let grace_ends = current.updated_at
@@ -351,16 +361,22 @@ impl EventStore {
         }
     }
 
-    /// Record-only events: QUEUED to RECORDED. False if it was already recorded.
-    pub async fn mark_recorded(&self, event_id: &EventId) -> Result<bool> {
-        if self.settle_pending(event_id).await?.is_none() {
-            return Ok(false);
+    /// Record-only events: QUEUED to RECORDED, for a lane message of replay generation `replay_count`. False if
+    /// it was already recorded, or the message is of an older replay generation.
+    pub async fn mark_recorded(&self, event_id: &EventId, replay_count: u32) -> Result<bool> {
+        match self.settle_pending(event_id, replay_count).await? {
+            Some(current) if current.replay_count == replay_count => {}
+            _ => return Ok(false),
         }
         let entry = to_bson(&TimelineEntry::now("recorded"))?;
         let result = self
             .raw
             .update_one(
-                doc! { "eventId": event_id.as_str(), "status": { "$in": statuses(Status::Recorded.predecessors()) } },
+                doc! {
+                    "eventId": event_id.as_str(),
+                    "status": { "$in": statuses(Status::Recorded.predecessors()) },
+                    "replayCount": i64::from(replay_count),
+                },
                 doc! {
                     "$set": { "status": "RECORDED", "updatedAt": now_bson() },
                     "$push": { "timeline": entry },
@@ -374,6 +390,10 @@ impl EventStore {
     ///
     /// The claim succeeds from PENDING, QUEUED or RETRY_SCHEDULED when `attempt` is the next one, or from a
     /// DISPATCHING whose lease has expired (its dispatcher died mid-send; the resend keeps the event id).
+    ///
+    /// The lease starts when the claim is taken (its insert), not when this call began: the wait for a PENDING
+    /// event and the reads before it do not eat into it. The returned record carries `lease_until` and the claim
+    /// generation; a caller checks the lease left before it sends and records through [`Self::record_claimed`].
     pub async fn claim(
         &self,
         event_id: &EventId,
@@ -381,7 +401,7 @@ impl EventStore {
         replay_count: u32,
         lease: Duration,
     ) -> Result<Claim> {
-        let Some(current) = self.settle_pending(event_id).await? else {
+        let Some(current) = self.settle_pending(event_id, replay_count).await? else {
             return Ok(Claim::Skip(None));
         };
         let previous = attempt.saturating_sub(1);
@@ -401,8 +421,8 @@ impl EventStore {
         }
         // attempt_count == attempt - 1: this attempt has not been recorded yet.
         let now = Utc::now();
-        let lease_until =
-            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let lease_length =
+            chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
         let mut filter = doc! {
             "eventId": event_id.as_str(),
             "attemptCount": i64::from(previous),
@@ -434,17 +454,19 @@ impl EventStore {
         } else {
             0
         };
-        loop {
+        let taken_at = loop {
             let token = format!(
                 "{}/{replay_count}/{attempt}/{generation}",
                 event_id.as_str()
             );
+            // Other dispatchers date the lease from this `at`, so the lease is dated from it here too.
+            let taken_at = now_bson();
             match self
                 .claims
-                .insert_one(doc! { "_id": &token, "at": now_bson() })
+                .insert_one(doc! { "_id": &token, "at": taken_at })
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => break taken_at.to_chrono(),
                 Err(e) if is_duplicate_key(&e) => {
                     // Someone holds this generation. If its lease has run out (its claimer died, possibly before
                     // it could mark the event), the next generation may be claimed; otherwise wait for it.
@@ -453,9 +475,7 @@ impl EventStore {
                         .as_ref()
                         .and_then(|d| d.get_datetime("at").ok())
                         .map_or(now, |at| at.to_chrono());
-                    let expires = taken_at
-                        + chrono::Duration::from_std(lease)
-                            .unwrap_or(chrono::Duration::seconds(30));
+                    let expires = taken_at + lease_length;
                     if expires > Utc::now() {
                         return Ok(Claim::Leased(expires));
                     }
@@ -463,7 +483,8 @@ impl EventStore {
                 }
                 Err(e) => return Err(e),
             }
-        }
+        };
+        let lease_until = taken_at + lease_length;
         let options = FindOneAndUpdateOptions::builder()
             .return_document(ReturnDocument::After)
             .build();
@@ -487,27 +508,137 @@ impl EventStore {
         }
     }
 
-    /// Records a successful attempt: DISPATCHING to DELIVERED.
+    /// Records attempt `attempt` of the claim `claim` (the record [`Claim::Send`] returned), by its outcome.
+    ///
+    /// Both filter on the claim's generation: once a lease ran out and another dispatcher took the attempt over,
+    /// a failure recorded by the older claim matches nothing, so it can neither land before nor overwrite the
+    /// newer claim's outcome. A delivery is different: it happened, so an older claim's late delivery still ends
+    /// the event as DELIVERED while it is in this replay generation and not terminal (the newer claim may have
+    /// failed meanwhile, and its retry may be scheduled: that retry then finds the event delivered).
+    pub async fn record_claimed(&self, claim: &EventRecord, attempt: &Attempt) -> Result<bool> {
+        let generation = Some(claim.claim_generation);
+        let event_id = &claim.event_id;
+        if attempt.outcome != herald_domain::AttemptOutcome::Delivered {
+            return self
+                .record_attempt(event_id, attempt, claim.replay_count, generation, None)
+                .await;
+        }
+        let delivered = Some(Status::Delivered);
+        Ok(self
+            .record_attempt(event_id, attempt, claim.replay_count, generation, delivered)
+            .await?
+            || self
+                .record_late_delivery(event_id, attempt, claim.replay_count)
+                .await?)
+    }
+
+    /// Records a successful attempt: DISPATCHING to DELIVERED, whatever claim generation holds it. For callers
+    /// that hold no claim (tools, tests); a dispatcher records through [`Self::record_claimed`].
     pub async fn record_delivered(
         &self,
         event_id: &EventId,
         attempt: &Attempt,
         replay_count: u32,
     ) -> Result<bool> {
-        self.record_attempt(event_id, attempt, replay_count, Some(Status::Delivered))
-            .await
+        self.record_attempt(
+            event_id,
+            attempt,
+            replay_count,
+            None,
+            Some(Status::Delivered),
+        )
+        .await
     }
 
     /// Records a failed attempt. The event stays DISPATCHING, without a lease, until the retry scheduler decides
-    /// (RETRY_SCHEDULED or DEAD_LETTERED).
+    /// (RETRY_SCHEDULED or DEAD_LETTERED). Whatever claim generation holds it: for callers that hold no claim
+    /// (tools, tests); a dispatcher records through [`Self::record_claimed`].
     pub async fn record_failed(
         &self,
         event_id: &EventId,
         attempt: &Attempt,
         replay_count: u32,
     ) -> Result<bool> {
-        self.record_attempt(event_id, attempt, replay_count, None)
+        self.record_attempt(event_id, attempt, replay_count, None, None)
             .await
+    }
+
+    /// A delivery of attempt `attempt.number` by a claim that lost its lease: DELIVERED if the event is still in
+    /// replay generation `replay_count`, DISPATCHING (any generation, this attempt or a later one) or
+    /// RETRY_SCHEDULED, and not yet delivered. The attempt count never goes down.
+    async fn record_late_delivery(
+        &self,
+        event_id: &EventId,
+        attempt: &Attempt,
+        replay_count: u32,
+    ) -> Result<bool> {
+        let previous = attempt.number.saturating_sub(1);
+        let entries = vec![
+            to_bson(&TimelineEntry {
+                at: attempt.ended_at,
+                kind: "attempt".into(),
+                attempt: Some(attempt.clone()),
+                detail: Some("recorded late: its claim's lease had run out".into()),
+            })?,
+            to_bson(&TimelineEntry {
+                at: attempt.ended_at,
+                kind: "delivered".into(),
+                attempt: None,
+                detail: None,
+            })?,
+        ];
+        let result = self
+            .raw
+            .update_one(
+                doc! {
+                    "eventId": event_id.as_str(),
+                    "status": { "$in": statuses(Status::Delivered.predecessors()) },
+                    "attemptCount": { "$gte": i64::from(previous) },
+                    "replayCount": i64::from(replay_count),
+                },
+                doc! {
+                    "$set": {
+                        "status": "DELIVERED",
+                        "leaseUntil": Bson::Null,
+                        "nextAttemptAt": Bson::Null,
+                        "updatedAt": now_bson(),
+                    },
+                    "$max": { "attemptCount": i64::from(attempt.number) },
+                    "$push": { "attempts": to_bson(attempt)?, "timeline": { "$each": entries } },
+                },
+            )
+            .await?;
+        if result.modified_count == 1 {
+            tracing::warn!(event_id = %event_id, attempt = attempt.number, "a delivery recorded after its claim's lease ran out");
+        }
+        Ok(result.modified_count == 1)
+    }
+
+    /// Marks an event whose record cannot be processed (it does not decode, or a write of it fails for good)
+    /// DEAD_LETTERED with `reason`, unless it is terminal already. Raw `$set`s only, no decoding and no growth of
+    /// the document: this has to work on the record that broke the normal path. True if it was marked.
+    pub async fn dead_letter_unprocessable(
+        &self,
+        event_id: &EventId,
+        reason: &str,
+    ) -> Result<bool> {
+        let terminal: Vec<Status> =
+            [Status::Delivered, Status::Recorded, Status::DeadLettered].into();
+        let result = self
+            .raw
+            .update_one(
+                doc! { "eventId": event_id.as_str(), "status": { "$nin": statuses(&terminal) } },
+                doc! { "$set": {
+                    "status": "DEAD_LETTERED",
+                    "deadLetterReason": reason,
+                    "deadLetteredAt": now_bson(),
+                    "leaseUntil": Bson::Null,
+                    "nextAttemptAt": Bson::Null,
+                    "updatedAt": now_bson(),
+                } },
+            )
+            .await?;
+        Ok(result.modified_count == 1)
     }
 
     async fn record_attempt(
@@ -515,6 +646,7 @@ impl EventStore {
         event_id: &EventId,
         attempt: &Attempt,
         replay_count: u32,
+        generation: Option<u32>,
         next: Option<Status>,
     ) -> Result<bool> {
         let previous = attempt.number.saturating_sub(1);
@@ -546,15 +678,19 @@ impl EventStore {
                 );
             }
         }
+        let mut filter = doc! {
+            "eventId": event_id.as_str(),
+            "status": "DISPATCHING",
+            "attemptCount": i64::from(previous),
+            "replayCount": i64::from(replay_count),
+        };
+        if let Some(generation) = generation {
+            filter.insert("claimGeneration", i64::from(generation));
+        }
         let result = self
             .raw
             .update_one(
-                doc! {
-                    "eventId": event_id.as_str(),
-                    "status": "DISPATCHING",
-                    "attemptCount": i64::from(previous),
-                    "replayCount": i64::from(replay_count),
-                },
+                filter,
                 doc! {
                     "$set": set,
                     "$push": { "attempts": to_bson(attempt)?, "timeline": { "$each": entries } },

@@ -186,8 +186,8 @@ async fn record_only_events_are_recorded_once_and_pending_ones_are_found() -> Re
         .pending_before(Utc::now() + chrono::Duration::seconds(1), 10)
         .await?;
     ensure!(pending.iter().any(|r| r.event_id == record.event_id));
-    ensure!(store.mark_recorded(&record.event_id).await?);
-    ensure!(!store.mark_recorded(&record.event_id).await?);
+    ensure!(store.mark_recorded(&record.event_id, 0).await?);
+    ensure!(!store.mark_recorded(&record.event_id, 0).await?);
     ensure!(
         !store.mark_queued(&record.event_id).await?,
         "RECORDED must not move back to QUEUED"
@@ -273,5 +273,146 @@ async fn pruned_claims_of_finished_steps_never_let_a_stale_message_send_again() 
         .replay_dead_letter(&id, 0, "again".into())
         .await?
         .is_none());
+    Ok(())
+}
+
+/// The record `Claim::Send` holds, or a failure naming what the claim was instead.
+fn sent(claim: Claim) -> Result<EventRecord> {
+    match claim {
+        Claim::Send(record) => Ok(*record),
+        other => anyhow::bail!("expected a claim to send, got {other:?}"),
+    }
+}
+
+/// A queued event claimed for attempt 1 by a dispatcher whose lease has already run out (it stalled), then taken
+/// over by a second one: the two claims, generations 0 and 1.
+async fn taken_over(store: &EventStore, id: &str) -> Result<(EventRecord, EventRecord)> {
+    let record = EventRecord::pending(&event(id));
+    store.insert_pending(&record, None).await?;
+    store.mark_queued(&record.event_id).await?;
+    let first = sent(store.claim(&record.event_id, 1, 0, Duration::ZERO).await?)?;
+    let second = sent(
+        store
+            .claim(&record.event_id, 1, 0, Duration::from_secs(30))
+            .await?,
+    )?;
+    ensure!(first.claim_generation == 0 && second.claim_generation == 1);
+    Ok((first, second))
+}
+
+#[tokio::test]
+async fn an_older_claims_failure_never_lands_over_a_takeover() -> Result<()> {
+    let store = store("store-generation").await?;
+    let (first, second) = taken_over(&store, "gen-1").await?;
+    let id = first.event_id.clone();
+    // The stalled dispatcher's failed attempt comes back first: it matches nothing.
+    ensure!(
+        !store
+            .record_claimed(&first, &attempt(1, AttemptOutcome::Failed))
+            .await?,
+        "a failure of generation 0 was recorded over generation 1's claim"
+    );
+    let record = store.find(&id).await?.expect("stored");
+    ensure!(record.status == Status::Dispatching && record.attempts.is_empty());
+    // The second dispatcher's delivery lands.
+    ensure!(
+        store
+            .record_claimed(&second, &attempt(1, AttemptOutcome::Delivered))
+            .await?
+    );
+    let record = store.find(&id).await?.expect("stored");
+    ensure!(record.status == Status::Delivered && record.attempts.len() == 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_late_delivery_of_an_older_claim_ends_the_event_delivered() -> Result<()> {
+    let store = store("store-late-delivery").await?;
+    // The newer claim failed and its retry was scheduled, then the stalled dispatcher's delivery comes in.
+    let (first, second) = taken_over(&store, "late-1").await?;
+    let id = first.event_id.clone();
+    ensure!(
+        store
+            .record_claimed(&second, &attempt(1, AttemptOutcome::Failed))
+            .await?
+    );
+    store
+        .schedule_retry(
+            &id,
+            1,
+            0,
+            Utc::now() + chrono::Duration::seconds(60),
+            "test".into(),
+        )
+        .await?;
+    ensure!(
+        store
+            .record_claimed(&first, &attempt(1, AttemptOutcome::Delivered))
+            .await?,
+        "a delivery that happened was dropped"
+    );
+    let record = store.find(&id).await?.expect("stored");
+    ensure!(
+        record.status == Status::Delivered && record.attempt_count == 1,
+        "{:?} at {}",
+        record.status,
+        record.attempt_count
+    );
+    // The scheduled retry then finds nothing to send.
+    ensure!(matches!(
+        store.claim(&id, 2, 0, Duration::from_secs(30)).await?,
+        Claim::Skip(_)
+    ));
+
+    // The same before the newer claim has recorded anything: the delivery wins, the newer claim's failure is
+    // then turned away.
+    let (first, second) = taken_over(&store, "late-2").await?;
+    ensure!(
+        store
+            .record_claimed(&first, &attempt(1, AttemptOutcome::Delivered))
+            .await?
+    );
+    ensure!(
+        !store
+            .record_claimed(&second, &attempt(1, AttemptOutcome::Failed))
+            .await?
+    );
+    let record = store.find(&first.event_id).await?.expect("stored");
+    ensure!(record.status == Status::Delivered && record.attempts.len() == 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_message_of_an_older_replay_leaves_a_replayed_event_pending() -> Result<()> {
+    let store = store("store-replay-gen").await?;
+    let record = EventRecord::pending(&event("replay-gen-1"));
+    let id = record.event_id.clone();
+    store.insert_pending(&record, None).await?;
+    store.mark_queued(&id).await?;
+    sent(store.claim(&id, 1, 0, Duration::from_secs(30)).await?)?;
+    ensure!(
+        store
+            .record_failed(&id, &attempt(1, AttemptOutcome::Failed), 0)
+            .await?
+    );
+    store.dead_letter(&id, 1, 0, "gave up").await?;
+    // Replayed, and the replay's own publish failed: PENDING in generation 1 with nothing on its lane.
+    store
+        .replay_dead_letter(&id, 0, "test".into())
+        .await?
+        .expect("replayed");
+    // A lane message of generation 0 comes again: it must not vouch for generation 1's publish.
+    ensure!(matches!(
+        store.claim(&id, 1, 0, Duration::from_secs(30)).await?,
+        Claim::Skip(_)
+    ));
+    let found = store.find(&id).await?.expect("stored");
+    ensure!(found.status == Status::Pending, "moved to {}", found.status);
+    // So the outbox sweeper still finds it, and the current generation's message claims it.
+    let outbox = store
+        .pending_before(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await?;
+    ensure!(outbox.iter().any(|r| r.event_id == id));
+    sent(store.claim(&id, 1, 1, Duration::from_secs(30)).await?)?;
     Ok(())
 }

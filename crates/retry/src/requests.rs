@@ -1,18 +1,49 @@
 //! The decision loop: one failed attempt in, one decision out (retry on a delay tier, or dead-letter).
+//!
+//! A decision is a function of the request alone (its jitter too, `retry::jitter_for`), so a redelivered request
+//! reproduces it. A request whose event record fails a store step for good (`store::is_permanent`) is
+//! dead-lettered after [`PERMANENT_TRIES`] tries instead of holding its partition.
 
 use chrono::Utc;
 use herald_domain::messages::{dlq_headers, HEADER_ATTEMPT, HEADER_EVENT_ID};
-use herald_domain::retry::{tier_for, Decision, Failure};
+use herald_domain::retry::{jitter_for, tier_for, Decision, Failure};
 use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
 };
 use herald_platform::kafka;
-use herald_platform::store::{DeadLettered, Scheduled};
+use herald_platform::store::{self, DeadLettered, Scheduled};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::{until_done, AppState, Result};
+
+/// Tries of a request whose store steps fail with a permanent error before it is dead-lettered.
+const PERMANENT_TRIES: u32 = 3;
+/// Wait between two such tries (bounded: at most `PERMANENT_TRIES - 1` of them per request).
+const PERMANENT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Why a retry request could not be handled this time.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("event store: {0}")]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Kafka(#[from] kafka::Error),
+    #[error("cannot encode a message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl ApplyError {
+    /// Whether trying again cannot help: the event's record is at fault, not MongoDB or Kafka.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::Store(e) => store::is_permanent(e),
+            ApplyError::Kafka(_) => false,
+            ApplyError::Encode(_) => true,
+        }
+    }
+}
 
 /// Consumes retry requests until `shutdown`; each offset is stored once its decision is durable.
 pub async fn run(
@@ -52,26 +83,71 @@ pub async fn run(
 async fn handle(
     state: &AppState,
     message: &BorrowedMessage<'_>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ApplyError> {
     let request: RetryRequest = match serde_json::from_slice(message.payload().unwrap_or_default())
     {
         Ok(request) => request,
         Err(e) => {
             tracing::warn!(error = %e, "undecodable retry request, dead-lettered");
-            return kafka::dead_letter_poison(
+            return Ok(kafka::dead_letter_poison(
                 &state.producer,
                 &state.topics.dead_letters(),
                 message,
                 &format!("undecodable retry request: {e}"),
             )
-            .await
-            .map_err(|e| e.to_string());
+            .await?);
         }
     };
     tracing::Span::current().record("event_id", request.event.event_id.as_str());
-    decide_and_apply(state, &request)
+    let mut n_permanent = 0;
+    loop {
+        match decide_and_apply(state, &request).await {
+            Err(e) if e.is_permanent() => {
+                n_permanent += 1;
+                if n_permanent >= PERMANENT_TRIES {
+                    return dead_letter_unprocessable(state, message, &request, &e.to_string())
+                        .await;
+                }
+                tracing::warn!(error = %e, "permanent error handling a retry request; trying again");
+                tokio::time::sleep(PERMANENT_BACKOFF).await;
+            }
+            // Transient errors go back to `until_done`, which waits them out.
+            done => return done,
+        }
+    }
+}
+
+/// Dead-letters a retry request whose event record fails a store step for good: the request, raw, to the
+/// dead-letter topic with the reason, then the event marked DEAD_LETTERED where the store can still be written,
+/// then its status for the alert rules.
+async fn dead_letter_unprocessable(
+    state: &AppState,
+    message: &BorrowedMessage<'_>,
+    request: &RetryRequest,
+    error: &str,
+) -> std::result::Result<(), ApplyError> {
+    let reason = format!("unprocessable event record: {error}");
+    tracing::error!(reason, "dead-lettering the retry request");
+    kafka::dead_letter_poison(
+        &state.producer,
+        &state.topics.dead_letters(),
+        message,
+        &reason,
+    )
+    .await?;
+    match state
+        .store
+        .dead_letter_unprocessable(&request.event.event_id, &reason)
         .await
-        .map_err(|e| e.to_string())
+    {
+        Ok(marked) => tracing::info!(marked, "unprocessable event dead-lettered"),
+        // The dead-letter topic has the request and the reason; the record cannot take the mark.
+        Err(e) if store::is_permanent(&e) => {
+            tracing::error!(error = %e, "cannot mark the event DEAD_LETTERED")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    publish_dead_letter_status(state, request, &reason).await
 }
 
 /// Asks the rules, records the outcome, and publishes its follow-up message. Idempotent: a redelivered request
@@ -79,7 +155,7 @@ async fn handle(
 pub async fn decide_and_apply(
     state: &AppState,
     request: &RetryRequest,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ApplyError> {
     let event_id = &request.event.event_id;
     let failed = &request.failed;
     let Some(channel) = request.event.channel else {
@@ -98,7 +174,10 @@ pub async fn decide_and_apply(
             .map(std::time::Duration::from_secs),
         attempt: failed.number,
     };
-    match state.rules.decide(&failure, rand::random::<f64>()) {
+    // Drawn from the request, not at random: a redelivered request must decide the same delay, or its retry
+    // could land on another tier (looping through a shorter one, or holding a longer one's head too long).
+    let jitter = jitter_for(event_id.as_str(), request.replay_count, failed.number);
+    match state.rules.decide(&failure, jitter) {
         Decision::DeadLetter { reason } => dead_letter(state, request, &reason).await,
         Decision::Retry {
             attempt,
@@ -137,8 +216,7 @@ pub async fn decide_and_apply(
                     due_at,
                     detail,
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             let due_at = match scheduled {
                 Scheduled::Now => due_at,
                 Scheduled::Already(record) => record.next_attempt_at.unwrap_or(due_at),
@@ -158,7 +236,7 @@ pub async fn decide_and_apply(
                 due_at,
                 tier_secs: tier,
             };
-            let payload = serde_json::to_vec(&delayed).map_err(|e| e.to_string())?;
+            let payload = serde_json::to_vec(&delayed)?;
             let headers = kafka::headers(&[
                 (HEADER_EVENT_ID, event_id.as_str()),
                 (HEADER_ATTEMPT, &attempt.to_string()),
@@ -170,8 +248,7 @@ pub async fn decide_and_apply(
                 &payload,
                 Some(headers),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             tracing::info!(attempt, tier, due_at = %due_at, "retry scheduled");
             metrics::counter!("herald_retries_scheduled_total",
                 "tier" => format!("{tier}s"), "channel" => channel.as_str())
@@ -185,7 +262,7 @@ async fn dead_letter(
     state: &AppState,
     request: &RetryRequest,
     reason: &str,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ApplyError> {
     let failed = &request.failed;
     let outcome = state
         .store
@@ -195,8 +272,7 @@ async fn dead_letter(
             request.replay_count,
             reason,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let record = match outcome {
         DeadLettered::Now(record) => {
             metrics::counter!("herald_dead_letters_total",
@@ -208,7 +284,7 @@ async fn dead_letter(
         DeadLettered::Already(record) => record,
         DeadLettered::Stale => return Ok(()),
     };
-    let payload = serde_json::to_vec(&record.event()).map_err(|e| e.to_string())?;
+    let payload = serde_json::to_vec(&record.event())?;
     let attempts = failed.number.to_string();
     let last_error = failed.error.clone().unwrap_or_default();
     let headers = kafka::headers(&[
@@ -225,20 +301,31 @@ async fn dead_letter(
         &payload,
         Some(headers),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     // Also for a redelivered request (`Already`): the first try may have died before this publish.
+    publish_dead_letter_status(state, request, reason).await?;
+    tracing::info!(reason, "dead-lettered");
+    Ok(())
+}
+
+/// Publishes the DEAD_LETTERED step of a request's event on the status topic.
+async fn publish_dead_letter_status(
+    state: &AppState,
+    request: &RetryRequest,
+    reason: &str,
+) -> std::result::Result<(), ApplyError> {
+    let failed = &request.failed;
     let status = StatusMessage {
         provider: Some(failed.provider.clone()),
         error: Some(reason.to_owned()),
         ..StatusMessage::new(
-            &record.event(),
+            &request.event,
             StatusOutcome::DeadLettered,
             failed.number,
             request.replay_count,
         )
     };
-    let payload = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
+    let payload = serde_json::to_vec(&status)?;
     kafka::send(
         &state.producer,
         &state.topics.status(),
@@ -249,8 +336,6 @@ async fn dead_letter(
             request.event.event_id.as_str(),
         )])),
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    tracing::info!(reason, "dead-lettered");
+    .await?;
     Ok(())
 }
