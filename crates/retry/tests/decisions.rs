@@ -2,6 +2,7 @@
 //! cannot be processed: a redelivered request lands on the same delay tier with the same due time, and a request
 //! whose record does not decode is dead-lettered with the reason while the partition goes on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -17,7 +18,8 @@ use herald_platform::kafka::{self, build_consumer, build_producer};
 use herald_platform::mongo::{self, EVENTS};
 use herald_platform::store::{Claim, EventRecord, EventStore};
 use herald_platform::TelemetryConfig;
-use herald_retry::{App, Config};
+use herald_retry::requests::decide_and_apply;
+use herald_retry::{App, AppState, Config};
 use herald_test_support::{eventually, TestContext};
 use mongodb::bson::{doc, Document};
 use mongodb::Database;
@@ -42,10 +44,30 @@ impl Drop for Harness {
     }
 }
 
-async fn harness(label: &str, rules: &str, tiers: &[u64]) -> Result<Harness> {
+/// One test's corner of the stack; with `run`, a herald-retry on it.
+async fn harness(label: &str, rules: &str, tiers: &[u64], run: bool) -> Result<Harness> {
     let ctx = TestContext::with_tiers(label, tiers).await?;
     let db = mongo::connect(&ctx.mongo, label).await?;
     EventStore::ensure_indexes(&db).await?;
+    let shutdown = CancellationToken::new();
+    if run {
+        spawn_retry(&ctx, rules, tiers, &shutdown).await?;
+    }
+    Ok(Harness {
+        store: EventStore::new(&db),
+        producer: build_producer(&ctx.kafka)?,
+        db,
+        ctx,
+        shutdown,
+    })
+}
+
+async fn spawn_retry(
+    ctx: &TestContext,
+    rules: &str,
+    tiers: &[u64],
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let config = Config {
         host: "127.0.0.1".into(),
         port: 0,
@@ -62,15 +84,8 @@ async fn harness(label: &str, rules: &str, tiers: &[u64]) -> Result<Harness> {
         },
     };
     let app = App::build(config).await?;
-    let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Ok(Harness {
-        store: EventStore::new(&db),
-        producer: build_producer(&ctx.kafka)?,
-        db,
-        ctx,
-        shutdown,
-    })
+    Ok(())
 }
 
 fn event(user: &str) -> Event {
@@ -150,14 +165,24 @@ fn subscribe(h: &Harness, topics: &[String], label: &str) -> Result<StreamConsum
 async fn a_redelivered_request_goes_to_the_same_tier_with_the_same_due_time() -> Result<()> {
     // Backoffs of up to a minute over five tiers: a fresh random draw per delivery would scatter the copies.
     let tiers = [1, 5, 10, 30, 60];
-    let h = harness("retry-redecide", "[default]\nbase_ms = 60000\n", &tiers).await?;
+    let rules = "[default]\nbase_ms = 60000\n";
+    // No herald-retry runs: its delay consumer would put copies of its own on the tiers (a long wait passes through
+    // its tier more than once), and the test counts decisions. Each call below is one delivery of the request.
+    let h = harness("retry-redecide", rules, &tiers, false).await?;
+    let state = AppState {
+        producer: h.producer.clone(),
+        store: h.store.clone(),
+        topics: h.ctx.topics.clone(),
+        rules: Arc::new(RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("{e:?}"))?),
+        tiers_secs: Arc::new(tiers.to_vec()),
+    };
     let tier_topics: Vec<String> = tiers.iter().map(|t| h.ctx.topics.delay(*t)).collect();
     let delays = subscribe(&h, &tier_topics, "tiers")?;
     let request = failed_once(&h, event("ada")).await?;
     // The request comes eight times: a retry scheduler that died before storing its offset, again and again.
     const COPIES: usize = 8;
     for _ in 0..COPIES {
-        publish(&h, &request).await?;
+        decide_and_apply(&state, &request).await?;
     }
     let mut seen = Vec::new();
     while seen.len() < COPIES {
@@ -192,7 +217,13 @@ async fn a_redelivered_request_goes_to_the_same_tier_with_the_same_due_time() ->
 #[tokio::test]
 async fn a_request_whose_record_does_not_decode_is_dead_lettered_and_the_partition_goes_on(
 ) -> Result<()> {
-    let h = harness("retry-undecodable", "[default]\nbase_ms = 500\n", &[1]).await?;
+    let h = harness(
+        "retry-undecodable",
+        "[default]\nbase_ms = 500\n",
+        &[1],
+        true,
+    )
+    .await?;
     let dlq = subscribe(&h, &[h.ctx.topics.dead_letters()], "dlq")?;
     let user = "grace";
     let broken = event(user);
