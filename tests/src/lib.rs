@@ -161,6 +161,7 @@ impl Herald {
             tiers_secs: TIERS_SECS.to_vec(),
             topic_replication: 1,
             kafka: ctx.kafka.clone(),
+            watch: Default::default(),
             mongo: ctx.mongo.clone(),
             telemetry: TelemetryConfig {
                 format: LogFormat::Pretty,

@@ -6,34 +6,45 @@ use herald_domain::retry::{tier_for, Decision, Failure};
 use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
 };
-use herald_platform::kafka;
+use std::sync::Arc;
+
+use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::store::{DeadLettered, Scheduled};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use herald_platform::{kafka, KafkaConfig};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::{until_done, AppState, Result};
 
-/// Consumes retry requests until `shutdown`; each offset is stored once its decision is durable.
+/// Consumes retry requests (the topic of `watch`) until `shutdown`; each offset is stored once its decision is
+/// durable. A consumer the watch finds stuck is closed (detached) and a fresh one subscribed.
 pub async fn run(
-    consumer: StreamConsumer,
+    kafka_config: KafkaConfig,
+    watch: Arc<Watch>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    consumer
-        .subscribe(&[&state.topics.retry_requests()])
-        .map_err(kafka::Error::from)?;
+    let mut consumer = watch::build_watched(&kafka_config, &watch)?;
     loop {
-        let message = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            received = consumer.recv() => match received {
-                Ok(message) => message,
-                Err(e) => {
-                    tracing::warn!(error = %e, "retry requests: consumer error");
-                    continue;
-                }
-            },
+            _ = watch.stuck() => None,
+            received = consumer.recv() => Some(received),
         };
+        let Some(received) = received else {
+            watch.rebuilding(&watch.problem().unwrap_or_default());
+            watch::close_detached(consumer);
+            consumer = watch::build_watched(&kafka_config, &watch)?;
+            continue;
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "retry requests: consumer error");
+                continue;
+            }
+        };
+        watch.progressed();
         let handled = until_done("handling a retry request", &shutdown, || {
             handle(&state, &message)
         })
