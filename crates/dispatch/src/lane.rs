@@ -455,7 +455,7 @@ async fn work(
         space.notify_one();
         let handled = AssertUnwindSafe(async {
             #[cfg(debug_assertions)]
-            test_hook::panic_if_asked(&message);
+            test_hook::panic_if_asked(&message).await;
             handler.handle(&message, &revoked).await
         })
         .catch_unwind()
@@ -530,13 +530,15 @@ async fn dead_letter_panicked(
 pub mod test_hook {
     use rdkafka::message::{Message, OwnedMessage};
 
-    /// A lane message whose payload contains this makes its worker panic before it is handled.
+    /// A lane message whose payload contains this makes its worker panic, 300 ms after it took it (so the
+    /// messages behind it are queued by then), instead of handling it.
     pub const PANIC_MARKER: &str = "herald-test-hook-panic";
 
-    pub(super) fn panic_if_asked(message: &OwnedMessage) {
+    pub(super) async fn panic_if_asked(message: &OwnedMessage) {
         let payload = message.payload().unwrap_or_default();
         let marker = PANIC_MARKER.as_bytes();
         if payload.windows(marker.len()).any(|w| w == marker) {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             panic!("test hook: {PANIC_MARKER}");
         }
     }
