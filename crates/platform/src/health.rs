@@ -162,3 +162,35 @@ async fn ready(State(ready_state): State<Arc<Ready>>) -> Response {
 async fn metrics() -> Response {
     crate::http::metrics::render().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_consumer_makes_ready_fail_naming_it() {
+        let consumers = watch::Health::default();
+        let ready_state = Ready {
+            readiness: Readiness::default(),
+            consumers: Some(consumers.clone()),
+        };
+        assert!(ready_state.check().await.is_ok());
+        let lane = watch::Watch::new("herald-dispatch-retry", vec!["lane".into()], &consumers);
+        lane.rebuilding("no progress for 15 s");
+        let problems = ready_state.check().await.expect_err("not ready");
+        let body = serde_json::to_value(ErrorBody::with_details("Not ready", problems))
+            .expect("serializable");
+        assert_eq!(
+            body["details"][0]["field"],
+            "kafka consumer herald-dispatch-retry"
+        );
+        assert!(body["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no progress")));
+        lane.progressed();
+        assert!(
+            ready_state.check().await.is_ok(),
+            "ready again once it progresses"
+        );
+    }
+}
