@@ -69,12 +69,14 @@ pub async fn run(
             }
         };
         watch.progressed();
+        let handling = watch.handling();
         if !handler.handle_durably(&message, &shutdown).await {
             break;
         }
         if let Err(e) = kafka::store_offset(&consumer, &message) {
             tracing::warn!(error = %e, "storing a status offset failed (partition revoked?)");
         }
+        drop(handling);
     }
     kafka::commit_and_close(consumer).await
 }

@@ -297,6 +297,7 @@ impl Router {
                 Arc::clone(&self.consumer),
                 revoked.clone(),
                 Arc::clone(&self.space),
+                Arc::clone(&self.watch),
             ));
             self.partitions.insert(
                 partition,
@@ -442,6 +443,7 @@ async fn work(
     consumer: Arc<LaneConsumer>,
     revoked: CancellationToken,
     space: Arc<Notify>,
+    watch: Arc<Watch>,
 ) {
     loop {
         let message = tokio::select! {
@@ -453,6 +455,8 @@ async fn work(
             },
         };
         space.notify_one();
+        // A worker busy with a slow send or a MongoDB outage keeps the router from being judged stuck.
+        let _handling = watch.handling();
         let handled = AssertUnwindSafe(async {
             #[cfg(debug_assertions)]
             test_hook::panic_if_asked(&message).await;

@@ -45,6 +45,7 @@ pub async fn run(
             }
         };
         watch.progressed();
+        let handling = watch.handling();
         let handled = until_done("handling a retry request", &shutdown, || {
             handle(&state, &message)
         })
@@ -55,6 +56,7 @@ pub async fn run(
         if let Err(e) = kafka::store_offset(&consumer, &message) {
             tracing::warn!(error = %e, "storing a retry request offset failed (partition revoked?)");
         }
+        drop(handling);
     }
     Ok(kafka::commit_and_close(consumer).await?)
 }

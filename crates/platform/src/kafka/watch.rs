@@ -13,6 +13,7 @@
 //! [`Health`] collects the stuck consumers of a process for `/api/ready`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,19 @@ pub struct Watch {
     state: Mutex<State>,
     signal: Notify,
     health: Health,
+    /// Messages being handled now: a consumer busy with a message (MongoDB away, a slow receiver) is not stuck.
+    in_hand: AtomicUsize,
+}
+
+/// A message in hand; see [`Watch::handling`].
+#[derive(Debug)]
+pub struct Handling<'a>(&'a Watch);
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.in_hand.fetch_sub(1, Ordering::Relaxed);
+        self.0.progressed();
+    }
 }
 
 impl Watch {
@@ -137,6 +151,7 @@ impl Watch {
             }),
             signal: Notify::new(),
             health: health.clone(),
+            in_hand: AtomicUsize::new(0),
         })
     }
 
@@ -178,6 +193,13 @@ impl Watch {
             state.marked = false;
             self.health.set(&self.group, None);
         }
+    }
+
+    /// Marks a message in hand until the guard is dropped: meanwhile the consumer is not judged stuck (its work,
+    /// not its consumer, is what waits), and finishing counts as progress.
+    pub fn handling(&self) -> Handling<'_> {
+        self.in_hand.fetch_add(1, Ordering::Relaxed);
+        Handling(self)
     }
 
     /// `partition` is paused on purpose (a head not due yet): its lag does not count.
@@ -290,7 +312,8 @@ impl Watch {
             .as_ref()
             .is_none_or(|(keys, sum)| *keys != probed.keys || *sum != probed.committed);
         state.committed = Some((probed.keys, probed.committed));
-        if probed.lag == 0 || moved {
+        let busy = self.in_hand.load(Ordering::Relaxed) > 0;
+        if probed.lag == 0 || moved || busy {
             state.last_progress = now;
             self.unmark(&mut state);
             return None;
@@ -489,6 +512,22 @@ mod tests {
         assert!(watch.judge(probed(5, 10), stall).is_none(), "reported once");
         watch.progressed();
         assert!(watch.health.problems().is_empty());
+    }
+
+    #[test]
+    fn a_consumer_with_a_message_in_hand_is_not_stuck() {
+        let watch = Watch::new("g", vec!["t".into()], &Health::default());
+        let stall = Duration::from_secs(15);
+        assert!(watch.judge(probed(5, 10), stall).is_none());
+        let busy = watch.handling();
+        aged(&watch, Duration::from_secs(60));
+        assert!(watch.judge(probed(5, 10), stall).is_none(), "busy");
+        drop(busy);
+        aged(&watch, Duration::from_secs(60));
+        assert!(
+            watch.judge(probed(5, 10), stall).is_some(),
+            "idle and behind"
+        );
     }
 
     #[test]
