@@ -161,6 +161,12 @@ impl Herald {
             tiers_secs: TIERS_SECS.to_vec(),
             topic_replication: 1,
             kafka: ctx.kafka.clone(),
+            watch: herald_platform::kafka::watch::WatchConfig::read(&mut EnvReader::from_map(
+                kafka_env
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
             mongo: ctx.mongo.clone(),
             telemetry: TelemetryConfig {
                 format: LogFormat::Pretty,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::smtp::SmtpConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use url::Url;
@@ -40,6 +41,8 @@ pub struct Config {
     /// `HERALD_SMTP_*`: the mail server (see the README).
     pub smtp: SmtpConfig,
     pub kafka: KafkaConfig,
+    /// `HERALD_KAFKA_CONSUMER_*`: when the status consumer counts as stuck and is rebuilt.
+    pub watch: WatchConfig,
     pub mongo: MongoConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -111,6 +114,7 @@ impl Config {
         }
         let smtp = SmtpConfig::read(&mut env);
         let kafka = KafkaConfig::read(&mut env, SERVICE);
+        let watch = WatchConfig::read(&mut env);
         let mongo = MongoConfig::read(&mut env);
         let telemetry = TelemetryConfig::read(&mut env);
         env.finish()?;
@@ -127,6 +131,7 @@ impl Config {
             send_attempts,
             smtp,
             kafka,
+            watch,
             mongo,
             telemetry,
         })

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use herald_domain::StatusMessage;
 use herald_platform::kafka;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use herald_platform::kafka::watch::{self, Watch};
+use herald_platform::KafkaConfig;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
@@ -39,31 +40,43 @@ impl std::fmt::Debug for Handler {
     }
 }
 
-/// Consumes `topic` until `shutdown`, then commits the stored offsets.
+/// Consumes the topic of `watch` until `shutdown`, then commits the stored offsets. When the watch finds the
+/// consumer stuck, it is closed (detached) and a fresh one subscribed; unstored offsets come again.
 pub async fn run(
-    consumer: StreamConsumer,
-    topic: String,
+    kafka_config: KafkaConfig,
+    watch: Arc<Watch>,
     handler: Handler,
     shutdown: CancellationToken,
 ) -> kafka::Result<()> {
-    consumer.subscribe(&[&topic])?;
+    let mut consumer = watch::build_watched(&kafka_config, &watch)?;
     loop {
-        let message = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            received = consumer.recv() => match received {
-                Ok(message) => message,
-                Err(e) => {
-                    tracing::warn!(error = %e, "status topic: consumer error");
-                    continue;
-                }
-            },
+            _ = watch.stuck() => None,
+            received = consumer.recv() => Some(received),
         };
+        let Some(received) = received else {
+            watch.rebuilding(&watch.problem().unwrap_or_default());
+            watch::close_detached(consumer);
+            consumer = watch::build_watched(&kafka_config, &watch)?;
+            continue;
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "status topic: consumer error");
+                continue;
+            }
+        };
+        watch.progressed();
+        let handling = watch.handling();
         if !handler.handle_durably(&message, &shutdown).await {
             break;
         }
         if let Err(e) = kafka::store_offset(&consumer, &message) {
             tracing::warn!(error = %e, "storing a status offset failed (partition revoked?)");
         }
+        drop(handling);
     }
     kafka::commit_and_close(consumer).await
 }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::{kafka, mongo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -101,8 +102,15 @@ impl App {
     /// Runs the consumer, the sender and the health server until `shutdown`; then the consumer finishes the
     /// message in hand and commits the stored offsets.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        let consumer = kafka::build_consumer(&self.config.kafka, &self.config.group_id())?;
-        let router = health::router(self.readiness);
+        let consumers = watch::Health::default();
+        let topic = self.config.kafka.topics().status();
+        let watch = Watch::new(self.config.group_id(), vec![topic], &consumers);
+        let checks = watch.spawn_checks(
+            self.config.kafka.clone(),
+            self.config.watch,
+            shutdown.clone(),
+        );
+        let router = health::router_with_consumers(self.readiness, consumers);
         // The sender and the health server stop with the consumer, whatever stopped it.
         let stop = shutdown.child_token();
         let http_shutdown = stop.clone();
@@ -125,9 +133,15 @@ impl App {
                 }
             },
         ));
-        let topic = self.config.kafka.topics().status();
-        let consumed = consumer::run(consumer, topic, self.handler, shutdown.clone()).await;
+        let consumed = consumer::run(
+            self.config.kafka.clone(),
+            watch,
+            self.handler,
+            shutdown.clone(),
+        )
+        .await;
         stop.cancel();
+        checks.abort();
         let (sender, http) = tokio::join!(sender, http);
         if let Err(join) = sender {
             tracing::error!(error = %join, "the sender task panicked");

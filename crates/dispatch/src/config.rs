@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use herald_domain::provider::{self as names, env_segment};
 use herald_domain::{Channel, Lane};
+use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::smtp::SmtpConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use lettre::message::Mailbox;
@@ -119,6 +120,8 @@ pub struct Config {
     /// `HERALD_SMS_<NAME>_BASE_URL`, `_ACCOUNT_ID`, `_AUTH_TOKEN` and `_FROM`, all required.
     pub sms_extras: Vec<NamedProvider<SmsConfig>>,
     pub kafka: KafkaConfig,
+    /// `HERALD_KAFKA_CONSUMER_*`: when the lane consumer counts as stuck and is rebuilt.
+    pub watch: WatchConfig,
     pub mongo: MongoConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -185,6 +188,7 @@ impl Config {
             email_extras: Vec::new(),
             sms_extras: Vec::new(),
             kafka: KafkaConfig::read(env, SERVICE),
+            watch: WatchConfig::read(env),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
         };

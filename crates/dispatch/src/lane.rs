@@ -13,10 +13,23 @@
 //! handles its messages one after the other, so offsets are stored in order, without gaps, and librdkafka
 //! commits them in the background. When a partition is revoked its worker finishes the message in hand and stops;
 //! what it had queued comes again to the partition's next owner, whose claims make the repeat harmless.
+//!
+//! A panic while handling a message is caught in its worker: the message goes to the dead-letter topic with the
+//! panic's message as its reason, its offset is stored, and the worker goes on with the messages queued behind
+//! it. It is not handled again, so a message that panics every time cannot loop.
+//!
+//! Recovery. The router's consumer is watched (`herald_platform::kafka::watch`); when the watch finds it stuck,
+//! the router stops every worker (each finishes the message in hand), closes the consumer on a thread of its own
+//! and subscribes a fresh one. What was queued or held was not stored, so it comes again to the new consumer.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
+use herald_platform::kafka::watch::{self, Watch};
+use herald_platform::{kafka, KafkaConfig};
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -38,25 +51,37 @@ pub enum Rebalanced {
     Revoked(Vec<i32>),
 }
 
-/// The consumer context: tells the router about every rebalance.
+/// The consumer context: tells the router and the consumer's watch about every rebalance.
 #[derive(Debug)]
 pub struct LaneContext {
     rebalances: mpsc::UnboundedSender<Rebalanced>,
-    /// The consumer group, for the lag metric.
-    group: String,
+    /// The watch of this consumer (its group names the lag metric).
+    watch: Arc<Watch>,
 }
 
 impl LaneContext {
-    pub fn new(group: String) -> (Self, mpsc::UnboundedReceiver<Rebalanced>) {
+    pub fn new(watch: Arc<Watch>) -> (Self, mpsc::UnboundedReceiver<Rebalanced>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 rebalances: tx,
-                group,
+                watch,
             },
             rx,
         )
     }
+}
+
+/// A lane consumer in the group of `watch`, subscribed to `topic`.
+pub fn subscribe(
+    kafka_config: &KafkaConfig,
+    watch: &Arc<Watch>,
+    topic: &str,
+) -> kafka::Result<(Arc<LaneConsumer>, mpsc::UnboundedReceiver<Rebalanced>)> {
+    let (context, rebalances) = LaneContext::new(Arc::clone(watch));
+    let consumer = kafka::build_consumer_with_context(kafka_config, watch.group(), context)?;
+    consumer.subscribe(&[topic])?;
+    Ok((Arc::new(consumer), rebalances))
 }
 
 fn partitions(list: &TopicPartitionList) -> Vec<i32> {
@@ -66,7 +91,7 @@ fn partitions(list: &TopicPartitionList) -> Vec<i32> {
 impl ClientContext for LaneContext {
     /// rdkafka's statistics, every 5 s: the lag of each partition of the lane this dispatcher holds.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        herald_platform::kafka::record_consumer_lag(&statistics, &self.group);
+        herald_platform::kafka::record_consumer_lag(&statistics, self.watch.group());
     }
 }
 
@@ -74,6 +99,7 @@ impl ConsumerContext for LaneContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
+                self.watch.revoked(list);
                 let _ = self.rebalances.send(Rebalanced::Revoked(partitions(list)));
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
@@ -83,6 +109,7 @@ impl ConsumerContext for LaneContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
+            self.watch.assigned(list);
             let _ = self.rebalances.send(Rebalanced::Assigned(partitions(list)));
         }
     }
@@ -104,6 +131,9 @@ struct Partition {
 /// The router of one lane consumer.
 pub struct Router {
     consumer: Arc<LaneConsumer>,
+    /// For building a fresh consumer when the watch finds this one stuck.
+    kafka: KafkaConfig,
+    watch: Arc<Watch>,
     rebalances: mpsc::UnboundedReceiver<Rebalanced>,
     handler: Arc<Handler>,
     stats: Arc<Stats>,
@@ -127,16 +157,20 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub fn new(
-        consumer: Arc<LaneConsumer>,
-        rebalances: mpsc::UnboundedReceiver<Rebalanced>,
+    /// Subscribes a consumer of the group of `watch` to `topic`.
+    pub fn build(
+        kafka_config: KafkaConfig,
+        watch: Arc<Watch>,
         handler: Arc<Handler>,
         stats: Arc<Stats>,
         topic: String,
         queue_depth: usize,
-    ) -> Self {
-        Self {
+    ) -> kafka::Result<Self> {
+        let (consumer, rebalances) = subscribe(&kafka_config, &watch, &topic)?;
+        Ok(Self {
             consumer,
+            kafka: kafka_config,
+            watch,
             rebalances,
             handler,
             stats,
@@ -146,7 +180,7 @@ impl Router {
             partitions: HashMap::new(),
             retiring: Vec::new(),
             space: Arc::new(Notify::new()),
-        }
+        })
     }
 
     /// Routes messages until `shutdown`, then lets every worker finish the message in hand, and commits.
@@ -157,11 +191,13 @@ impl Router {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                _ = self.watch.stuck() => self.rebuild().await,
                 Some(change) = self.rebalances.recv() => self.rebalanced(change, &shutdown),
                 _ = self.space.notified(), if holding => self.release_held(&shutdown),
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         recv_backoff = Duration::from_millis(100);
+                        self.watch.progressed();
                         self.route(message.detach(), &shutdown);
                     }
                     Err(e) => {
@@ -176,6 +212,43 @@ impl Router {
             }
         }
         self.drain().await;
+    }
+
+    /// Replaces a stuck consumer: every worker finishes the message in hand and stops, the old consumer is
+    /// closed on a thread of its own (its close can hang), and a fresh one subscribes. Nothing queued or held
+    /// was stored, so the new consumer reads it again.
+    async fn rebuild(&mut self) {
+        let why = self.watch.problem().unwrap_or_default();
+        self.watch.rebuilding(&why);
+        let fresh = match subscribe(&self.kafka, &self.watch, &self.topic) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // The watch looks again after another stall period.
+                tracing::error!(error = %e, "cannot build a fresh lane consumer; keeping the stuck one");
+                return;
+            }
+        };
+        let workers: Vec<JoinHandle<()>> = self
+            .partitions
+            .drain()
+            .map(|(_, p)| {
+                p.revoked.cancel();
+                p.worker
+            })
+            .chain(self.retiring.drain(..))
+            .collect();
+        for worker in workers {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "a partition worker panicked");
+            }
+        }
+        self.assigned.clear();
+        self.stats.set_assigned_partitions(0);
+        let (consumer, rebalances) = fresh;
+        let stuck = std::mem::replace(&mut self.consumer, consumer);
+        self.rebalances = rebalances;
+        watch::close_detached(stuck);
+        tracing::info!(topic = %self.topic, "fresh lane consumer subscribed");
     }
 
     fn rebalanced(&mut self, change: Rebalanced, shutdown: &CancellationToken) {
@@ -224,6 +297,7 @@ impl Router {
                 Arc::clone(&self.consumer),
                 revoked.clone(),
                 Arc::clone(&self.space),
+                Arc::clone(&self.watch),
             ));
             self.partitions.insert(
                 partition,
@@ -361,13 +435,15 @@ fn sorted(set: &HashSet<i32>) -> Vec<i32> {
     list
 }
 
-/// A partition's worker: handles its messages one at a time and stores each offset once the work is durable.
+/// A partition's worker: handles its messages one at a time and stores each offset once the work is durable. A
+/// message whose handling panics is dead-lettered instead (see the module documentation).
 async fn work(
     mut queue: mpsc::Receiver<OwnedMessage>,
     handler: Arc<Handler>,
     consumer: Arc<LaneConsumer>,
     revoked: CancellationToken,
     space: Arc<Notify>,
+    watch: Arc<Watch>,
 ) {
     loop {
         let message = tokio::select! {
@@ -379,8 +455,25 @@ async fn work(
             },
         };
         space.notify_one();
-        if handler.handle(&message, &revoked).await.is_err() {
-            break;
+        // A worker busy with a slow send or a MongoDB outage keeps the router from being judged stuck.
+        let _handling = watch.handling();
+        let handled = AssertUnwindSafe(async {
+            #[cfg(debug_assertions)]
+            test_hook::panic_if_asked(&message).await;
+            handler.handle(&message, &revoked).await
+        })
+        .catch_unwind()
+        .await;
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(_stopped)) => break,
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                drop(panic);
+                if !dead_letter_panicked(&handler, &message, &what, &revoked).await {
+                    break;
+                }
+            }
         }
         if let Err(e) = herald_platform::kafka::store_offset(consumer.as_ref(), &message) {
             // The partition was revoked while the message was in hand: its next owner handles it again, and
@@ -391,6 +484,66 @@ async fn work(
                 error = %e,
                 "offset not stored"
             );
+        }
+    }
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Sends a message whose handling panicked to the dead-letter topic, with the panic's message, trying again
+/// (Kafka may be away) until it is sent or the partition is revoked. False means not sent: do not store.
+async fn dead_letter_panicked(
+    handler: &Handler,
+    message: &OwnedMessage,
+    what: &str,
+    revoked: &CancellationToken,
+) -> bool {
+    let reason = format!("handling panicked: {what}");
+    tracing::error!(
+        partition = message.partition(),
+        offset = message.offset(),
+        reason,
+        "a lane message made its handler panic; dead-lettering it"
+    );
+    let dead_letters = handler.topics.dead_letters();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match kafka::dead_letter_poison(&handler.producer, &dead_letters, message, &reason).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-lettering a panicking message failed; trying again");
+                tokio::select! {
+                    _ = revoked.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Debug builds only (tests): a way to make a handler panic, since no real message does.
+#[cfg(debug_assertions)]
+pub mod test_hook {
+    use rdkafka::message::{Message, OwnedMessage};
+
+    /// A lane message whose payload contains this makes its worker panic, 300 ms after it took it (so the
+    /// messages behind it are queued by then), instead of handling it.
+    pub const PANIC_MARKER: &str = "herald-test-hook-panic";
+
+    pub(super) async fn panic_if_asked(message: &OwnedMessage) {
+        let payload = message.payload().unwrap_or_default();
+        let marker = PANIC_MARKER.as_bytes();
+        if payload.windows(marker.len()).any(|w| w == marker) {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            panic!("test hook: {PANIC_MARKER}");
         }
     }
 }

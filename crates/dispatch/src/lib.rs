@@ -21,8 +21,9 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use herald_platform::health::{self, Readiness};
 use herald_platform::kafka;
+use herald_platform::kafka::watch::{self, Watch, WatchConfig};
 use herald_platform::store::{retention, EventStore};
-use rdkafka::consumer::Consumer;
+use herald_platform::KafkaConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
@@ -61,6 +62,11 @@ pub struct App {
     shutdown: CancellationToken,
     /// For deleting claims of long-finished attempts (`store::retention`).
     store: EventStore,
+    /// The lane consumer's watch, its checks' settings and where the stuck consumers are reported.
+    watch: Arc<Watch>,
+    watch_config: WatchConfig,
+    kafka: KafkaConfig,
+    consumers: watch::Health,
 }
 
 impl App {
@@ -89,21 +95,17 @@ impl App {
             stats: Arc::clone(&stats),
             shutdown: shutdown.clone(),
         });
-        let (context, rebalances) = lane::LaneContext::new(config.group_id());
-        let consumer =
-            kafka::build_consumer_with_context(&config.kafka, &config.group_id(), context)?;
         let topic = topics.lane(config.lane);
-        consumer
-            .subscribe(&[&topic])
-            .map_err(|e| Error::Kafka(kafka::Error::Client(e)))?;
-        let router = lane::Router::new(
-            Arc::new(consumer),
-            rebalances,
+        let consumers = watch::Health::default();
+        let watch = Watch::new(config.group_id(), vec![topic.clone()], &consumers);
+        let router = lane::Router::build(
+            config.kafka.clone(),
+            Arc::clone(&watch),
             handler,
             Arc::clone(&stats),
             topic.clone(),
             config.queue_depth,
-        );
+        )?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
         tracing::info!(
@@ -127,6 +129,10 @@ impl App {
             stats,
             shutdown,
             store,
+            watch,
+            watch_config: config.watch,
+            kafka: config.kafka.clone(),
+            consumers,
         })
     }
 
@@ -149,6 +155,10 @@ impl App {
             readiness,
             shutdown: own,
             store,
+            watch,
+            watch_config,
+            kafka,
+            consumers,
             ..
         } = self;
         let link = {
@@ -159,10 +169,10 @@ impl App {
             })
         };
         // `/metrics` is platform's: the dispatcher's counters are recorded through the `metrics` facade.
-        let app = health::router(readiness).layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            HTTP_TIMEOUT,
-        ));
+        let checks = watch.spawn_checks(kafka, watch_config, own.clone());
+        let app = health::router_with_consumers(readiness, consumers).layer(
+            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT),
+        );
         let server = {
             let own = own.clone();
             tokio::spawn(async move {
@@ -183,6 +193,7 @@ impl App {
         router.run(own.clone()).await;
         link.abort();
         pruner.abort();
+        checks.abort();
         own.cancel();
         match server.await {
             Ok(result) => result?,

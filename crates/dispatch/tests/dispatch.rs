@@ -8,6 +8,7 @@ mod dispatch {
     mod crash;
     mod failures;
     mod instances;
+    mod panic;
     mod redelivery;
     mod retention;
     mod status;

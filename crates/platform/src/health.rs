@@ -1,4 +1,5 @@
-//! `/api/health` (the process is up; touches nothing) and `/api/ready` (Kafka and MongoDB answer).
+//! `/api/health` (the process is up; touches nothing) and `/api/ready` (Kafka and MongoDB answer, and no consumer
+//! of the process is stuck).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::KafkaConfig;
+use crate::kafka::watch;
 
 /// What `/api/ready` checks. A service that uses only one of the two leaves the other out.
 #[derive(Debug, Clone, Default)]
@@ -56,19 +58,64 @@ impl Readiness {
     }
 }
 
+/// What the `/api/ready` route answers from: the dependency checks and, for a service with consumers, their
+/// health.
+#[derive(Debug)]
+struct Ready {
+    readiness: Readiness,
+    consumers: Option<watch::Health>,
+}
+
+impl Ready {
+    async fn check(&self) -> Result<(), Vec<FieldError>> {
+        let stuck: Vec<FieldError> = self
+            .consumers
+            .iter()
+            .flat_map(watch::Health::problems)
+            .map(|(group, why)| FieldError::new(format!("kafka consumer {group}"), why))
+            .collect();
+        match self.readiness.check().await {
+            Ok(()) if stuck.is_empty() => Ok(()),
+            Ok(()) => Err(stuck),
+            Err(mut problems) => {
+                problems.extend(stuck);
+                Err(problems)
+            }
+        }
+    }
+}
+
 /// The health, readiness and metrics routes, documented, to merge into an HTTP service's `OpenApiRouter`.
 pub fn openapi_router(readiness: Readiness) -> OpenApiRouter {
+    openapi_router_of(Ready {
+        readiness,
+        consumers: None,
+    })
+}
+
+fn openapi_router_of(ready_state: Ready) -> OpenApiRouter {
     crate::http::metrics::install();
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics))
-        .with_state(Arc::new(readiness))
+        .with_state(Arc::new(ready_state))
 }
 
 /// The health, readiness and metrics routes, for the services whose only HTTP is these (dispatch, retry, alert).
 pub fn router(readiness: Readiness) -> Router {
     let (router, _) = openapi_router(readiness).split_for_parts();
+    router
+}
+
+/// [`router`] for a service whose Kafka consumers watch themselves: `/api/ready` is also 503 while one of them is
+/// stuck or being rebuilt, naming it.
+pub fn router_with_consumers(readiness: Readiness, consumers: watch::Health) -> Router {
+    let (router, _) = openapi_router_of(Ready {
+        readiness,
+        consumers: Some(consumers),
+    })
+    .split_for_parts();
     router
 }
 
@@ -84,18 +131,18 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// Whether the service's dependencies (Kafka metadata, a MongoDB ping, as the service needs them) answer within
-/// 2 s each.
+/// 2 s each, and none of its Kafka consumers is stuck.
 #[utoipa::path(
     get,
     path = "/api/ready",
     tag = "health",
     responses(
         (status = 200, description = "Ready", body = crate::http::openapi::HealthStatus, example = json!({"status": "ready"})),
-        (status = 503, description = "A dependency did not answer; each one is named", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "A dependency did not answer, or a consumer is stuck; each one is named", body = crate::http::openapi::ErrorBody),
     )
 )]
-async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
-    match readiness.check().await {
+async fn ready(State(ready_state): State<Arc<Ready>>) -> Response {
+    match ready_state.check().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(problems) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -114,4 +161,36 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
 )]
 async fn metrics() -> Response {
     crate::http::metrics::render().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_consumer_makes_ready_fail_naming_it() {
+        let consumers = watch::Health::default();
+        let ready_state = Ready {
+            readiness: Readiness::default(),
+            consumers: Some(consumers.clone()),
+        };
+        assert!(ready_state.check().await.is_ok());
+        let lane = watch::Watch::new("herald-dispatch-retry", vec!["lane".into()], &consumers);
+        lane.rebuilding("no progress for 15 s");
+        let problems = ready_state.check().await.expect_err("not ready");
+        let body = serde_json::to_value(ErrorBody::with_details("Not ready", problems))
+            .expect("serializable");
+        assert_eq!(
+            body["details"][0]["field"],
+            "kafka consumer herald-dispatch-retry"
+        );
+        assert!(body["details"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no progress")));
+        lane.progressed();
+        assert!(
+            ready_state.check().await.is_ok(),
+            "ready again once it progresses"
+        );
+    }
 }

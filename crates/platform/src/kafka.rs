@@ -4,6 +4,9 @@
 //!   before they answer anyone or store an offset.
 //! - Consumers auto-commit only offsets that were explicitly stored (`enable.auto.offset.store=false`), and code
 //!   stores an offset only after the work it stands for is durable.
+//! - Consumers watch themselves and are rebuilt when stuck ([`watch`]).
+
+pub mod watch;
 
 use std::time::Duration;
 

@@ -194,6 +194,7 @@ async fn main() -> Result<()> {
         tiers_secs: args.tiers_secs.clone(),
         topic_replication: 1,
         kafka: kafka_config.clone(),
+        watch: Default::default(),
         mongo: mongo_config.clone(),
         telemetry: TelemetryConfig {
             format: LogFormat::Pretty,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use herald_domain::provider::{self, KnownProviders};
 use herald_domain::retry::RetryRules;
 use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
+use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-retry` reads at startup.
@@ -26,6 +27,8 @@ pub struct Config {
     /// `HERALD_TOPIC_REPLICATION`: replication factor of the delay topics this service creates. Default 1.
     pub topic_replication: i32,
     pub kafka: KafkaConfig,
+    /// `HERALD_KAFKA_CONSUMER_*`: when a consumer counts as stuck and is rebuilt.
+    pub watch: WatchConfig,
     pub mongo: MongoConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -104,6 +107,7 @@ impl Config {
         };
         let topic_replication = env.parse("HERALD_TOPIC_REPLICATION", 1i32);
         let kafka = KafkaConfig::read(&mut env, "herald-retry");
+        let watch = WatchConfig::read(&mut env);
         let mongo = MongoConfig::read(&mut env);
         let telemetry = TelemetryConfig::read(&mut env);
         env.finish()?;
@@ -115,6 +119,7 @@ impl Config {
             tiers_secs,
             topic_replication,
             kafka,
+            watch,
             mongo,
             telemetry,
         })

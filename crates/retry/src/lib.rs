@@ -16,6 +16,7 @@ use std::sync::Arc;
 use herald_domain::retry::RetryRules;
 use herald_domain::Topics;
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::store::EventStore;
 use herald_platform::{kafka, mongo};
 use rdkafka::producer::FutureProducer;
@@ -120,10 +121,24 @@ impl App {
     /// Runs both consumers and the health server until `shutdown`, then stops fetching, finishes the message in
     /// hand and commits the stored offsets.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        let requests_consumer = kafka::build_consumer(
-            &self.config.kafka,
-            &format!("{}herald-retry-requests", self.state.topics.prefix()),
-        )?;
+        let prefix = self.state.topics.prefix().to_owned();
+        let consumers = watch::Health::default();
+        let requests_watch = Watch::new(
+            format!("{prefix}herald-retry-requests"),
+            vec![self.state.topics.retry_requests()],
+            &consumers,
+        );
+        let tier_topics: Vec<String> = self
+            .state
+            .tiers_secs
+            .iter()
+            .map(|t| self.state.topics.delay(*t))
+            .collect();
+        let delay_watch = Watch::new(
+            format!("{prefix}herald-retry-delay"),
+            tier_topics,
+            &consumers,
+        );
         // A partition resumed when its head came due waits for the fetch already parked on the broker, up to
         // `fetch.wait.max.ms` (500 ms by default): measured, that was the p99 of the scheduling error
         // (`examples/retry_bench.rs`). A short wait costs a few empty fetches a second. `KAFKA_PROPERTY_*` still wins.
@@ -132,11 +147,14 @@ impl App {
             0,
             ("fetch.wait.max.ms".into(), DELAY_FETCH_WAIT_MS.to_string()),
         );
-        let delay_consumer = kafka::build_consumer(
-            &delay_kafka,
-            &format!("{}herald-retry-delay", self.state.topics.prefix()),
-        )?;
-        let router = health::router(self.readiness);
+        let checks = [&requests_watch, &delay_watch].map(|w| {
+            w.spawn_checks(
+                self.config.kafka.clone(),
+                self.config.watch,
+                shutdown.clone(),
+            )
+        });
+        let router = health::router_with_consumers(self.readiness, consumers);
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
             axum::serve(self.listener, router)
@@ -144,12 +162,21 @@ impl App {
                 .await
         });
         let requests = tokio::spawn(requests::run(
-            requests_consumer,
+            self.config.kafka.clone(),
+            requests_watch,
             self.state.clone(),
             shutdown.clone(),
         ));
-        let delays = tokio::spawn(delay::run(delay_consumer, self.state, shutdown.clone()));
+        let delays = tokio::spawn(delay::run(
+            delay_kafka,
+            delay_watch,
+            self.state,
+            shutdown.clone(),
+        ));
         let (requests, delays, http) = tokio::join!(requests, delays, http);
+        for check in checks {
+            check.abort();
+        }
         for result in [requests, delays] {
             match result {
                 Ok(Ok(())) => {}

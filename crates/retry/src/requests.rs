@@ -4,15 +4,17 @@
 //! reproduces it. A request whose event record fails a store step for good (`store::is_permanent`) is
 //! dead-lettered after [`PERMANENT_TRIES`] tries instead of holding its partition.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use herald_domain::messages::{dlq_headers, HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::retry::{jitter_for, tier_for, Decision, Failure};
 use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
 };
-use herald_platform::kafka;
+use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::store::{self, DeadLettered, Scheduled};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use herald_platform::{kafka, KafkaConfig};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -45,26 +47,36 @@ impl ApplyError {
     }
 }
 
-/// Consumes retry requests until `shutdown`; each offset is stored once its decision is durable.
+/// Consumes retry requests (the topic of `watch`) until `shutdown`; each offset is stored once its decision is
+/// durable. A consumer the watch finds stuck is closed (detached) and a fresh one subscribed.
 pub async fn run(
-    consumer: StreamConsumer,
+    kafka_config: KafkaConfig,
+    watch: Arc<Watch>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    consumer
-        .subscribe(&[&state.topics.retry_requests()])
-        .map_err(kafka::Error::from)?;
+    let mut consumer = watch::build_watched(&kafka_config, &watch)?;
     loop {
-        let message = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => break,
-            received = consumer.recv() => match received {
-                Ok(message) => message,
-                Err(e) => {
-                    tracing::warn!(error = %e, "retry requests: consumer error");
-                    continue;
-                }
-            },
+            _ = watch.stuck() => None,
+            received = consumer.recv() => Some(received),
         };
+        let Some(received) = received else {
+            watch.rebuilding(&watch.problem().unwrap_or_default());
+            watch::close_detached(consumer);
+            consumer = watch::build_watched(&kafka_config, &watch)?;
+            continue;
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(error = %e, "retry requests: consumer error");
+                continue;
+            }
+        };
+        watch.progressed();
+        let handling = watch.handling();
         let handled = until_done("handling a retry request", &shutdown, || {
             handle(&state, &message)
         })
@@ -75,6 +87,7 @@ pub async fn run(
         if let Err(e) = kafka::store_offset(&consumer, &message) {
             tracing::warn!(error = %e, "storing a retry request offset failed (partition revoked?)");
         }
+        drop(handling);
     }
     Ok(kafka::commit_and_close(consumer).await?)
 }

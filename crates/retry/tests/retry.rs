@@ -47,6 +47,7 @@ fn config(ctx: &TestContext, rules: &str, tiers: &[u64]) -> Config {
         tiers_secs: tiers.to_vec(),
         topic_replication: 1,
         kafka: ctx.kafka.clone(),
+        watch: Default::default(),
         mongo: ctx.mongo.clone(),
         telemetry: TelemetryConfig {
             format: LogFormat::Pretty,

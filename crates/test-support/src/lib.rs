@@ -6,6 +6,7 @@
 //! 3. neither: the test fails with a message naming the command that starts the stack. Never a silent skip.
 
 pub mod http;
+pub mod plain_kafka;
 pub mod secure_kafka;
 
 use std::future::Future;

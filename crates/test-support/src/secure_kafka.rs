@@ -37,7 +37,7 @@ pub struct SecureKafka {
     pub certificates: PathBuf,
 }
 
-fn kafka_libs() -> Result<PathBuf> {
+pub(crate) fn kafka_libs() -> Result<PathBuf> {
     if let Some(libs) = std::env::var_os("HERALD_KAFKA_LIBS") {
         return Ok(PathBuf::from(libs));
     }
@@ -57,11 +57,11 @@ fn kafka_libs() -> Result<PathBuf> {
     Ok(libs)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn run(command: &mut Command, what: &str) -> Result<String> {
+pub(crate) fn run(command: &mut Command, what: &str) -> Result<String> {
     let output = command
         .stdin(Stdio::null())
         .output()

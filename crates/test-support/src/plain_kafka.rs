@@ -1,0 +1,163 @@
+//! A plaintext Kafka broker of a test's own (KRaft, one node) on free loopback ports, which the test may SIGKILL
+//! and start again on the same ports and data directory: for tests of what survives a broker outage, which must
+//! not touch the shared stack. Stopped (by its pid) and removed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use herald_platform::kafka::check_metadata;
+use herald_platform::KafkaConfig;
+
+use crate::secure_kafka::{free_port, kafka_libs, run};
+use crate::{eventually, unique_name};
+
+/// A running (or killed) broker; see the module documentation.
+#[derive(Debug)]
+pub struct PlainKafka {
+    dir: PathBuf,
+    libs: PathBuf,
+    child: Option<Child>,
+    /// `127.0.0.1:<port>`, the same across restarts.
+    pub brokers: String,
+}
+
+impl PlainKafka {
+    /// Formats the storage, starts the broker and waits until it answers a metadata request.
+    pub async fn start() -> Result<Self> {
+        let libs = kafka_libs()?;
+        let dir = std::env::temp_dir().join(unique_name("herald-plain-kafka"));
+        std::fs::create_dir_all(&dir)?;
+        let (port, controller) = (free_port()?, free_port()?);
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             auto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=1\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n",
+            data = dir.join("data").display(),
+        );
+        std::fs::write(dir.join("server.properties"), properties)?;
+        std::fs::write(
+            dir.join("log4j.properties"),
+            "log4j.rootLogger=WARN, stdout\n\
+             log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n\
+             log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n\
+             log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n",
+        )?;
+        let mut kafka = Self {
+            dir,
+            libs,
+            child: None,
+            brokers: format!("127.0.0.1:{port}"),
+        };
+        let cluster_id = run(
+            kafka.java("kafka.tools.StorageTool").arg("random-uuid"),
+            "kafka-storage random-uuid",
+        )?;
+        let properties = kafka.dir.join("server.properties");
+        run(
+            kafka
+                .java("kafka.tools.StorageTool")
+                .args(["format", "-t", cluster_id.trim(), "-c"])
+                .arg(&properties),
+            "kafka-storage format",
+        )?;
+        kafka.restart().await?;
+        Ok(kafka)
+    }
+
+    fn java(&self, main: &str) -> Command {
+        let mut command = Command::new("java");
+        command
+            .arg("-Xmx384m")
+            .arg(format!(
+                "-Dlog4j.configuration=file:{}",
+                self.dir.join("log4j.properties").display()
+            ))
+            .arg(format!("-Dkafka.logs.dir={}", self.dir.display()))
+            .arg("-cp")
+            .arg(format!("{}/*", self.libs.display()))
+            .arg(main);
+        command
+    }
+
+    /// A Kafka configuration of this broker under `topic_prefix`.
+    pub fn config(&self, topic_prefix: &str) -> KafkaConfig {
+        KafkaConfig::new(&self.brokers, topic_prefix)
+    }
+
+    /// SIGKILLs the broker (only the process this started, by its handle) and waits until it is gone.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the broker (again) on the same ports and data directory and waits until it answers.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("kafka.log"))?;
+        let child = self
+            .java("kafka.Kafka")
+            .arg(self.dir.join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting the Kafka broker")?;
+        self.child = Some(child);
+        let config = self.config("");
+        let log_path = self.dir.join("kafka.log");
+        eventually(
+            Duration::from_secs(90),
+            "the test's Kafka broker to answer",
+            || {
+                let config = config.clone();
+                let log_path = log_path.clone();
+                async move {
+                    check_metadata(&config, Duration::from_secs(3))
+                        .await
+                        .map_err(|e| {
+                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                            let tail: String =
+                                log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
+                            format!("{e}; broker log tail: {tail}")
+                        })
+                }
+            },
+        )
+        .await;
+        Ok(())
+    }
+}
+
+impl Drop for PlainKafka {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill() {
+            eprintln!("stopping the test's Kafka broker: {e}");
+        }
+        if self.dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("removing the test's Kafka directory: {e}");
+            }
+        }
+    }
+}
