@@ -75,6 +75,7 @@ async fn spawn_retry(
         rules: RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("{e:?}"))?,
         tiers_secs: tiers.to_vec(),
         topic_replication: 1,
+        watch: Default::default(),
         kafka: ctx.kafka.clone(),
         mongo: ctx.mongo.clone(),
         telemetry: TelemetryConfig {
