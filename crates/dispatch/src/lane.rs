@@ -204,6 +204,8 @@ impl Router {
                         tracing::warn!(error = %e, "kafka consumer error");
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
+                            // A stuck consumer reports errors too (AllBrokersDown): rebuild without waiting.
+                            _ = self.watch.stuck() => self.rebuild().await,
                             _ = tokio::time::sleep(recv_backoff) => {}
                         }
                         recv_backoff = (recv_backoff * 2).min(Duration::from_secs(5));
