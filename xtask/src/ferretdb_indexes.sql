@@ -10,13 +10,21 @@
 -- `fastupdate = off`: Herald looks an event up right after inserting it, and a pending list would be scanned
 -- linearly until it is merged.
 --
--- An event trigger adds the two indexes to every table FerretDB creates from now on; the DO block adds them to the
+-- The tables of `events` collections (FerretDB names a table after its collection: `events_<hash>`) also get one
+-- per list filter of herald-query (`userId`, `status`, `eventType`, `channel`, `priority`), the equalities FerretDB
+-- pushes down for `GET /api/logs` and `GET /api/dead-letters`. FerretDB 1.24 pushes down neither ranges, sorts nor
+-- limits (a filtered find fetches every row the equalities match and sorts them in Go), so these turn a list's
+-- cost from the size of the table into the number of events its filter matches. PostgreSQL combines two of them
+-- (BitmapAnd) for `userId` + `status`. Other tables do not pay for them on every write.
+--
+-- An event trigger adds the indexes to every table FerretDB creates from now on; the DO block adds them to the
 -- tables that already exist. Neither may ever fail FerretDB's own statement: problems become warnings.
 
 CREATE OR REPLACE FUNCTION herald_index_ferretdb_table(target regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     name text := (SELECT relname FROM pg_class WHERE oid = target);
+    field text;
 BEGIN
     IF name LIKE '\_ferretdb%' OR NOT EXISTS (
         SELECT 1 FROM pg_attribute WHERE attrelid = target AND attname = '_jsonb' AND NOT attisdropped
@@ -27,6 +35,12 @@ BEGIN
                    left(name, 40) || '_herald_event_id', target);
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
                    left(name, 40) || '_herald_id', target);
+    IF name ~ '^events_[0-9a-f]{8}$' THEN
+        FOREACH field IN ARRAY ARRAY['userId', 'status', 'eventType', 'channel', 'priority'] LOOP
+            EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
+                           left(name, 40) || '_herald_' || lower(field), target, field);
+        END LOOP;
+    END IF;
 EXCEPTION WHEN others THEN
     RAISE WARNING 'herald: indexing % failed: %', target, SQLERRM;
 END $$;

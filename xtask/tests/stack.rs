@@ -1,6 +1,7 @@
 //! The native stack's PostgreSQL under FerretDB (`xtask/src/ferretdb_indexes.sql`): every collection FerretDB
-//! creates gets GIN indexes that its pushed-down lookups by `eventId` and `_id` use, and the server plans prepared
-//! statements with their values, which those lookups need to use them.
+//! creates gets GIN indexes that its pushed-down lookups by `eventId` and `_id` use, an `events` collection also one
+//! per list filter of herald-query, and the server plans prepared statements with their values, which those lookups
+//! need to use them.
 //!
 //! Runs against the stack `cargo xtask test` started; PostgreSQL's port is `HERALD_POSTGRES_PORT` (default 5432),
 //! as for the stack itself.
@@ -44,27 +45,47 @@ async fn a_new_collection_gets_the_indexes_its_lookups_use() {
     let db = client.database(&name);
     let events = db.collection::<Document>("events");
     let docs: Vec<Document> = (0..2_000)
-        .map(|i| doc! { "_id": format!("k{i}"), "eventId": format!("e{i}"), "status": "QUEUED" })
+        .map(|i| {
+            doc! {
+                "_id": format!("k{i}"), "eventId": format!("e{i}"), "userId": format!("u{}", i % 100),
+                "status": if i % 10 == 0 { "DEAD_LETTERED" } else { "QUEUED" },
+                "eventType": "order.shipped", "channel": "sms", "priority": "default",
+            }
+        })
         .collect();
     events.insert_many(docs).await.expect("insert");
+    // Another collection gets only the lookup indexes: the list filters are the events table's.
+    db.collection::<Document>("claims")
+        .insert_one(doc! { "_id": "c1", "eventId": "e1" })
+        .await
+        .expect("insert a claim");
 
-    let indexes = psql(&format!(
-        "select indexname from pg_indexes where schemaname = '{name}' and indexname like '%_herald_%' order by 1"
-    ));
-    let indexes: Vec<&str> = indexes.lines().collect();
+    let herald_indexes = |table: &str| {
+        let listed = psql(&format!(
+            "select indexname from pg_indexes where schemaname = '{name}' and tablename like '{table}\\_%' \
+             and indexname like '%_herald_%' order by 1"
+        ));
+        let mut suffixes: Vec<String> = listed
+            .lines()
+            .filter_map(|i| i.split_once("_herald_").map(|(_, s)| s.to_owned()))
+            .collect();
+        suffixes.sort();
+        suffixes
+    };
     assert_eq!(
-        indexes.len(),
-        2,
-        "the events table's GIN indexes: {indexes:?}"
+        herald_indexes("events"),
+        [
+            "channel",
+            "event_id",
+            "eventtype",
+            "id",
+            "priority",
+            "status",
+            "userid"
+        ],
+        "the events table's GIN indexes"
     );
-    assert!(
-        indexes.iter().any(|i| i.ends_with("_herald_event_id")),
-        "{indexes:?}"
-    );
-    assert!(
-        indexes.iter().any(|i| i.ends_with("_herald_id")),
-        "{indexes:?}"
-    );
+    assert_eq!(herald_indexes("claims"), ["event_id", "id"]);
 
     // FerretDB's own plan for a lookup by eventId uses the index.
     let explained = db
@@ -78,6 +99,36 @@ async fn a_new_collection_gets_the_indexes_its_lookups_use() {
         plan.as_deref()
             .is_ok_and(|p| p.contains("_herald_event_id")),
         "{plan:?}"
+    );
+    // A list filter's equalities are pushed down and served by the field indexes (both, for two fields).
+    let explained = db
+        .run_command(doc! { "explain": {
+            "find": "events", "filter": { "userId": "u7", "status": "DEAD_LETTERED" },
+            "sort": { "createdAt": -1, "eventId": -1 },
+        } })
+        .await
+        .expect("explain");
+    let plan = explained
+        .get_document("queryPlanner")
+        .map(|p| p.to_string());
+    assert!(
+        plan.as_deref().is_ok_and(|p| p.contains("_herald_userid")),
+        "{plan:?}"
+    );
+    assert_eq!(
+        events
+            .count_documents(doc! { "userId": "u7", "status": "DEAD_LETTERED" })
+            .await
+            .expect("count"),
+        0,
+        "u7's events are all QUEUED (i % 100 == 7 is never i % 10 == 0)"
+    );
+    assert_eq!(
+        events
+            .count_documents(doc! { "userId": "u10", "status": "DEAD_LETTERED" })
+            .await
+            .expect("count"),
+        20
     );
     let found = events
         .find_one(doc! { "eventId": "e1234" })

@@ -3,16 +3,16 @@
 //! ```text
 //! MONGODB_URI=mongodb://127.0.0.1:27017 cargo run --release -p herald-query --example query_bench -- \
 //!     [--events 100000] [--requests 50] [--budget-secs 60] [--database herald_bench] [--reuse] \
-//!     [--selective-only]
+//!     [--selective-only] [--json FILE]
 //! ```
 //!
 //! The query service runs in-process on a free port, as in production (it creates the indexes before the seed
-//! goes in, so the seed pays for index upkeep as real writes do). Each scenario sends its requests one after the
-//! other and reports p50/p90/p99/max; a scenario stops early once it has spent `--budget-secs` (FerretDB
-//! answers some of them in tens of seconds at 100,000 events), and says how many it measured. `--reuse` keeps a database seeded by an earlier run with as many events.
-//! `--selective-only` runs only the requests that select few events (a user's, one event), which are the only
-//! ones FerretDB answers in reasonable time at a million events. The last part compares the two ways of computing `/api/stats` on the server: one `$group` aggregation, or a
-//! `count_documents` per status, channel and priority.
+//! goes in, so the seed pays for index upkeep as real writes do). Each request kind is sent `--requests` times,
+//! one after the other, and reported with p50/p90/p99/max and `matches`, how many seeded events its filter
+//! selects (computed from the seed, not counted on the server). A kind stops early once it has spent
+//! `--budget-secs`, and says how many it measured. `--reuse` keeps a database seeded by an earlier run with as
+//! many events. `--selective-only` leaves out the kinds whose filter matches a large part of the events.
+//! `--json FILE` writes one entry per kind: `{"name", "p50_ms", "p99_ms", "matches", "n"}`.
 
 // A benchmark's report is what it prints.
 #![allow(clippy::print_stdout)]
@@ -32,8 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 const BATCH: usize = 1_000;
 
-/// A scenario: its name, and the path of its k-th request.
-type Scenario = (&'static str, Box<dyn Fn(usize) -> String>);
 const N_USERS: u64 = 1_000;
 const DAYS: i64 = 30;
 
@@ -45,6 +43,7 @@ struct Args {
     database: String,
     reuse: bool,
     selective_only: bool,
+    json: Option<std::path::PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -55,6 +54,7 @@ fn args() -> Result<Args> {
         database: "herald_bench".into(),
         reuse: false,
         selective_only: false,
+        json: None,
     };
     let mut raw = std::env::args().skip(1);
     while let Some(flag) = raw.next() {
@@ -66,56 +66,78 @@ fn args() -> Result<Args> {
             "--database" => args.database = value()?,
             "--reuse" => args.reuse = true,
             "--selective-only" => args.selective_only = true,
+            "--json" => args.json = Some(value()?.into()),
             other => bail!("unknown argument {other}; see the header of query_bench.rs"),
         }
     }
     Ok(args)
 }
 
-/// Event `i` of `n`: a thousand users, every status, channel and priority, spread over thirty days.
-fn record(i: u64, n: u64, end: DateTime<Utc>) -> Result<EventRecord> {
+/// What the requests filter on, of event `i` of `n`: a thousand users, every status, channel and priority, spread
+/// over thirty days that end at `end`.
+#[derive(Debug, Clone)]
+struct Shape {
+    user_id: String,
+    event_type: &'static str,
+    channel: Option<Channel>,
+    priority: Priority,
+    status: Status,
+    created_at: DateTime<Utc>,
+}
+
+fn shape(i: u64, n: u64, end: DateTime<Utc>) -> Shape {
     let span_ms = DAYS * 86_400_000;
     let offset = (i as i64 * span_ms) / n.max(1) as i64;
-    let created_at = end - chrono::Duration::milliseconds(span_ms - offset);
-    let channel = match i % 4 {
-        0 => Some(Channel::Email),
-        1 => Some(Channel::Sms),
-        2 => Some(Channel::Webhook),
-        _ => None,
-    };
-    let event = Event {
-        event_id: EventId::parse(&format!("bench-{i:08}"))?,
-        user_id: Some(format!("user-{}", (i * 7_919) % N_USERS)),
-        event_type: Some(
-            ["order.shipped", "user.signup", "password.reset"][(i % 3) as usize].into(),
-        ),
-        channel,
+    Shape {
+        user_id: format!("user-{}", (i * 7_919) % N_USERS),
+        event_type: ["order.shipped", "user.signup", "password.reset"][(i % 3) as usize],
+        channel: match i % 4 {
+            0 => Some(Channel::Email),
+            1 => Some(Channel::Sms),
+            2 => Some(Channel::Webhook),
+            _ => None,
+        },
         priority: if i % 10 == 0 {
             Priority::Critical
         } else {
             Priority::Default
         },
+        // Mostly delivered, as in a healthy system.
+        status: match i % 20 {
+            0 => Status::DeadLettered,
+            1 => Status::RetryScheduled,
+            2 => Status::Queued,
+            3 => Status::Recorded,
+            _ => Status::Delivered,
+        },
+        created_at: end - chrono::Duration::milliseconds(span_ms - offset),
+    }
+}
+
+fn record(i: u64, n: u64, end: DateTime<Utc>) -> Result<EventRecord> {
+    let shape = shape(i, n, end);
+    let event = Event {
+        event_id: EventId::parse(&format!("bench-{i:08}"))?,
+        user_id: Some(shape.user_id),
+        event_type: Some(shape.event_type.into()),
+        channel: shape.channel,
+        priority: shape.priority,
         payload: json!({"to": format!("user{i}@example.com"), "subject": "Your order", "text": "Shipped."}),
         metadata: Some(json!({"source": "bench"})),
-        created_at,
+        created_at: shape.created_at,
     };
     let mut record = EventRecord::pending(&event);
-    // Mostly delivered, as in a healthy system.
-    record.status = match i % 20 {
-        0 => Status::DeadLettered,
-        1 => Status::RetryScheduled,
-        2 => Status::Queued,
-        3 => Status::Recorded,
-        _ => Status::Delivered,
-    };
+    record.status = shape.status;
     record.attempt_count = 1;
-    record.updated_at = created_at;
+    record.updated_at = shape.created_at;
     Ok(record)
 }
 
-async fn seed(db: &mongodb::Database, n: u64) -> Result<()> {
+/// Where a seed's `end` is kept, so that `--reuse` knows which events a date filter selects.
+const META: &str = "bench_meta";
+
+async fn seed(db: &mongodb::Database, n: u64, end: DateTime<Utc>) -> Result<()> {
     let events = db.collection::<EventRecord>(EVENTS);
-    let end = Utc::now();
     let started = Instant::now();
     let mut i = 0;
     while i < n {
@@ -132,36 +154,59 @@ async fn seed(db: &mongodb::Database, n: u64) -> Result<()> {
             );
         }
     }
+    db.collection::<Document>(META)
+        .insert_one(doc! { "_id": "seed", "n": n as i64, "endMs": end.timestamp_millis() })
+        .await?;
     Ok(())
 }
 
-/// p50, p90, p99 and max of `samples`, in milliseconds.
-fn report(name: &str, mut samples: Vec<Duration>, n_failed: usize) {
+/// One request kind's figures, as `--json` writes them.
+#[derive(Debug, serde::Serialize)]
+struct Entry {
+    name: String,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    matches: u64,
+    /// How many requests were measured (fewer than asked when the budget ran out).
+    n: usize,
+    n_failed: usize,
+}
+
+/// Prints p50, p90, p99 and max of `samples`, in milliseconds, and returns the entry.
+fn report(name: &str, matches: u64, mut samples: Vec<Duration>, n_failed: usize) -> Entry {
+    let mut entry = Entry {
+        name: name.to_owned(),
+        p50_ms: None,
+        p99_ms: None,
+        matches,
+        n: samples.len(),
+        n_failed,
+    };
     if samples.is_empty() {
-        println!("{name:<52} no answer ({n_failed} failed)");
-        return;
+        println!("{name:<58} matches={matches:<8} no answer ({n_failed} failed)");
+        return entry;
     }
     samples.sort();
     let pick = |q: f64| {
         let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[index].as_secs_f64() * 1_000.0
+        (samples[index].as_secs_f64() * 10_000.0).round() / 10.0
     };
-    let mean =
-        samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64 * 1_000.0;
+    entry.p50_ms = Some(pick(0.50));
+    entry.p99_ms = Some(pick(0.99));
     println!(
-        "{name:<52} n={:<4} p50={:>9.1} ms  p90={:>9.1} ms  p99={:>9.1} ms  max={:>9.1} ms  mean={:>9.1} ms{}",
+        "{name:<58} matches={matches:<8} n={:<4} p50={:>9.1} ms  p90={:>9.1} ms  p99={:>9.1} ms  max={:>9.1} ms{}",
         samples.len(),
         pick(0.50),
         pick(0.90),
         pick(0.99),
         pick(1.0),
-        mean,
         if n_failed > 0 {
             format!("  ({n_failed} failed)")
         } else {
             String::new()
         }
     );
+    entry
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<(Duration, Value)> {
@@ -176,19 +221,128 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<(Duration, Value)> {
     Ok((took, body))
 }
 
+/// A request kind: its name, its query string (`None` for the by-id lookup), which seeded events it selects, and
+/// whether it walks by cursor (each measured request continues the previous page) instead of repeating page 1.
+struct Kind {
+    name: &'static str,
+    query: String,
+    selects: Box<dyn Fn(&Shape) -> bool>,
+    walk: bool,
+    selective: bool,
+}
+
+fn kind(
+    name: &'static str,
+    query: impl Into<String>,
+    walk: bool,
+    selects: impl Fn(&Shape) -> bool + 'static,
+) -> Kind {
+    Kind {
+        name,
+        query: query.into(),
+        selects: Box::new(selects),
+        walk,
+        selective: true,
+    }
+}
+
+/// The request kinds: one event, lists by every filter and some combinations (first pages and cursor walks),
+/// unselective lists, and stats.
+fn kinds(end: DateTime<Utc>) -> Vec<Kind> {
+    let day = (end - chrono::Duration::days(10)).date_naive();
+    let day_start = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let in_day = move |s: &Shape| {
+        day_start.is_some_and(|d| s.created_at >= d && s.created_at < d + chrono::Duration::days(1))
+    };
+    let user = |s: &Shape| s.user_id == "user-1";
+    let dead = |s: &Shape| s.status == Status::DeadLettered;
+    let unselective = |mut k: Kind| {
+        k.selective = false;
+        k
+    };
+    vec![
+        kind("userId, page 1", "userId=user-1", false, user),
+        kind("userId, cursor pages", "userId=user-1", true, user),
+        kind(
+            "userId, page 1 with total=true",
+            "userId=user-1&total=true",
+            false,
+            user,
+        ),
+        kind(
+            "userId + status=DELIVERED, page 1",
+            "userId=user-1&status=DELIVERED",
+            false,
+            move |s| user(s) && s.status == Status::Delivered,
+        ),
+        kind(
+            "status=DEAD_LETTERED, page 1",
+            "status=DEAD_LETTERED",
+            false,
+            dead,
+        ),
+        kind(
+            "status=DEAD_LETTERED, cursor pages",
+            "status=DEAD_LETTERED",
+            true,
+            dead,
+        ),
+        kind(
+            "priority=critical + status=DEAD_LETTERED, page 1",
+            "priority=critical&status=DEAD_LETTERED",
+            false,
+            move |s| s.priority == Priority::Critical && dead(s),
+        ),
+        kind(
+            "eventType=password.reset + status=DEAD_LETTERED, cursor pages",
+            "eventType=password.reset&status=DEAD_LETTERED",
+            true,
+            move |s| s.event_type == "password.reset" && dead(s),
+        ),
+        kind(
+            "channel=email + status=DEAD_LETTERED, page 1",
+            "channel=email&status=DEAD_LETTERED",
+            false,
+            move |s| s.channel == Some(Channel::Email) && dead(s),
+        ),
+        unselective(kind(
+            "channel=sms + from/to (one day), page 1",
+            format!("channel=sms&from={day}&to={day}"),
+            false,
+            move |s| s.channel == Some(Channel::Sms) && in_day(s),
+        )),
+        unselective(kind(
+            "priority=critical, page 1",
+            "priority=critical",
+            false,
+            |s| s.priority == Priority::Critical,
+        )),
+        unselective(kind("no filter, page 1", "", false, |_| true)),
+        unselective(kind(
+            "status=DELIVERED, limit=100, cursor pages",
+            "status=DELIVERED&limit=100",
+            true,
+            |s| s.status == Status::Delivered,
+        )),
+    ]
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = args()?;
     let uri = std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into());
     let mongo_config = MongoConfig::new(uri, &args.database);
     let db = mongo::connect(&mongo_config, "query-bench").await?;
-    let existing = db
-        .collection::<Document>(EVENTS)
-        .estimated_document_count()
-        .await?;
-    let reuse = args.reuse && existing == args.n_events;
+    let seeded = db
+        .collection::<Document>(META)
+        .find_one(doc! { "_id": "seed" })
+        .await?
+        .filter(|meta| meta.get_i64("n").ok() == Some(args.n_events as i64))
+        .and_then(|meta| meta.get_i64("endMs").ok())
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let reuse = args.reuse && seeded.is_some();
     if !reuse {
-        db.collection::<Document>(EVENTS).drop().await?;
+        db.drop().await?;
     }
 
     let mut config = Config::for_test(mongo_config);
@@ -198,199 +352,153 @@ async fn main() -> Result<()> {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
-    if reuse {
-        eprintln!("reusing {existing} events in {}", args.database);
-    } else {
-        seed(&db, args.n_events).await?;
-    }
+    let end = match seeded.filter(|_| reuse) {
+        Some(end) => {
+            eprintln!("reusing {} events in {}", args.n_events, args.database);
+            end
+        }
+        None => {
+            let end = Utc::now();
+            seed(&db, args.n_events, end).await?;
+            end
+        }
+    };
 
     let http = reqwest::Client::new();
     let m = args.n_requests;
+    let n_events = args.n_events.max(1);
     println!(
-        "{} events, {m} requests per scenario, one at a time",
+        "{} events, {m} requests per kind, one at a time",
         args.n_events
     );
-    let n_events = args.n_events.max(1);
-    let scenarios: Vec<Scenario> = vec![
-        (
-            "userId (about n/1000 events), page 1, with total",
-            Box::new(|k| format!("/api/logs?userId=user-{}", k % 1000)),
-        ),
-        (
-            "userId + status=DELIVERED, page 1, with total",
-            Box::new(|k| format!("/api/logs?userId=user-{}&status=DELIVERED", k % 1000)),
-        ),
-        (
-            "status=DEAD_LETTERED (n/20), page 1, with total",
-            Box::new(|_| "/api/logs?status=DEAD_LETTERED".into()),
-        ),
-        (
-            "no filter, page 1, with total",
-            Box::new(|_| "/api/logs".into()),
-        ),
-        (
-            "channel=sms + from/to (one day), page 1, with total",
-            Box::new(|_| {
-                let day = Utc::now() - chrono::Duration::days(10);
-                format!(
-                    "/api/logs?channel=sms&from={}&to={}",
-                    day.format("%Y-%m-%d"),
-                    day.format("%Y-%m-%d")
-                )
-            }),
-        ),
-        (
-            "detail /api/logs/{id}",
-            Box::new(move |k| format!("/api/logs/bench-{:08}", (k as u64 * 7_777) % n_events)),
-        ),
-    ];
     let budget = args.budget;
-    for (name, path) in &scenarios {
-        let selective = name.starts_with("userId") || name.starts_with("detail");
-        if args.selective_only && !selective {
+    let mut entries = Vec::new();
+
+    let mut samples = Vec::with_capacity(m);
+    let mut n_failed = 0;
+    for k in 0..m {
+        let url = format!("{base}/api/logs/bench-{:08}", (k as u64 * 7_777) % n_events);
+        match get(&http, &url).await {
+            Ok((took, _)) => samples.push(took),
+            Err(e) => {
+                n_failed += 1;
+                eprintln!("by id: {e}");
+            }
+        }
+    }
+    entries.push(report("by id", 1, samples, n_failed));
+
+    let shapes: Vec<Shape> = (0..args.n_events)
+        .map(|i| shape(i, args.n_events, end))
+        .collect();
+    for kind in kinds(end) {
+        if args.selective_only && !kind.selective {
             continue;
         }
+        let matches = shapes.iter().filter(|s| (kind.selects)(s)).count() as u64;
+        let path = |cursor: Option<&str>| {
+            let mut query = kind.query.clone();
+            if let Some(cursor) = cursor {
+                if !query.is_empty() {
+                    query.push('&');
+                }
+                query.push_str("cursor=");
+                query.push_str(cursor);
+            }
+            format!("{base}/api/logs?{query}")
+        };
         let mut samples = Vec::with_capacity(m);
         let mut n_failed = 0;
+        let mut cursor: Option<String> = None;
+        if kind.walk {
+            // The first page is not measured: each measured request continues the walk.
+            match get(&http, &path(None)).await {
+                Ok((_, body)) => {
+                    cursor = body["pagination"]["nextCursor"].as_str().map(str::to_owned)
+                }
+                Err(e) => eprintln!("{}: {e}", kind.name),
+            }
+        }
+        // The budget starts after the unmeasured first page, so that a slow one still leaves a measured page.
         let started = Instant::now();
-        for k in 0..m {
+        for _ in 0..m {
+            if started.elapsed() > budget || (kind.walk && cursor.is_none()) {
+                break;
+            }
+            match get(&http, &path(cursor.as_deref())).await {
+                Ok((took, body)) => {
+                    samples.push(took);
+                    if kind.walk {
+                        cursor = body["pagination"]["nextCursor"].as_str().map(str::to_owned);
+                    }
+                }
+                Err(e) => {
+                    n_failed += 1;
+                    eprintln!("{}: {e}", kind.name);
+                }
+            }
+        }
+        entries.push(report(kind.name, matches, samples, n_failed));
+    }
+
+    let day = (end - chrono::Duration::days(10))
+        .format("%Y-%m-%d")
+        .to_string();
+    let stats: Vec<(&str, String, u64)> = vec![
+        ("stats all", String::new(), args.n_events),
+        (
+            "stats one day",
+            format!("from={day}&to={day}"),
+            shapes
+                .iter()
+                .filter(|s| s.created_at.format("%Y-%m-%d").to_string() == day)
+                .count() as u64,
+        ),
+        (
+            "stats last 7 days",
+            format!(
+                "from={}",
+                (end - chrono::Duration::days(7))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            shapes
+                .iter()
+                .filter(|s| s.created_at >= end - chrono::Duration::days(7))
+                .count() as u64,
+        ),
+    ];
+    for (name, query, matches) in stats {
+        let mut samples = Vec::new();
+        let mut n_failed = 0;
+        let started = Instant::now();
+        for _ in 0..m {
             if started.elapsed() > budget {
                 break;
             }
-            let url = format!("{base}{}", path(k));
-            match get(&http, &url).await {
-                Ok((took, _)) => samples.push(took),
+            match get(&http, &format!("{base}/api/stats?{query}")).await {
+                Ok((took, body)) => {
+                    samples.push(took);
+                    if body["total"].as_u64() != Some(matches) {
+                        eprintln!(
+                            "{name}: total {} where the seed has {matches}",
+                            body["total"]
+                        );
+                    }
+                }
                 Err(e) => {
                     n_failed += 1;
                     eprintln!("{name}: {e}");
                 }
             }
         }
-        report(name, samples, n_failed);
+        entries.push(report(name, matches, samples, n_failed));
     }
 
-    // A user's events, walked by cursor ten at a time.
-    let mut samples = Vec::with_capacity(m);
-    let (_, mut page) = get(&http, &format!("{base}/api/logs?userId=user-1")).await?;
-    for _ in 0..m {
-        let Some(cursor) = page["pagination"]["nextCursor"].as_str().map(str::to_owned) else {
-            break;
-        };
-        let (took, next) = get(
-            &http,
-            &format!("{base}/api/logs?userId=user-1&cursor={cursor}"),
-        )
-        .await?;
-        samples.push(took);
-        page = next;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&entries)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
     }
-    report("userId, cursor walk (no total)", samples, 0);
-    if args.selective_only {
-        shutdown.cancel();
-        server.await??;
-        return Ok(());
-    }
-
-    // A keyset walk: each page after the first carries the previous nextCursor and skips the count.
-    let mut samples = Vec::with_capacity(m);
-    let (_, mut page) = get(
-        &http,
-        &format!("{base}/api/logs?status=DELIVERED&limit=100"),
-    )
-    .await?;
-    let started = Instant::now();
-    for _ in 0..m {
-        if started.elapsed() > budget {
-            break;
-        }
-        let Some(cursor) = page["pagination"]["nextCursor"].as_str().map(str::to_owned) else {
-            break;
-        };
-        let (took, next) = get(
-            &http,
-            &format!("{base}/api/logs?status=DELIVERED&limit=100&cursor={cursor}"),
-        )
-        .await?;
-        samples.push(took);
-        page = next;
-    }
-    report(
-        "status=DELIVERED, limit=100, cursor walk (no total)",
-        samples,
-        0,
-    );
-
-    let stats_runs = m.clamp(1, 10);
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    for _ in 0..stats_runs {
-        if started.elapsed() > budget {
-            break;
-        }
-        samples.push(get(&http, &format!("{base}/api/stats")).await?.0);
-    }
-    report("/api/stats ($group aggregation, as served)", samples, 0);
-
-    // The alternative /api/stats, measured on the driver: one count_documents per value (record-only events
-    // are the total less the channels).
-    let events = db.collection::<Document>(EVENTS);
-    let mut samples = Vec::new();
-    let all_started = Instant::now();
-    for _ in 0..stats_runs {
-        if all_started.elapsed() > budget {
-            break;
-        }
-        let started = Instant::now();
-        for status in Status::ALL {
-            events
-                .count_documents(doc! { "status": status.as_str() })
-                .await?;
-        }
-        for channel in Channel::ALL {
-            events
-                .count_documents(doc! { "channel": channel.as_str() })
-                .await?;
-        }
-        events.count_documents(doc! {}).await?;
-        for priority in Priority::ALL {
-            events
-                .count_documents(doc! { "priority": priority.as_str() })
-                .await?;
-        }
-        samples.push(started.elapsed());
-    }
-    report("stats as 13 count_documents (not served)", samples, 0);
-
-    // Where the time of an unfiltered first page goes: the sorted find, and the count.
-    let parts: Vec<(&str, Document)> = vec![
-        ("driver: status=DELIVERED", doc! { "status": "DELIVERED" }),
-        ("driver: no filter", doc! {}),
-    ];
-    for (name, filter) in parts {
-        let mut finds = Vec::new();
-        let mut counts = Vec::new();
-        let started = Instant::now();
-        for _ in 0..stats_runs {
-            if started.elapsed() > budget {
-                break;
-            }
-            let t = Instant::now();
-            let mut cursor = events
-                .find(filter.clone())
-                .sort(doc! { "createdAt": -1, "eventId": -1 })
-                .limit(11)
-                .projection(doc! { "attempts": 0, "timeline": 0 })
-                .await?;
-            while cursor.advance().await? {}
-            finds.push(t.elapsed());
-            let t = Instant::now();
-            events.count_documents(filter.clone()).await?;
-            counts.push(t.elapsed());
-        }
-        report(&format!("{name}, sorted find limit 11"), finds, 0);
-        report(&format!("{name}, count_documents"), counts, 0);
-    }
-
     shutdown.cancel();
     server.await??;
     Ok(())

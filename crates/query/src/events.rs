@@ -335,6 +335,7 @@ mod tests {
             order,
             limit: 10,
             position: Position::After(Cursor::after(order, &filters, at(5_000), id.clone())),
+            with_total: false,
         };
         let t = bson::DateTime::from_millis;
         assert_eq!(

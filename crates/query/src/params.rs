@@ -69,6 +69,8 @@ pub struct ListQuery {
     pub order: SortOrder,
     pub limit: u32,
     pub position: Position,
+    /// Whether the client asked for `total` (`total=true`), which counts every matching event.
+    pub with_total: bool,
 }
 
 impl ListQuery {
@@ -134,6 +136,10 @@ pub struct ListParams {
     /// `nextCursor` of the previous page (keyset pagination: no gaps or repeats while events arrive, no total).
     /// Repeat the same filters with it; `sort` may be left out.
     cursor: Option<String>,
+    /// `true` to count every matching event into `total` and `pages`. Without it they are given only when the
+    /// page itself tells them (the last page); counting costs as much as reading every match.
+    #[param(value_type = Option<bool>)]
+    total: Option<String>,
 }
 
 /// Collects the problems of one request.
@@ -191,7 +197,7 @@ fn slots<const N: usize>(
     slots
 }
 
-const LIST_NAMES: [&str; 14] = [
+const LIST_NAMES: [&str; 15] = [
     "userId",
     "eventType",
     "activityType",
@@ -206,11 +212,12 @@ const LIST_NAMES: [&str; 14] = [
     "limit",
     "sort",
     "cursor",
+    "total",
 ];
 
 /// Reads the raw parameters of `GET /api/logs`.
 fn list_params(pairs: Vec<(String, String)>, problems: &mut Problems) -> ListParams {
-    let [user_id, event_type, activity_type, channel, priority, status, from, start_date, to, end_date, page, limit, sort, cursor] =
+    let [user_id, event_type, activity_type, channel, priority, status, from, start_date, to, end_date, page, limit, sort, cursor, total] =
         slots(pairs, LIST_NAMES, problems);
     ListParams {
         user_id,
@@ -227,6 +234,7 @@ fn list_params(pairs: Vec<(String, String)>, problems: &mut Problems) -> ListPar
         limit,
         sort,
         cursor,
+        total,
     }
 }
 
@@ -289,6 +297,14 @@ pub fn parse_list(pairs: Vec<(String, String)>) -> Result<ListQuery, Vec<FieldEr
     let cursor = raw
         .cursor
         .and_then(|v| problems.check("cursor", Cursor::decode(&v)));
+    let with_total = raw.total.and_then(|v| {
+        let asked = match v.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        };
+        problems.check("total", asked)
+    });
     let filters = Filters {
         user_id,
         event_type,
@@ -345,6 +361,7 @@ pub fn parse_list(pairs: Vec<(String, String)>) -> Result<ListQuery, Vec<FieldEr
         order,
         limit: limit.unwrap_or(DEFAULT_LIMIT),
         position: position.unwrap_or(Position::Page(1)),
+        with_total: with_total.unwrap_or(false),
     })
 }
 
@@ -552,6 +569,9 @@ mod tests {
         assert_eq!(fields("userId="), ["userId"]);
         assert_eq!(fields("eventType=a&activityType=a"), ["activityType"]);
         assert_eq!(fields("sort=name"), ["sort"]);
+        assert_eq!(fields("total=yes"), ["total"]);
+        assert!(list("total=true").expect("valid").with_total);
+        assert!(!list("").expect("valid").with_total);
         assert_eq!(
             fields("limit=0&page=0&status=x&channel=y&priority=z&from=w&colour=red"),
             ["channel", "colour", "from", "limit", "page", "priority", "status"]

@@ -54,9 +54,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
 
 /// List events.
 ///
-/// Filters combine (all must match). Offset pagination (`page`) answers with `total` and `pages`; keyset
-/// pagination (`cursor`, from the previous page's `nextCursor`) answers without them, costs the same on every
-/// page and never skips or repeats an event while new ones arrive.
+/// Filters combine (all must match). Offset pagination (`page`) and keyset pagination (`cursor`, from the
+/// previous page's `nextCursor`, which costs the same on every page and never skips or repeats an event while new
+/// ones arrive). `total` and `pages` are given on the last page, and on any page with `total=true` (which counts
+/// every matching event); otherwise they are null.
 #[utoipa::path(
     get,
     path = "/api/logs",
@@ -80,14 +81,19 @@ async fn list_logs(
     let query = params::parse_list(params::pairs(raw.as_deref())).map_err(ApiError::Validation)?;
     let mongo = |e| ApiError::from_mongo(e, state.request_timeout);
     let page = state.reader.page(&query).await.map_err(mongo)?;
-    // The total is counted only for offset pages, and only when the page does not already tell it (a last
-    // page): counting is as expensive as the page itself on FerretDB, and a cursor walk has no use for it.
-    let total = match query.position {
-        Position::After(_) => None,
+    // The total is given when the page tells it (the last offset page) and counted only when asked for
+    // (`total=true`): a count reads every matching event (on FerretDB, fetches it), which an unselective list
+    // cannot afford on every page, and a cursor walk has no use for it.
+    let told = match query.position {
         Position::Page(number) if !page.more && (number == 1 || !page.events.is_empty()) => {
             Some(query.offset() + page.events.len() as u64)
         }
-        Position::Page(_) => Some(state.reader.count(&query.filters).await.map_err(mongo)?),
+        _ => None,
+    };
+    let total = match told {
+        Some(total) => Some(total),
+        None if query.with_total => Some(state.reader.count(&query.filters).await.map_err(mongo)?),
+        None => None,
     };
     let next_cursor = match page.events.last() {
         Some(last) if page.more => Some(

@@ -227,10 +227,11 @@ pub struct Pagination {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
     pub limit: u32,
-    /// How many events match the filters; absent with a cursor (counting is the expensive part of a page).
+    /// How many events match the filters: on the last page, or when asked for with `total=true`; absent
+    /// otherwise (counting reads every matching event, the expensive part of a page).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
-    /// How many pages of `limit` events that is; absent with a cursor.
+    /// How many pages of `limit` events that is; absent when `total` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pages: Option<u64>,
     /// Pass as `cursor` (with the same filters) for the events after this page; `null` on the last page.

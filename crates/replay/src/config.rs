@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_platform::http::HttpConfig;
+use herald_platform::store::retention::{
+    Retention, DEFAULT_DLQ_RETENTION_DAYS, DEFAULT_RETENTION_DAYS,
+};
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-replay` can be told. See `.env.example` for the variables.
@@ -31,6 +34,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `HERALD_AUTH`, `HERALD_API_KEYS`, `HERALD_API_KEYS_FILE`, `HERALD_CORS_ORIGINS`: see [`HttpConfig`].
     pub http: HttpConfig,
+    /// `HERALD_RETENTION_DAYS` (delivered and recorded events, after their last change; default 30) and
+    /// `HERALD_DLQ_RETENTION_DAYS` (dead letters, after they were dead-lettered; default 90), in whole days:
+    /// herald-replay deletes what is older.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -54,8 +61,17 @@ impl Config {
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
+            retention: Retention::from_days(
+                env.parse("HERALD_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+                env.parse("HERALD_DLQ_RETENTION_DAYS", DEFAULT_DLQ_RETENTION_DAYS),
+            ),
         };
         for (key, is_zero) in [
+            ("HERALD_RETENTION_DAYS", config.retention.events.is_zero()),
+            (
+                "HERALD_DLQ_RETENTION_DAYS",
+                config.retention.dead_letters.is_zero(),
+            ),
             ("HERALD_REPLAY_RATE_PER_SEC", config.rate_per_sec == 0),
             (
                 "HERALD_REQUEST_TIMEOUT_MS",

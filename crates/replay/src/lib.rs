@@ -48,6 +48,8 @@ pub struct AppState {
     tasks: TaskTracker,
     /// Set once the indexes exist. They only make reads fast, so requests are served without them.
     indexes_ready: Arc<AtomicBool>,
+    /// How long events are kept; the sweeper deletes what is older.
+    retention: retention::Retention,
 }
 
 impl AppState {
@@ -60,7 +62,8 @@ impl AppState {
         let created = async {
             mongo::ping(&self.db, INDEX_PING_TIMEOUT).await?;
             EventStore::ensure_indexes(&self.db).await?;
-            EventStore::ensure_dead_letter_index(&self.db).await
+            EventStore::ensure_dead_letter_index(&self.db).await?;
+            EventStore::ensure_retention_indexes(&self.db).await
         };
         match created.await {
             Ok(()) => {
@@ -99,6 +102,7 @@ impl App {
             db,
             tasks: TaskTracker::new(),
             indexes_ready: Arc::new(AtomicBool::new(false)),
+            retention: config.retention,
         };
         state.ensure_indexes().await;
         config.http.auth.warn_if_off("herald-replay");
@@ -140,6 +144,12 @@ impl App {
                 async move { store.prune_replay_claims(retention::CLAIM_RETENTION).await }
             },
         ));
+        let sweeper = tokio::spawn(retention::sweep_periodically(
+            self.state.store.clone(),
+            self.state.retention,
+            retention::PRUNE_EVERY,
+            shutdown.child_token(),
+        ));
         let stopping = self.state.replayer.stopping();
         let signal = async move {
             shutdown.cancelled().await;
@@ -150,6 +160,7 @@ impl App {
             .with_graceful_shutdown(signal)
             .await;
         pruner.abort();
+        sweeper.abort();
         // Also when the server failed on its own, and for replays whose request is gone (timed out).
         self.state.replayer.stop();
         self.state.tasks.close();

@@ -238,7 +238,7 @@ impl EventStore {
     ///
     /// A claim that is older than [`STALE_CLAIM_SECS`] while its dead letter is still untouched belongs to a
     /// replay that died before its update; the next generation's key is then free to claim.
-    async fn claim_replay(&self, event_id: &EventId, replay_count: u32) -> Result<bool> {
+    pub(super) async fn claim_replay(&self, event_id: &EventId, replay_count: u32) -> Result<bool> {
         let claims = self.replay_claims();
         for generation in 0..MAX_GENERATIONS {
             let key = format!("{event_id}/{replay_count}/{generation}");

@@ -34,7 +34,7 @@ async fn check_pages(
         let body = service
             .ok(&format!(
                 "/api/logs?{}",
-                join(query, &format!("page={page}&limit={limit}"))
+                join(query, &format!("page={page}&limit={limit}&total=true"))
             ))
             .await?;
         let pagination = &body["pagination"];
@@ -209,15 +209,33 @@ async fn every_filter_alone_and_combined_returns_exactly_the_matching_events() -
     );
     ensure!(sizes.contains(&0), "{sizes:?}");
 
-    // Past the last page: no events, still the total.
+    // Past the last page: no events, still the total when asked for.
     let beyond = service
-        .ok("/api/logs?channel=sms&page=40&limit=100")
+        .ok("/api/logs?channel=sms&page=40&limit=100&total=true")
         .await?;
     let n_sms = cases[5].1.ids(&records).len();
     assert_eq!(
         beyond,
         json!({"data": [], "pagination": {"page": 40, "limit": 100, "total": n_sms,
             "pages": n_sms.div_ceil(100), "nextCursor": null}})
+    );
+
+    // Without `total=true` a page that is not the last counts nothing; the last one tells its total.
+    let first = service.ok("/api/logs?channel=sms&limit=100").await?;
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(100));
+    assert!(
+        first["pagination"].get("total").is_none() && first["pagination"].get("pages").is_none(),
+        "{}",
+        first["pagination"]
+    );
+    let last_page = n_sms.div_ceil(100);
+    let last = service
+        .ok(&format!("/api/logs?channel=sms&limit=100&page={last_page}"))
+        .await?;
+    assert_eq!(
+        last["pagination"]["total"],
+        json!(n_sms),
+        "the last page tells its total"
     );
 
     // A smaller page size across a filter, and the same lists walked by cursor.
