@@ -214,10 +214,15 @@ pub fn start_offset(
         );
         started.push(*service);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let spawned = Instant::now();
+    let deadline = spawned + Duration::from_secs(60);
     for service in started.iter().copied() {
         loop {
-            if procs.running_pid(service.name, service.bin).is_none() {
+            // Between fork and exec the child's command line is still this process's, without the service's
+            // name: a missing process only counts after a short grace.
+            if procs.running_pid(service.name, service.bin).is_none()
+                && spawned.elapsed() > Duration::from_secs(3)
+            {
                 bail!(
                     "{} exited during startup; read {}",
                     service.name,

@@ -262,7 +262,8 @@ impl Stack {
     /// Waits until Kafka answers a metadata request, FerretDB a ping and the sink its HTTP API; fails naming the
     /// log of whatever did not come up.
     async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let waiting_since = Instant::now();
+        let deadline = waiting_since + self.timeout;
         let kafka = KafkaConfig::new(self.kafka_brokers(), "");
         let mongo_config = MongoConfig::new(self.mongodb_uri(), "admin");
         let mongo = mongo::connect(&mongo_config, "xtask").await?;
@@ -272,7 +273,11 @@ impl Stack {
             last_error.clear();
             let mut still = Vec::new();
             for part in pending {
-                if self.running_pid(part).is_none() {
+                // Between fork and exec a child's command line is still this process's, without the part's
+                // marker: a missing process only counts after a short grace.
+                if self.running_pid(part).is_none()
+                    && waiting_since.elapsed() > Duration::from_secs(3)
+                {
                     bail!(
                         "{} exited during startup; read {}",
                         part.name(),
