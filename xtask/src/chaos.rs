@@ -572,8 +572,8 @@ fn table(faults: &[Fault], summary: &Value, report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>50}{:>30}",
-        "ms to ready", "ms from ready to the probe delivered"
+        "  (down ms: from the kill to the restart; restart: ms until ready; critical, default, retry: ms from \
+         ready until that lane's probe was delivered, the retry probe after its receiver failed it once)"
     );
     for (i, f) in faults.iter().enumerate() {
         let _ = writeln!(out, "{}", row(i + 1, f));
