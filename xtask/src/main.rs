@@ -4,6 +4,8 @@
 //! - `up`: the stack, then every Herald service (as the services land).
 //! - `test`: brings the stack up, runs every test against it, and stops what it started.
 //! - `bench`: the standard benchmark scenarios on the native stack, report under `target/bench/`.
+//! - `chaos`: the load generator while services, Kafka and FerretDB are killed and restarted, on a stack of its
+//!   own; fails when an accepted event is missing or a lane stalls (see docs/BENCHMARKS.md).
 //! - `ci`: what CI runs: formatting, clippy, then `test`.
 
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its job
@@ -14,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chaos;
 mod paths;
 mod procs;
 mod services;
@@ -59,6 +62,17 @@ enum Cmd {
     /// Run the standard benchmark scenarios on the native stack (services from a release build) and write the
     /// report to target/bench/ (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Load at a steady rate while Herald's services, Kafka and FerretDB are SIGKILLed and restarted, on a stack
+    /// of its own (ports offset, state under .stack/chaos); prints the ledger and each fault's recovery and
+    /// writes target/chaos/report.json. Exits 1 when an event is missing or a lane stalls.
+    Chaos(chaos::ChaosArgs),
+}
+
+/// The short chaos run `cargo xtask test` ends with: `cargo xtask chaos`'s defaults on the binaries just built.
+#[derive(Debug, Parser)]
+struct ShortChaos {
+    #[command(flatten)]
+    args: chaos::ChaosArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +144,11 @@ async fn run(command: Cmd) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Cmd::Chaos(args) => {
+            if !chaos::chaos(&args).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Cmd::Status => {
             let stack_up = stack.status();
             if !(services::status(stack.procs()) && stack_up) {
@@ -157,7 +176,8 @@ async fn run(command: Cmd) -> Result<ExitCode> {
 }
 
 /// Brings the stack up, runs `cargo test` against it, and stops it again if it was not running before
-/// (set `HERALD_KEEP_STACK=1` to keep it).
+/// (set `HERALD_KEEP_STACK=1` to keep it). A whole-workspace run (no arguments) then runs the short chaos
+/// scenario on its own stack, as a step of its own; a failed chaos run fails the command.
 async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     let started = stack.up().await?;
     // `cargo xtask test -p herald-query` tests one package; without `-p`, the whole workspace.
@@ -177,7 +197,15 @@ async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     if started && !keep {
         stack.down(false)?;
     }
-    result.map(|()| ExitCode::SUCCESS)
+    result?;
+    if args.is_empty() {
+        eprintln!("$ cargo xtask chaos --no-build (the short run)");
+        let short = ShortChaos::parse_from(["chaos", "--no-build"]);
+        if !chaos::chaos(&short.args).await? {
+            bail!("the chaos run failed: see its report above and target/chaos/report.json");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn cargo(args: &[&str], env: &[(String, String)]) -> Result<()> {

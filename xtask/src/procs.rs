@@ -89,6 +89,26 @@ impl Procs {
     }
 }
 
+impl Procs {
+    /// SIGKILL, as a crash: no chance to finish work in flight or store offsets. Waits (at most 10 s) until the
+    /// process is gone and forgets its pid. Returns the pid it killed, if `name` was running.
+    pub fn kill(&self, name: &str, marker: &str) -> Result<Option<u32>> {
+        let Some(pid) = self.running_pid(name, marker) else {
+            return Ok(None);
+        };
+        signal(pid, "KILL")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.running_pid(name, marker).is_some() {
+            if Instant::now() >= deadline {
+                bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = fs::remove_file(self.pid_file(name));
+        Ok(Some(pid))
+    }
+}
+
 fn signal(pid: u32, name: &str) -> Result<()> {
     let status = Command::new("kill")
         .arg(format!("-{name}"))

@@ -115,13 +115,16 @@ pub const SERVICES: &[Service] = &[
     },
 ];
 
+/// The dev stack's webhook secret, so a receiver (the load generator's sink) can check every signature.
+pub const DEV_WEBHOOK_SECRET: &str = "dev-webhook-secret-change-me";
+
 /// Settings every service of the dev stack gets on top of the stack's endpoints: readable logs, the SMTP sink
 /// as the mail server, sandbox SMS (there is no real SMS provider here) and a development webhook secret.
 const DEV_ENV: &[(&str, &str)] = &[
     ("HERALD_LOG_FORMAT", "pretty"),
     ("HERALD_SMTP_FROM", "herald@localhost"),
     ("HERALD_SMS_PROVIDER", "sandbox"),
-    ("HERALD_WEBHOOK_SECRET", "dev-webhook-secret-change-me"),
+    ("HERALD_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
     // The dev stack is a local demo: no API keys, and no rate limit in the way of `cargo xtask bench`. Both are on
     // by default everywhere else.
     ("HERALD_AUTH", "off"),
@@ -137,9 +140,23 @@ pub fn present() -> Vec<&'static Service> {
         .collect()
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| paths::repo_root().join("target"), PathBuf::from)
+}
+
+/// Builds the service binaries (release with `release`).
+pub fn build(release: bool) -> Result<()> {
+    let mut build = vec!["build", "--quiet"];
+    let mut bins: Vec<&str> = present().iter().map(|s| s.bin).collect();
+    bins.dedup();
+    for bin in &bins {
+        build.extend(["--bin", bin]);
+    }
+    if release {
+        build.push("--release");
+    }
+    crate::cargo(&build, &[])
 }
 
 /// Builds the service binaries (release with `release`), starts those not running, waits until each answers
@@ -149,20 +166,10 @@ pub fn up(
     stack_env: &[(String, String)],
     release: bool,
 ) -> Result<Vec<&'static Service>> {
-    let services = present();
-    if services.is_empty() {
+    if present().is_empty() {
         return Ok(Vec::new());
     }
-    let mut build = vec!["build", "--quiet"];
-    let mut bins: Vec<&str> = services.iter().map(|s| s.bin).collect();
-    bins.dedup();
-    for bin in &bins {
-        build.extend(["--bin", bin]);
-    }
-    if release {
-        build.push("--release");
-    }
-    crate::cargo(&build, &[])?;
+    build(release)?;
     start(procs, stack_env, release)
 }
 
@@ -172,6 +179,17 @@ pub fn start(
     procs: &Procs,
     stack_env: &[(String, String)],
     release: bool,
+) -> Result<Vec<&'static Service>> {
+    start_offset(procs, stack_env, release, 0)
+}
+
+/// [`start`] with every service's port `port_offset` above its default, for a second stack beside the dev one
+/// (`cargo xtask chaos`).
+pub fn start_offset(
+    procs: &Procs,
+    stack_env: &[(String, String)],
+    release: bool,
+    port_offset: u16,
 ) -> Result<Vec<&'static Service>> {
     let services = present();
     let profile = if release { "release" } else { "debug" };
@@ -185,7 +203,7 @@ pub fn start(
         cmd.args(service.args)
             .envs(stack_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(DEV_ENV.iter().copied())
-            .env(service.port_var, service.port.to_string())
+            .env(service.port_var, (service.port + port_offset).to_string())
             .env("KAFKA_CLIENT_ID", service.name)
             .current_dir(paths::repo_root());
         let pid = procs.spawn(service.name, cmd)?;
@@ -196,24 +214,29 @@ pub fn start(
         );
         started.push(*service);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let spawned = Instant::now();
+    let deadline = spawned + Duration::from_secs(60);
     for service in started.iter().copied() {
         loop {
-            if procs.running_pid(service.name, service.bin).is_none() {
+            // Between fork and exec the child's command line is still this process's, without the service's
+            // name: a missing process only counts after a short grace.
+            if procs.running_pid(service.name, service.bin).is_none()
+                && spawned.elapsed() > Duration::from_secs(3)
+            {
                 bail!(
                     "{} exited during startup; read {}",
                     service.name,
                     procs.log_file(service.name).display()
                 );
             }
-            if crate::stack::http_get_ok(service.port, "/api/ready").is_ok() {
+            if crate::stack::http_get_ok(service.port + port_offset, "/api/ready").is_ok() {
                 break;
             }
             if Instant::now() >= deadline {
                 bail!(
                     "{} did not become ready on port {} within 60 s; read {}",
                     service.name,
-                    service.port,
+                    service.port + port_offset,
                     procs.log_file(service.name).display()
                 );
             }

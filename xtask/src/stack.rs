@@ -40,8 +40,9 @@ struct Ports {
     smtp_http: u16,
 }
 
+/// A process of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub enum Part {
     Kafka,
     Postgres,
     FerretDb,
@@ -51,7 +52,7 @@ enum Part {
 impl Part {
     const ALL: [Part; 4] = [Part::Kafka, Part::Postgres, Part::FerretDb, Part::SmtpSink];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Part::Kafka => "kafka",
             Part::Postgres => "postgres",
@@ -95,36 +96,63 @@ fn env_port(key: &str, default: u16) -> Result<u16> {
 
 impl Stack {
     pub fn from_env() -> Result<Self> {
+        Self::build(0, paths::state_dir())
+    }
+
+    /// A second stack beside the default one: every port `offset` above its default (or its variable), data,
+    /// logs and pids under `state`. `cargo xtask chaos` runs on one, so the faults it injects never reach the
+    /// stack other tests use.
+    pub fn offset(offset: u16, state: PathBuf) -> Result<Self> {
+        let mut stack = Self::build(offset, state)?;
+        // Two brokers on one machine: the second one smaller.
+        if std::env::var_os("HERALD_KAFKA_HEAP").is_none() {
+            stack.heap = "512m".into();
+        }
+        Ok(stack)
+    }
+
+    fn build(offset: u16, state: PathBuf) -> Result<Self> {
         let timeout_secs: u64 = match std::env::var("HERALD_STACK_TIMEOUT_SECS") {
             Ok(raw) => raw
                 .parse()
                 .with_context(|| format!("HERALD_STACK_TIMEOUT_SECS='{raw}' is not a number"))?,
             Err(_) => 120,
         };
+        let port = |key: &str, default: u16| -> Result<u16> {
+            let base = env_port(key, default)?;
+            base.checked_add(offset)
+                .with_context(|| format!("{key} {base} + offset {offset} is not a port"))
+        };
         Ok(Self {
             ports: Ports {
-                kafka: env_port("HERALD_KAFKA_PORT", 9092)?,
-                kafka_controller: env_port("HERALD_KAFKA_CONTROLLER_PORT", 9093)?,
-                mongo: env_port("HERALD_MONGO_PORT", 27017)?,
-                postgres: env_port("HERALD_POSTGRES_PORT", 5432)?,
-                ferretdb_debug: env_port("HERALD_FERRETDB_DEBUG_PORT", 8088)?,
-                smtp: env_port("HERALD_SMTP_PORT", 1025)?,
-                smtp_http: env_port("HERALD_SMTP_HTTP_PORT", 8025)?,
+                kafka: port("HERALD_KAFKA_PORT", 9092)?,
+                kafka_controller: port("HERALD_KAFKA_CONTROLLER_PORT", 9093)?,
+                mongo: port("HERALD_MONGO_PORT", 27017)?,
+                postgres: port("HERALD_POSTGRES_PORT", 5432)?,
+                ferretdb_debug: port("HERALD_FERRETDB_DEBUG_PORT", 8088)?,
+                smtp: port("HERALD_SMTP_PORT", 1025)?,
+                smtp_http: port("HERALD_SMTP_HTTP_PORT", 8025)?,
             },
             cache: paths::cache_dir(),
-            state: paths::state_dir(),
-            procs: Procs::new(paths::state_dir()),
+            procs: Procs::new(state.clone()),
+            state,
             topic_prefix: std::env::var("HERALD_TOPIC_PREFIX").unwrap_or_default(),
             heap: std::env::var("HERALD_KAFKA_HEAP").unwrap_or_else(|_| "1g".into()),
             timeout: Duration::from_secs(timeout_secs),
         })
     }
 
+    /// SIGKILLs `part` by its recorded pid (checked against its command line), as a crash would; `up` starts
+    /// it again. Returns the pid killed, if it was running.
+    pub fn kill(&self, part: Part) -> Result<Option<u32>> {
+        self.procs.kill(part.name(), part.marker())
+    }
+
     pub fn kafka_brokers(&self) -> String {
         format!("127.0.0.1:{}", self.ports.kafka)
     }
 
-    fn mongodb_uri(&self) -> String {
+    pub fn mongodb_uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}", self.ports.mongo)
     }
 
@@ -234,7 +262,8 @@ impl Stack {
     /// Waits until Kafka answers a metadata request, FerretDB a ping and the sink its HTTP API; fails naming the
     /// log of whatever did not come up.
     async fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let waiting_since = Instant::now();
+        let deadline = waiting_since + self.timeout;
         let kafka = KafkaConfig::new(self.kafka_brokers(), "");
         let mongo_config = MongoConfig::new(self.mongodb_uri(), "admin");
         let mongo = mongo::connect(&mongo_config, "xtask").await?;
@@ -244,7 +273,11 @@ impl Stack {
             last_error.clear();
             let mut still = Vec::new();
             for part in pending {
-                if self.running_pid(part).is_none() {
+                // Between fork and exec a child's command line is still this process's, without the part's
+                // marker: a missing process only counts after a short grace.
+                if self.running_pid(part).is_none()
+                    && waiting_since.elapsed() > Duration::from_secs(3)
+                {
                     bail!(
                         "{} exited during startup; read {}",
                         part.name(),

@@ -73,23 +73,39 @@ pub async fn read_rows(db: &Database, run_id: &str) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// How many of the run's events are in an end state.
-pub async fn count_settled(db: &Database, run_id: &str) -> Result<u64> {
-    let mut filter = run_filter(run_id);
-    let terminal: Vec<&str> = Status::ALL
+fn terminal_statuses() -> Vec<&'static str> {
+    Status::ALL
         .iter()
         .filter(|s| s.is_terminal())
         .map(|s| s.as_str())
-        .collect();
-    filter.insert("status", doc! { "$in": terminal });
+        .collect()
+}
+
+/// How many of the run's events are in an end state.
+pub async fn count_settled(db: &Database, run_id: &str) -> Result<u64> {
+    let mut filter = run_filter(run_id);
+    filter.insert("status", doc! { "$in": terminal_statuses() });
     Ok(db
         .collection::<Document>(EVENTS)
         .count_documents(filter)
         .await?)
 }
 
-/// Waits until at least `n_accepted` of the run's events are settled, or `timeout` passes; `on_poll` sees each
-/// count. Returns how long it waited.
+/// How many of the run's events are not in an end state yet.
+pub async fn count_unsettled(db: &Database, run_id: &str) -> Result<u64> {
+    let mut filter = run_filter(run_id);
+    filter.insert("status", doc! { "$nin": terminal_statuses() });
+    Ok(db
+        .collection::<Document>(EVENTS)
+        .count_documents(filter)
+        .await?)
+}
+
+/// Waits until at least `n_accepted` of the run's events are settled and none is still on its way, or `timeout`
+/// passes; `on_poll` sees each count of settled events. Returns how long it waited.
+///
+/// The count alone is not enough: events ingest stored but never answered 2xx for (a client timeout, an
+/// outage) are settled too, so `n_accepted` settled events can be reached while accepted ones are still queued.
 pub async fn wait_settled(
     db: &Database,
     run_id: &str,
@@ -104,7 +120,8 @@ pub async fn wait_settled(
         // A failed count (FerretDB busy) is just another poll that did not see the end.
         let settled = count_settled(db, run_id).await.unwrap_or(0);
         on_poll(settled);
-        if settled >= n_accepted || started.elapsed() >= timeout {
+        let done = settled >= n_accepted && count_unsettled(db, run_id).await.is_ok_and(|n| n == 0);
+        if done || started.elapsed() >= timeout {
             return started.elapsed();
         }
     }

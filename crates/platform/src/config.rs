@@ -8,6 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use mongodb::options::{Acknowledgment, ConnectionString, WriteConcern};
+
 mod kafka_security;
 
 pub use kafka_security::{
@@ -256,6 +258,11 @@ pub struct MongoConfig {
     pub uri: String,
     /// `MONGODB_DATABASE`: database name. Default `herald`.
     pub database: String,
+    /// The write concern of every write of every service: `w` from `HERALD_MONGO_WRITE_CONCERN` (`majority` or a
+    /// number of nodes, at least 1; default `majority`) and `j` from `HERALD_MONGO_JOURNAL` (default `true`).
+    /// A `w` or `journal` in `MONGODB_URI` is used when the variable is unset and is a configuration error when
+    /// both are set; a `wtimeoutMS` in the URI is kept.
+    pub write_concern: WriteConcern,
 }
 
 impl fmt::Debug for MongoConfig {
@@ -263,31 +270,108 @@ impl fmt::Debug for MongoConfig {
         f.debug_struct("MongoConfig")
             .field("uri", &redact_uri(&self.uri))
             .field("database", &self.database)
+            .field("write_concern", &self.write_concern)
             .finish()
+    }
+}
+
+/// A `HERALD_MONGO_WRITE_CONCERN` that is neither `majority` nor a number of nodes of at least 1.
+#[derive(Debug, thiserror::Error)]
+#[error("expected 'majority' or a number of nodes of at least 1 (w:0 is unacknowledged: a 2xx would not mean durable)")]
+pub struct InvalidWriteAck;
+
+/// `majority` or a number of nodes, at least 1.
+fn parse_write_ack(raw: &str) -> Result<Acknowledgment, InvalidWriteAck> {
+    if raw.eq_ignore_ascii_case("majority") {
+        return Ok(Acknowledgment::Majority);
+    }
+    match raw.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Acknowledgment::Nodes(n)),
+        _ => Err(InvalidWriteAck),
     }
 }
 
 impl MongoConfig {
     pub fn read(env: &mut EnvReader) -> Self {
-        let config = Self {
-            uri: env.string("MONGODB_URI", "mongodb://127.0.0.1:27017"),
-            database: env.string("MONGODB_DATABASE", "herald"),
-        };
-        if !config.uri.starts_with("mongodb://") && !config.uri.starts_with("mongodb+srv://") {
+        let uri = env.string("MONGODB_URI", "mongodb://127.0.0.1:27017");
+        let database = env.string("MONGODB_DATABASE", "herald");
+        let mut from_uri = WriteConcern::default();
+        if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
             env.problem(
                 "MONGODB_URI",
                 "must start with mongodb:// or mongodb+srv://",
             );
+        } else {
+            match ConnectionString::parse(&uri) {
+                Ok(parsed) => from_uri = parsed.write_concern.unwrap_or_default(),
+                // The driver's message names the bad option and never repeats the password.
+                Err(e) => env.problem("MONGODB_URI", format!("not a valid connection string: {e}")),
+            }
         }
-        config
+        let write_concern = resolve_write_concern(env, from_uri);
+        Self {
+            uri,
+            database,
+            write_concern,
+        }
     }
 
+    /// A config for tests and tools: the default write concern unless `uri` sets `w` or `journal`.
     pub fn new(uri: impl Into<String>, database: impl Into<String>) -> Self {
+        let uri = uri.into();
+        let from_uri = ConnectionString::parse(&uri)
+            .ok()
+            .and_then(|parsed| parsed.write_concern)
+            .unwrap_or_default();
+        let write_concern =
+            resolve_write_concern(&mut EnvReader::from_map(HashMap::new()), from_uri);
         Self {
-            uri: uri.into(),
+            uri,
             database: database.into(),
+            write_concern,
         }
     }
+}
+
+/// The write concern from `HERALD_MONGO_WRITE_CONCERN`/`HERALD_MONGO_JOURNAL`, else the URI's, else
+/// `w: majority, j: true`; a setting made in both places is a problem, so an operator never wonders which won.
+fn resolve_write_concern(env: &mut EnvReader, from_uri: WriteConcern) -> WriteConcern {
+    const W: &str = "HERALD_MONGO_WRITE_CONCERN";
+    const J: &str = "HERALD_MONGO_JOURNAL";
+    let w = match (env.raw(W).map(str::to_owned), from_uri.w.clone()) {
+        (Some(raw), uri_w) => {
+            if uri_w.is_some() {
+                env.problem(
+                    W,
+                    "conflicts with the `w` option of MONGODB_URI: set one of them",
+                );
+            }
+            parse_write_ack(&raw).unwrap_or_else(|e| {
+                env.problem(W, format!("'{raw}' is not valid: {e}"));
+                Acknowledgment::Majority
+            })
+        }
+        (None, Some(uri_w)) => uri_w,
+        (None, None) => Acknowledgment::Majority,
+    };
+    let journal = match (env.raw(J).is_some(), from_uri.journal) {
+        (true, uri_j) => {
+            if uri_j.is_some() {
+                env.problem(
+                    J,
+                    "conflicts with the `journal` option of MONGODB_URI: set one of them",
+                );
+            }
+            env.flag(J, true)
+        }
+        (false, Some(uri_j)) => uri_j,
+        (false, None) => true,
+    };
+    WriteConcern::builder()
+        .w(w)
+        .journal(journal)
+        .w_timeout(from_uri.w_timeout)
+        .build()
 }
 
 /// Replaces the password of a `scheme://user:password@host` URI with `***`, for logs.
@@ -347,6 +431,65 @@ mod tests {
         assert_eq!(kafka.brokers, "127.0.0.1:9092");
         assert_eq!(kafka.client_id, "ingest");
         assert_eq!(mongo.database, "herald");
+    }
+
+    #[test]
+    fn the_write_concern_defaults_to_majority_and_journal() {
+        let mut env = reader(&[]);
+        let mongo = MongoConfig::read(&mut env);
+        env.finish().expect("defaults are valid");
+        assert_eq!(mongo.write_concern.w, Some(Acknowledgment::Majority));
+        assert_eq!(mongo.write_concern.journal, Some(true));
+        let new = MongoConfig::new("mongodb://127.0.0.1:27017", "x");
+        assert_eq!(new.write_concern, mongo.write_concern);
+    }
+
+    #[test]
+    fn the_write_concern_is_read_from_env_or_from_the_uri() {
+        let mut env = reader(&[
+            ("HERALD_MONGO_WRITE_CONCERN", "1"),
+            ("HERALD_MONGO_JOURNAL", "false"),
+        ]);
+        let mongo = MongoConfig::read(&mut env);
+        env.finish().expect("valid");
+        assert_eq!(mongo.write_concern.w, Some(Acknowledgment::Nodes(1)));
+        assert_eq!(mongo.write_concern.journal, Some(false));
+
+        let mut env = reader(&[(
+            "MONGODB_URI",
+            "mongodb://db:27017/?w=2&journal=false&wtimeoutMS=5000",
+        )]);
+        let mongo = MongoConfig::read(&mut env);
+        env.finish().expect("valid");
+        assert_eq!(mongo.write_concern.w, Some(Acknowledgment::Nodes(2)));
+        assert_eq!(mongo.write_concern.journal, Some(false));
+        assert_eq!(mongo.write_concern.w_timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_bad_or_doubly_set_write_concern_is_a_startup_error() {
+        let mut env = reader(&[
+            ("MONGODB_URI", "mongodb://db:27017/?w=majority&journal=true"),
+            ("HERALD_MONGO_WRITE_CONCERN", "1"),
+            ("HERALD_MONGO_JOURNAL", "true"),
+        ]);
+        let _mongo = MongoConfig::read(&mut env);
+        let text = env.finish().expect_err("conflicts").to_string();
+        assert!(
+            text.contains("HERALD_MONGO_WRITE_CONCERN: conflicts"),
+            "{text}"
+        );
+        assert!(text.contains("HERALD_MONGO_JOURNAL: conflicts"), "{text}");
+
+        for bad in ["0", "all", "-1"] {
+            let mut env = reader(&[("HERALD_MONGO_WRITE_CONCERN", bad)]);
+            let _mongo = MongoConfig::read(&mut env);
+            let text = env.finish().expect_err(bad).to_string();
+            assert!(text.contains("HERALD_MONGO_WRITE_CONCERN"), "{text}");
+        }
+        let mut env = reader(&[("HERALD_MONGO_JOURNAL", "maybe")]);
+        let _mongo = MongoConfig::read(&mut env);
+        assert!(env.finish().is_err());
     }
 
     #[test]

@@ -17,6 +17,16 @@ pub const EVENTS: &str = "events";
 
 /// Connects (lazily: the driver dials on first use) and returns the configured database.
 pub async fn connect(config: &MongoConfig, app_name: &str) -> Result<Database> {
+    let client = Client::with_options(client_options(config, app_name).await?)?;
+    Ok(client.database(&config.database))
+}
+
+/// The driver options [`connect`] uses: the URI's, with Herald's timeouts and the configured write concern.
+///
+/// Every write inherits the client's write concern, so setting it here covers every service: a 2xx from ingest
+/// or a stored offset stands only on writes acknowledged as `MongoConfig::write_concern` asks (by default by a
+/// majority of a replica set and journaled, so a failover cannot roll them back).
+pub async fn client_options(config: &MongoConfig, app_name: &str) -> Result<ClientOptions> {
     let mut options = ClientOptions::parse(&config.uri).await?;
     options.app_name = Some(app_name.to_owned());
     // Fail a request in seconds, not the driver's default 30 s, when the server is away: callers answer 503.
@@ -26,8 +36,9 @@ pub async fn connect(config: &MongoConfig, app_name: &str) -> Result<Database> {
     options
         .connect_timeout
         .get_or_insert(Duration::from_secs(5));
-    let client = Client::with_options(options)?;
-    Ok(client.database(&config.database))
+    // `MongoConfig` already resolved the URI's `w`/`journal` against the environment.
+    options.write_concern = Some(config.write_concern.clone());
+    Ok(options)
 }
 
 /// The readiness check: a `ping` within `timeout`.
