@@ -11,6 +11,7 @@ use herald_domain::{
 };
 use herald_platform::kafka::build_consumer;
 use herald_platform::mongo::{self, EVENTS};
+use herald_platform::store::retention::Retention;
 use herald_platform::store::{Claim, DeadLettered, EventRecord, EventStore};
 use herald_replay::{App, Config};
 use herald_test_support::{eventually, unique_name, TestContext};
@@ -35,6 +36,9 @@ impl Service {
     /// Starts the service with the test's Kafka and MongoDB and the defaults, adjusted by `adjust`.
     pub async fn start(ctx: &TestContext, adjust: impl FnOnce(&mut Config)) -> Result<Self> {
         let mut config = Config::for_test(ctx.kafka.clone(), ctx.mongo.clone());
+        // The fixtures are dead letters of 2024: the retention sweeper (tested in herald-platform) must not take
+        // them away under the replay tests.
+        config.retention = Retention::from_days(36_500, 36_500);
         adjust(&mut config);
         let app = App::build(config).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
