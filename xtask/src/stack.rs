@@ -226,6 +226,10 @@ impl Stack {
         for part in Part::ALL {
             if let Some(pid) = self.running_pid(part) {
                 eprintln!("{:<10} already running (pid {pid})", part.name());
+                if matches!(part, Part::FerretDb) {
+                    // A stack started by an older checkout gets this checkout's indexes too (idempotent).
+                    self.install_ferretdb_indexes(Instant::now() + self.timeout)?;
+                }
                 continue;
             }
             let port = self.port(part);
