@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use herald_domain::StatusMessage;
 use herald_platform::kafka;
-use herald_platform::kafka::watch::{self, Watch};
+use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::KafkaConfig;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -48,47 +48,22 @@ pub async fn run(
     handler: Handler,
     shutdown: CancellationToken,
 ) -> kafka::Result<()> {
-    let mut consumer = watch::build_watched(&kafka_config, &watch)?;
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = watch.stuck() => None,
-            received = consumer.recv() => Some(received),
-        };
-        let Some(received) = received else {
-            watch.rebuilding(&watch.problem().unwrap_or_default());
-            watch::close_detached(consumer);
-            consumer = watch::build_watched(&kafka_config, &watch)?;
-            continue;
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "status topic: consumer error");
-                continue;
-            }
-        };
-        watch.progressed();
-        let handling = watch.handling();
+    let mut consumer = WatchedConsumer::subscribe(&kafka_config, &watch, "status topic")?;
+    while let Some(message) = consumer.next(&shutdown).await? {
+        let handling = consumer.watch().handling();
         if !handler.handle_durably(&message, &shutdown).await {
             break;
         }
-        if let Err(e) = kafka::store_offset(&consumer, &message) {
-            tracing::warn!(error = %e, "storing a status offset failed (partition revoked?)");
-        }
+        consumer.store_offset(&message);
         drop(handling);
     }
-    kafka::commit_and_close(consumer).await
+    consumer.commit_and_close().await
 }
 
 impl Handler {
     /// Handles `message` until it is done (true) or `shutdown` comes first (false: the offset must not be
     /// stored). MongoDB and Kafka failures are transient: the message is tried again, never dropped.
-    async fn handle_durably(
-        &self,
-        message: &BorrowedMessage<'_>,
-        shutdown: &CancellationToken,
-    ) -> bool {
+    async fn handle_durably(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let mut backoff = BACKOFF_FIRST;
         loop {
             match self.handle(message).await {
@@ -107,7 +82,7 @@ impl Handler {
     }
 
     #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
-    async fn handle(&self, message: &BorrowedMessage<'_>) -> Result<(), String> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), String> {
         let status: StatusMessage =
             match serde_json::from_slice(message.payload().unwrap_or_default()) {
                 Ok(status) => status,

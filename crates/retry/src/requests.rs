@@ -12,10 +12,10 @@ use herald_domain::retry::{jitter_for, tier_for, Decision, Failure};
 use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
 };
-use herald_platform::kafka::watch::{self, Watch};
+use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::store::{self, DeadLettered, Scheduled};
 use herald_platform::{kafka, KafkaConfig};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
 use crate::{until_done, AppState, Result};
@@ -55,28 +55,9 @@ pub async fn run(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut consumer = watch::build_watched(&kafka_config, &watch)?;
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = watch.stuck() => None,
-            received = consumer.recv() => Some(received),
-        };
-        let Some(received) = received else {
-            watch.rebuilding(&watch.problem().unwrap_or_default());
-            watch::close_detached(consumer);
-            consumer = watch::build_watched(&kafka_config, &watch)?;
-            continue;
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "retry requests: consumer error");
-                continue;
-            }
-        };
-        watch.progressed();
-        let handling = watch.handling();
+    let mut consumer = WatchedConsumer::subscribe(&kafka_config, &watch, "retry requests")?;
+    while let Some(message) = consumer.next(&shutdown).await? {
+        let handling = consumer.watch().handling();
         let handled = until_done("handling a retry request", &shutdown, || {
             handle(&state, &message)
         })
@@ -84,19 +65,14 @@ pub async fn run(
         if handled.is_none() {
             break;
         }
-        if let Err(e) = kafka::store_offset(&consumer, &message) {
-            tracing::warn!(error = %e, "storing a retry request offset failed (partition revoked?)");
-        }
+        consumer.store_offset(&message);
         drop(handling);
     }
-    Ok(kafka::commit_and_close(consumer).await?)
+    Ok(consumer.commit_and_close().await?)
 }
 
 #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
-async fn handle(
-    state: &AppState,
-    message: &BorrowedMessage<'_>,
-) -> std::result::Result<(), ApplyError> {
+async fn handle(state: &AppState, message: &OwnedMessage) -> std::result::Result<(), ApplyError> {
     let request: RetryRequest = match serde_json::from_slice(message.payload().unwrap_or_default())
     {
         Ok(request) => request,
@@ -135,7 +111,7 @@ async fn handle(
 /// then its status for the alert rules.
 async fn dead_letter_unprocessable(
     state: &AppState,
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     request: &RetryRequest,
     error: &str,
 ) -> std::result::Result<(), ApplyError> {

@@ -482,6 +482,91 @@ pub fn close_detached<T: Send + 'static>(consumer: T) {
     }
 }
 
+/// A consumer of a [`Watch`]'s topics that replaces itself when the watch finds it stuck: the loop every
+/// one-message-at-a-time consumer (herald-retry's requests, herald-alert's status topic) would otherwise write
+/// again. Messages come detached, so a rebuild never waits on a borrow of the consumer it replaces.
+pub struct WatchedConsumer {
+    kafka: KafkaConfig,
+    watch: Arc<Watch>,
+    consumer: StreamConsumer<WatchedContext>,
+    /// What it consumes, for logs (`retry requests`, `status topic`).
+    what: &'static str,
+}
+
+impl std::fmt::Debug for WatchedConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedConsumer")
+            .field("group", &self.watch.group())
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchedConsumer {
+    /// A consumer of `watch`'s group, subscribed to its topics.
+    pub fn subscribe(
+        kafka: &KafkaConfig,
+        watch: &Arc<Watch>,
+        what: &'static str,
+    ) -> super::Result<Self> {
+        Ok(Self {
+            kafka: kafka.clone(),
+            watch: Arc::clone(watch),
+            consumer: build_watched(kafka, watch)?,
+            what,
+        })
+    }
+
+    /// The watch, to mark a message in hand ([`Watch::handling`]).
+    pub fn watch(&self) -> &Watch {
+        &self.watch
+    }
+
+    /// The next message, or `None` once `shutdown` is cancelled. A consumer error is logged and waited past; a
+    /// consumer the watch finds stuck is closed on a thread of its own and a fresh one subscribed (unstored
+    /// offsets come again).
+    pub async fn next(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> super::Result<Option<rdkafka::message::OwnedMessage>> {
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = self.watch.stuck() => None,
+                received = self.consumer.recv() => Some(received.map(|m| m.detach())),
+            };
+            match received {
+                None => {
+                    self.watch
+                        .rebuilding(&self.watch.problem().unwrap_or_default());
+                    let fresh = build_watched(&self.kafka, &self.watch)?;
+                    close_detached(std::mem::replace(&mut self.consumer, fresh));
+                }
+                Some(Ok(message)) => {
+                    self.watch.progressed();
+                    return Ok(Some(message));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, what = self.what, "kafka consumer error")
+                }
+            }
+        }
+    }
+
+    /// Marks `message` processed (see [`super::store_offset`]); a revoked partition's offset is not stored, and
+    /// its next owner handles the message again.
+    pub fn store_offset(&self, message: &impl rdkafka::Message) {
+        if let Err(e) = super::store_offset(&self.consumer, message) {
+            tracing::warn!(error = %e, what = self.what, "storing an offset failed (partition revoked?)");
+        }
+    }
+
+    /// Commits what was stored and leaves the group ([`super::commit_and_close`]).
+    pub async fn commit_and_close(self) -> super::Result<()> {
+        super::commit_and_close(self.consumer).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
