@@ -4,14 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use herald_platform::kafka::check_metadata;
 use herald_platform::KafkaConfig;
 
-use crate::secure_kafka::{free_port, kafka_libs, run};
-use crate::{eventually, unique_name};
+use crate::secure_kafka::{free_port, kafka_libs, run, wait_until_answers};
+use crate::unique_name;
 
 /// A running (or killed) broker; see the module documentation.
 #[derive(Debug)]
@@ -124,25 +122,10 @@ impl PlainKafka {
             .spawn()
             .context("starting the Kafka broker")?;
         self.child = Some(child);
-        let config = self.config("");
-        let log_path = self.dir.join("kafka.log");
-        eventually(
-            Duration::from_secs(90),
+        wait_until_answers(
+            &self.config(""),
+            &self.dir.join("kafka.log"),
             "the test's Kafka broker to answer",
-            || {
-                let config = config.clone();
-                let log_path = log_path.clone();
-                async move {
-                    check_metadata(&config, Duration::from_secs(3))
-                        .await
-                        .map_err(|e| {
-                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                            let tail: String =
-                                log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
-                            format!("{e}; broker log tail: {tail}")
-                        })
-                }
-            },
         )
         .await;
         Ok(())

@@ -248,25 +248,10 @@ impl SecureKafka {
             .context("starting the secure Kafka broker")?;
         kafka.child = Some(child);
 
-        let config = kafka.config(Some("PLAIN"))?;
-        let log_path = dir.join("kafka.log");
-        eventually(
-            Duration::from_secs(90),
+        wait_until_answers(
+            &kafka.config(Some("PLAIN"))?,
+            &dir.join("kafka.log"),
             "the secure Kafka broker to answer over SASL_SSL",
-            || {
-                let config = config.clone();
-                let log_path = log_path.clone();
-                async move {
-                    check_metadata(&config, Duration::from_secs(3))
-                        .await
-                        .map_err(|e| {
-                            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                            let tail: String =
-                                log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
-                            format!("{e}; broker log tail: {tail}")
-                        })
-                }
-            },
         )
         .await;
         Ok(kafka)
@@ -325,4 +310,23 @@ impl Drop for SecureKafka {
             eprintln!("stopping the secure Kafka broker: {e}");
         }
     }
+}
+
+/// Waits (90 s at most, then panics as `eventually` does) until a broker started by a test answers a metadata
+/// request through `config`; each failed try quotes the end of its log at `log_path`.
+pub(crate) async fn wait_until_answers(config: &KafkaConfig, log_path: &Path, what: &str) {
+    eventually(Duration::from_secs(90), what, || {
+        let config = config.clone();
+        let log_path = log_path.to_path_buf();
+        async move {
+            check_metadata(&config, Duration::from_secs(3))
+                .await
+                .map_err(|e| {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: String = log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
+                    format!("{e}; broker log tail: {tail}")
+                })
+        }
+    })
+    .await;
 }

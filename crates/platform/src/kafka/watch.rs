@@ -3,16 +3,19 @@
 //! and a periodic check decides when it is stuck; the consumer loop then drops its consumer and builds a fresh one.
 //!
 //! "Stuck" means, for at least [`WatchConfig::stall_after`] while the brokers answer a fresh metadata request:
-//! the partitions it is responsible for (those it is assigned, or every partition of its topics when it has
-//! none) are behind (committed offset below the end) and nothing moved (no message received, no committed
-//! offset of the group advanced). Partitions the consumer has *parked* on purpose (a delay tier paused on a head
-//! that is not due) are left out. So an idle member of a larger group, a lane without traffic and a delay tier
+//! the consumer received nothing and had no message in hand, and at least one of the partitions it is responsible
+//! for (those it is assigned, or every partition of its topics when it has none) has been behind (committed offset
+//! below the end) without its committed offset moving. Each partition is judged on its own: a member that lost its
+//! assignment while the group still holds partitions for it must not take a peer's progress on other partitions
+//! for its own. Partitions the consumer has *parked* on purpose (a delay tier paused on a head that is not due)
+//! are left out. So a lane without traffic, a member whose peers keep their partitions moving and a delay tier
 //! waiting for its head never count as stuck, and during an outage nothing is rebuilt (there is nothing to
-//! rebuild towards); the stall clock starts again when the brokers come back.
+//! rebuild towards); the stall clock starts again when the brokers come back. (An idle member of a group with
+//! more members than partitions does rebuild while a peer's partition stalls; that costs a rebalance, no more.)
 //!
 //! [`Health`] collects the stuck consumers of a process for `/api/ready`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -102,8 +105,9 @@ struct State {
     /// Last time anything moved: a message received, a committed offset advanced, nothing behind, the brokers
     /// back, a fresh consumer.
     last_progress: Instant,
-    /// Sum of the committed offsets of the checked partitions at the last check, and which partitions.
-    committed: Option<(Vec<Key>, i64)>,
+    /// Per checked partition: its committed offset at the last check, and since when it has been behind
+    /// without that offset moving (the time of the check that saw it move or caught up, otherwise).
+    partitions: HashMap<Key, (i64, Instant)>,
     brokers_up: bool,
     /// A stuck verdict was given and the consumer loop has not rebuilt yet: no second verdict meanwhile.
     stuck: bool,
@@ -144,7 +148,7 @@ impl Watch {
                 assigned: HashSet::new(),
                 parked: HashSet::new(),
                 last_progress: Instant::now(),
-                committed: None,
+                partitions: HashMap::new(),
                 brokers_up: true,
                 stuck: false,
                 marked: false,
@@ -230,7 +234,7 @@ impl Watch {
         let mut state = lock(&self.state);
         state.assigned.clear();
         state.parked.clear();
-        state.committed = None;
+        state.partitions.clear();
         state.last_progress = Instant::now();
         state.stuck = false;
         state.marked = true;
@@ -307,14 +311,27 @@ impl Watch {
             state.brokers_up = true;
             state.last_progress = now;
         }
-        let moved = state
-            .committed
-            .as_ref()
-            .is_none_or(|(keys, sum)| *keys != probed.keys || *sum != probed.committed);
-        state.committed = Some((probed.keys, probed.committed));
+        // Per partition, not summed: a member that lost its assignment must not take a peer's progress on other
+        // partitions for its own (seen in the chaos run: `partitions=[]` while the group kept its partitions).
+        let mut seen = HashMap::with_capacity(probed.partitions.len());
+        let (mut stalled_lag, mut n_stalled) = (0i64, 0usize);
+        for (key, committed, lag) in probed.partitions {
+            let since = match state.partitions.get(&key) {
+                Some((before, since)) if *before == committed && lag > 0 => *since,
+                _ => now,
+            };
+            if lag > 0 && now.duration_since(since) >= stall_after {
+                stalled_lag += lag;
+                n_stalled += 1;
+            }
+            seen.insert(key, (committed, since));
+        }
+        state.partitions = seen;
         let busy = self.in_hand.load(Ordering::Relaxed) > 0;
-        if probed.lag == 0 || moved || busy {
+        if busy {
             state.last_progress = now;
+        }
+        if n_stalled == 0 || busy {
             self.unmark(&mut state);
             return None;
         }
@@ -323,9 +340,10 @@ impl Watch {
             return None;
         }
         let why = format!(
-            "no progress for {} s with {} messages waiting on {} partitions ({} assigned)",
+            "nothing received for {} s while {} messages wait on {} of its {} partitions ({} assigned)",
             stalled.as_secs(),
-            probed.lag,
+            stalled_lag,
+            n_stalled,
             probed.n_partitions,
             state.assigned.len()
         );
@@ -350,9 +368,8 @@ struct Scope {
 
 #[derive(Debug)]
 struct Probed {
-    keys: Vec<Key>,
-    committed: i64,
-    lag: i64,
+    /// Each checked partition with the group's committed offset and how far behind its end that is.
+    partitions: Vec<(Key, i64, i64)>,
     n_partitions: usize,
 }
 
@@ -390,7 +407,7 @@ async fn probe(
             list.add_partition(topic, *partition);
         }
         let committed = probe.committed_offsets(list, timeout)?;
-        let (mut sum, mut lag) = (0i64, 0i64);
+        let mut partitions = Vec::with_capacity(keys.len());
         for (topic, partition) in &keys {
             let (low, high) = probe.fetch_watermarks(topic, *partition, timeout)?;
             let at = match committed
@@ -400,15 +417,12 @@ async fn probe(
                 Some(Offset::Offset(n)) => n,
                 _ => low,
             };
-            sum += at;
-            lag += (high - at).max(0);
+            partitions.push(((topic.clone(), *partition), at, (high - at).max(0)));
         }
         let n_partitions = keys.len();
         drop(probe);
         Ok(Probed {
-            keys,
-            committed: sum,
-            lag,
+            partitions,
             n_partitions,
         })
     });
@@ -573,16 +587,46 @@ mod tests {
 
     fn probed(lag: i64, committed: i64) -> Result<Probed, super::super::Error> {
         Ok(Probed {
-            keys: vec![("t".into(), 0)],
-            committed,
-            lag,
+            partitions: vec![(("t".into(), 0), committed, lag)],
             n_partitions: 1,
         })
     }
 
+    /// Moves every clock of the watch `by` into the past, as if that much time had gone by since.
     fn aged(watch: &Watch, by: Duration) {
+        let back = |at: Instant| at.checked_sub(by).unwrap_or(at);
         let mut state = lock(&watch.state);
-        state.last_progress = Instant::now().checked_sub(by).unwrap_or_else(Instant::now);
+        state.last_progress = back(state.last_progress);
+        for (_, since) in state.partitions.values_mut() {
+            *since = back(*since);
+        }
+    }
+
+    fn probed_many(partitions: &[(i32, i64, i64)]) -> Result<Probed, super::super::Error> {
+        Ok(Probed {
+            partitions: partitions
+                .iter()
+                .map(|(p, committed, lag)| (("t".into(), *p), *committed, *lag))
+                .collect(),
+            n_partitions: partitions.len(),
+        })
+    }
+
+    #[test]
+    fn a_member_without_partitions_is_stuck_when_one_partition_stalls_while_others_move() {
+        // The chaos run's stall: `partitions=[]` on one dispatcher while the group kept partitions 0, 2 and 4 for
+        // it and its peer went on with 1, 3 and 5. Summed, the peer's commits looked like progress.
+        let watch = Watch::new("g", vec!["t".into()], &Health::default());
+        let stall = Duration::from_secs(15);
+        assert!(watch
+            .judge(probed_many(&[(0, 10, 5), (1, 10, 5)]), stall)
+            .is_none());
+        aged(&watch, Duration::from_secs(16));
+        let why = watch.judge(probed_many(&[(0, 10, 5), (1, 20, 5)]), stall);
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("1 of its 2")),
+            "{why:?}"
+        );
     }
 
     #[test]
