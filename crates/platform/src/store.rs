@@ -563,9 +563,14 @@ impl EventStore {
             .await
     }
 
-    /// A delivery of attempt `attempt.number` by a claim that lost its lease: DELIVERED if the event is still in
-    /// replay generation `replay_count`, DISPATCHING (any generation, this attempt or a later one) or
-    /// RETRY_SCHEDULED, and not yet delivered. The attempt count never goes down.
+    /// A delivery of attempt `attempt.number` by a claim that lost its lease, or whose claim was lost: DELIVERED
+    /// if the event is still in replay generation `replay_count`, not terminal, and at this attempt or a later one.
+    /// The attempt count never goes down.
+    ///
+    /// "Not terminal" includes PENDING and QUEUED: FerretDB 1.24 does not apply a conditional update atomically
+    /// (it reads, then writes the whole document), so a publisher's PENDING to QUEUED write that read the document
+    /// before the claim landed can write it back over DISPATCHING. The 10-minute chaos run caught one: the webhook
+    /// was delivered and the event stayed QUEUED for good. The send happened, so DELIVERED is the truth.
     async fn record_late_delivery(
         &self,
         event_id: &EventId,
@@ -592,7 +597,7 @@ impl EventStore {
             .update_one(
                 doc! {
                     "eventId": event_id.as_str(),
-                    "status": { "$in": statuses(Status::Delivered.predecessors()) },
+                    "status": { "$nin": statuses(&[Status::Delivered, Status::DeadLettered, Status::Recorded]) },
                     "attemptCount": { "$gte": i64::from(previous) },
                     "replayCount": i64::from(replay_count),
                 },

@@ -326,6 +326,45 @@ async fn an_older_claims_failure_never_lands_over_a_takeover() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_delivery_whose_claim_was_written_over_still_ends_the_event_delivered() -> Result<()> {
+    // FerretDB 1.24 reads, then writes a whole document: a publisher's PENDING to QUEUED update that read the
+    // event before a dispatcher's claim can put QUEUED back over DISPATCHING. The send still happened.
+    let ctx = TestContext::new("store-lost-claim").await?;
+    let db = mongo::connect(&ctx.mongo, "store-lost-claim").await?;
+    EventStore::ensure_indexes(&db).await?;
+    let store = EventStore::new(&db);
+    let record = EventRecord::pending(&event("lost-claim-1"));
+    store.insert_pending(&record, None).await?;
+    store.mark_queued(&record.event_id).await?;
+    let claim = sent(
+        store
+            .claim(&record.event_id, 1, 0, Duration::from_secs(30))
+            .await?,
+    )?;
+    // What the publisher's stale write leaves: the QUEUED document it read, over the claim.
+    db.collection::<mongodb::bson::Document>(mongo::EVENTS)
+        .update_one(
+            mongodb::bson::doc! { "eventId": record.event_id.as_str() },
+            mongodb::bson::doc! { "$set": { "status": "QUEUED", "leaseUntil": mongodb::bson::Bson::Null } },
+        )
+        .await?;
+    ensure!(
+        store
+            .record_claimed(&claim, &attempt(1, AttemptOutcome::Delivered))
+            .await?,
+        "a delivery whose claim was written over was dropped"
+    );
+    let stored = store.find(&record.event_id).await?.expect("stored");
+    ensure!(
+        stored.status == Status::Delivered && stored.attempt_count == 1,
+        "{:?} at {}",
+        stored.status,
+        stored.attempt_count
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_late_delivery_of_an_older_claim_ends_the_event_delivered() -> Result<()> {
     let store = store("store-late-delivery").await?;
     // The newer claim failed and its retry was scheduled, then the stalled dispatcher's delivery comes in.
