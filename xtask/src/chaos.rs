@@ -95,9 +95,9 @@ const PROBE_LANES: [(&str, &str, &str); 3] = [
     ("retry", "/1", "default"),
 ];
 
-/// `herald_dispatch_in_flight_bound` of a dispatcher with the whole lane (6 partitions × (16 + 2)), used when
+/// `herald_dispatch_in_flight_bound` of a dispatcher with the whole lane (6 partitions × (16 + 8 + 1)), used when
 /// its `/metrics` cannot be read just before the kill.
-const DEFAULT_IN_FLIGHT_BOUND: u64 = 108;
+const DEFAULT_IN_FLIGHT_BOUND: u64 = 150;
 
 /// One injected fault and what it took to recover.
 #[derive(Debug, Default)]

@@ -107,8 +107,11 @@ pub struct Config {
     /// 10000. A claim's lease is this plus 5 s.
     pub send_timeout: Duration,
     /// `HERALD_DISPATCH_QUEUE_DEPTH`: messages queued for each assigned partition's worker. Default 16. At most
-    /// `partitions × (depth + 2)` messages are in flight (see `lane`).
+    /// `partitions × (depth + concurrency + 1)` messages are in flight (see `lane`).
     pub queue_depth: usize,
+    /// `HERALD_DISPATCH_CONCURRENCY`: most messages each partition's worker has in hand at once (one key's
+    /// messages still go one after the other). Default 8, at most 256; 1 handles a partition sequentially.
+    pub concurrency: usize,
     pub email: EmailConfig,
     pub sms: SmsConfig,
     pub webhook: WebhookConfig,
@@ -137,6 +140,8 @@ pub fn default_port(lane: Lane) -> u16 {
 
 /// Largest accepted `HERALD_DISPATCH_QUEUE_DEPTH`.
 const MAX_QUEUE_DEPTH: usize = 10_000;
+/// Largest `HERALD_DISPATCH_CONCURRENCY`.
+const MAX_CONCURRENCY: usize = 256;
 
 impl Config {
     /// Reads the process environment; `lane` (from the command line) wins over `HERALD_LANE`.
@@ -176,12 +181,20 @@ impl Config {
                 format!("must be between 1 and {MAX_QUEUE_DEPTH}"),
             );
         }
+        let concurrency = env.parse("HERALD_DISPATCH_CONCURRENCY", 8usize);
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            env.problem(
+                "HERALD_DISPATCH_CONCURRENCY",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            );
+        }
         let mut config = Self {
             lane,
             host: env.string("HERALD_DISPATCH_HOST", "127.0.0.1"),
             port: env.parse("HERALD_DISPATCH_PORT", default_port(lane)),
             send_timeout,
             queue_depth,
+            concurrency,
             email: read_email(env),
             sms: read_sms(env),
             webhook: read_webhook(env),
@@ -423,6 +436,7 @@ mod tests {
         assert_eq!(config.send_timeout, Duration::from_secs(10));
         assert_eq!(config.lease(), Duration::from_secs(15));
         assert_eq!(config.queue_depth, 16);
+        assert_eq!(config.concurrency, 8);
         assert_eq!(config.email.backend, Backend::Real);
         assert_eq!(
             config.sms.backend,

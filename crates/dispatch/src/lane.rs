@@ -1,18 +1,22 @@
 //! Consuming one lane: a router reads the lane topic and hands each message to the worker of its partition, a
-//! sequential task per assigned partition, so one user's events keep their order while partitions go in
-//! parallel.
+//! task per assigned partition that keeps up to `HERALD_DISPATCH_CONCURRENCY` messages in hand at once: messages
+//! of one key (the event's partition key, its user) one after the other, in partition order, and messages of
+//! different keys in parallel (the pattern of Confluent's Parallel Consumer). So one user's events keep their
+//! order, while one slow receiver or a few store round trips per event no longer set the pace of a partition.
 //!
 //! In-flight bound. Each worker has a queue of `HERALD_DISPATCH_QUEUE_DEPTH` messages. When a queue is full the
 //! router keeps the one message it holds, pauses that partition (librdkafka drops what it had prefetched for it
 //! and fetches again from there on resume) and goes on with the others, so a slow receiver on one partition does
-//! not hold up the rest. At most `assigned partitions × (depth + 2)` messages are therefore in flight: `depth`
-//! queued, one being handled and one held, per partition (6 × 18 = 108 by default). `/metrics` reports it as
+//! not hold up the rest. At most `assigned partitions × (depth + concurrency + 1)` messages are therefore in
+//! flight: `depth` queued, `concurrency` in the worker's window (in hand, or waiting behind a message of their
+//! key) and one held, per partition (6 × 25 = 150 by default). `/metrics` reports it as
 //! `herald_dispatch_in_flight_bound`, and it is logged at every rebalance.
 //!
-//! Offsets. A worker stores a message's offset only after [`Handler::handle`] says its work is durable; a worker
-//! handles its messages one after the other, so offsets are stored in order, without gaps, and librdkafka
-//! commits them in the background. When a partition is revoked its worker finishes the message in hand and stops;
-//! what it had queued comes again to the partition's next owner, whose claims make the repeat harmless.
+//! Offsets. A worker stores a message's offset only after [`Handler::handle`] says its work is durable and every
+//! earlier message of the partition is done too (the low watermark of the window), so offsets are stored in
+//! order, without gaps, and librdkafka commits them in the background. When a partition is revoked its worker
+//! lets the messages in hand finish and stops; what it had not finished comes again to the partition's next
+//! owner, whose claims make the repeat harmless.
 //!
 //! A panic while handling a message is caught in its worker: the message goes to the dead-letter topic with the
 //! panic's message as its reason, its offset is stored, and the worker goes on with the messages queued behind
@@ -27,6 +31,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::{kafka, KafkaConfig};
@@ -139,6 +144,8 @@ pub struct Router {
     stats: Arc<Stats>,
     topic: String,
     queue_depth: usize,
+    /// Most messages each partition's worker has in hand at once.
+    concurrency: usize,
     assigned: HashSet<i32>,
     partitions: HashMap<i32, Partition>,
     /// Workers of revoked partitions that may still be finishing their message.
@@ -165,6 +172,7 @@ impl Router {
         stats: Arc<Stats>,
         topic: String,
         queue_depth: usize,
+        concurrency: usize,
     ) -> kafka::Result<Self> {
         let (consumer, rebalances) = subscribe(&kafka_config, &watch, &topic)?;
         Ok(Self {
@@ -176,6 +184,7 @@ impl Router {
             stats,
             topic,
             queue_depth,
+            concurrency,
             assigned: HashSet::new(),
             partitions: HashMap::new(),
             retiring: Vec::new(),
@@ -300,6 +309,7 @@ impl Router {
                 revoked.clone(),
                 Arc::clone(&self.space),
                 Arc::clone(&self.watch),
+                self.concurrency,
             ));
             self.partitions.insert(
                 partition,
@@ -437,8 +447,36 @@ fn sorted(set: &HashSet<i32>) -> Vec<i32> {
     list
 }
 
-/// A partition's worker: handles its messages one at a time and stores each offset once the work is durable. A
-/// message whose handling panics is dead-lettered instead (see the module documentation).
+/// What became of one message a worker handled.
+enum Handled {
+    /// Its work is durable (or it was dead-lettered): its offset may be stored once every earlier one may.
+    Done,
+    /// The partition was revoked or the process is stopping before the work was durable: not stored.
+    Stopped,
+}
+
+/// A message in a worker's window, in the order the partition delivered it.
+struct Slot {
+    message: Arc<OwnedMessage>,
+    done: bool,
+}
+
+/// The ordering key of a message: its Kafka key (the event's partition key, its user), or, without one, its
+/// offset (a key of its own, so it waits for nothing).
+fn ordering_key(message: &OwnedMessage) -> Vec<u8> {
+    match message.key() {
+        Some(key) => key.to_vec(),
+        None => message.offset().to_be_bytes().to_vec(),
+    }
+}
+
+/// A partition's worker: up to `concurrency` messages in hand at once, messages of one key (one user) one after
+/// the other in partition order, messages of different keys in parallel. A message's offset is stored once it
+/// and every message before it in the partition are done (the low watermark), so nothing unfinished is ever
+/// committed. A message whose handling panics is dead-lettered instead (see the module documentation).
+///
+/// When the partition is revoked it takes no more messages, lets those in hand finish (the handler gives up its
+/// waits on the same token), and stops; what it had not finished comes again to the partition's next owner.
 async fn work(
     mut queue: mpsc::Receiver<OwnedMessage>,
     handler: Arc<Handler>,
@@ -446,17 +484,85 @@ async fn work(
     revoked: CancellationToken,
     space: Arc<Notify>,
     watch: Arc<Watch>,
+    concurrency: usize,
 ) {
+    let mut window: VecDeque<Slot> = VecDeque::new();
+    // The sequence number of `window`'s front; message `seq` is at `window[seq - first]`.
+    let mut first: u64 = 0;
+    let mut next_seq: u64 = 0;
+    // Keys with a message in hand, and for each the messages (by sequence number) waiting behind it.
+    let mut waiting: HashMap<Vec<u8>, VecDeque<u64>> = HashMap::new();
+    let mut in_hand = FuturesUnordered::new();
+    let mut stopping = false;
     loop {
-        let message = tokio::select! {
+        let room = !stopping && window.len() < concurrency;
+        tokio::select! {
             biased;
-            _ = revoked.cancelled() => break,
-            message = queue.recv() => match message {
-                Some(message) => message,
-                None => break,
+            _ = revoked.cancelled(), if !stopping => stopping = true,
+            Some((seq, handled)) = in_hand.next() => {
+                let index = (seq - first) as usize;
+                let key = ordering_key(&window[index].message);
+                match handled {
+                    Handled::Done => window[index].done = true,
+                    Handled::Stopped => stopping = true,
+                }
+                // The next message of the same key, if one waits and the worker goes on.
+                let next = waiting.get_mut(&key).and_then(VecDeque::pop_front);
+                match next {
+                    Some(next) if !stopping => {
+                        let message = Arc::clone(&window[(next - first) as usize].message);
+                        in_hand.push(handle(next, message, &handler, &revoked, &watch));
+                    }
+                    _ => {
+                        waiting.remove(&key);
+                    }
+                }
+                // The low watermark: store the offset of the last of the finished run at the front.
+                let mut stored = None;
+                while window.front().is_some_and(|slot| slot.done) {
+                    stored = window.pop_front();
+                    first += 1;
+                }
+                if let Some(slot) = stored {
+                    store(&consumer, &slot.message);
+                }
+            }
+            message = queue.recv(), if room => match message {
+                Some(message) => {
+                    space.notify_one();
+                    let seq = next_seq;
+                    next_seq += 1;
+                    let message = Arc::new(message);
+                    window.push_back(Slot { message: Arc::clone(&message), done: false });
+                    match waiting.get_mut(&ordering_key(&message)) {
+                        Some(behind) => behind.push_back(seq),
+                        None => {
+                            waiting.insert(ordering_key(&message), VecDeque::new());
+                            in_hand.push(handle(seq, message, &handler, &revoked, &watch));
+                        }
+                    }
+                }
+                None => stopping = true,
             },
-        };
-        space.notify_one();
+        }
+        if stopping && in_hand.is_empty() {
+            break;
+        }
+    }
+}
+
+/// Handles one message (or dead-letters it if its handling panics), as message `seq` of its worker.
+fn handle(
+    seq: u64,
+    message: Arc<OwnedMessage>,
+    handler: &Arc<Handler>,
+    revoked: &CancellationToken,
+    watch: &Arc<Watch>,
+) -> futures::future::BoxFuture<'static, (u64, Handled)> {
+    let handler = Arc::clone(handler);
+    let revoked = revoked.clone();
+    let watch = Arc::clone(watch);
+    Box::pin(async move {
         // A worker busy with a slow send or a MongoDB outage keeps the router from being judged stuck.
         let _handling = watch.handling();
         let handled = AssertUnwindSafe(async {
@@ -466,27 +572,33 @@ async fn work(
         })
         .catch_unwind()
         .await;
-        match handled {
-            Ok(Ok(())) => {}
-            Ok(Err(_stopped)) => break,
+        let handled = match handled {
+            Ok(Ok(())) => Handled::Done,
+            Ok(Err(_stopped)) => Handled::Stopped,
             Err(panic) => {
                 let what = panic_message(panic.as_ref());
                 drop(panic);
-                if !dead_letter_panicked(&handler, &message, &what, &revoked).await {
-                    break;
+                if dead_letter_panicked(&handler, &message, &what, &revoked).await {
+                    Handled::Done
+                } else {
+                    Handled::Stopped
                 }
             }
-        }
-        if let Err(e) = herald_platform::kafka::store_offset(consumer.as_ref(), &message) {
-            // The partition was revoked while the message was in hand: its next owner handles it again, and
-            // finds it done.
-            tracing::debug!(
-                partition = message.partition(),
-                offset = message.offset(),
-                error = %e,
-                "offset not stored"
-            );
-        }
+        };
+        (seq, handled)
+    })
+}
+
+/// Stores `message`'s offset: it and everything before it in its partition is done.
+fn store(consumer: &LaneConsumer, message: &OwnedMessage) {
+    if let Err(e) = herald_platform::kafka::store_offset(consumer, message) {
+        // The partition was revoked meanwhile: its next owner handles these messages again, and finds them done.
+        tracing::debug!(
+            partition = message.partition(),
+            offset = message.offset(),
+            error = %e,
+            "offset not stored"
+        );
     }
 }
 

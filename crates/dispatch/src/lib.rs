@@ -80,7 +80,11 @@ impl App {
         EventStore::ensure_indexes(&db).await?;
         let producer = kafka::build_producer(&config.kafka)?;
         let providers = Providers::build(&config)?;
-        let stats = Arc::new(Stats::new(config.lane, config.queue_depth));
+        let stats = Arc::new(Stats::new(
+            config.lane,
+            config.queue_depth,
+            config.concurrency,
+        ));
         // The handler's shutdown token is linked to the one given to `run_until_stopped`.
         let shutdown = CancellationToken::new();
         let topics = config.kafka.topics();
@@ -105,6 +109,7 @@ impl App {
             Arc::clone(&stats),
             topic.clone(),
             config.queue_depth,
+            config.concurrency,
         )?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
@@ -114,6 +119,7 @@ impl App {
             group = %config.group_id(),
             port,
             queue_depth = config.queue_depth,
+            concurrency = config.concurrency,
             send_timeout_ms = config.send_timeout.as_millis() as u64,
             "dispatcher built"
         );

@@ -10,6 +10,7 @@ use herald_domain::Lane;
 pub struct Stats {
     lane: Lane,
     queue_depth: u64,
+    concurrency: u64,
     assigned_partitions: AtomicU64,
     delivered: AtomicU64,
     failed: AtomicU64,
@@ -64,7 +65,7 @@ impl Counter {
 }
 
 impl Stats {
-    pub fn new(lane: Lane, queue_depth: usize) -> Self {
+    pub fn new(lane: Lane, queue_depth: usize, concurrency: usize) -> Self {
         // Every counter shows on /metrics from the start, at 0, so rates and alerts have a series to work on.
         for counter in Counter::ALL {
             metrics::counter!(format!("herald_dispatch_{}_total", counter.name()), "lane" => lane.as_str())
@@ -73,6 +74,7 @@ impl Stats {
         Self {
             lane,
             queue_depth: queue_depth as u64,
+            concurrency: concurrency as u64,
             assigned_partitions: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -123,15 +125,19 @@ impl Stats {
     }
 
     /// The most messages this process can hold at once: per assigned partition, `queue_depth` queued for its
-    /// worker, one being handled and one held by the router while the partition is paused.
+    /// worker, `concurrency` in the worker's window and one held by the router while the partition is paused.
     pub fn in_flight_bound(&self) -> u64 {
-        in_flight_bound(self.assigned_partitions(), self.queue_depth)
+        in_flight_bound(
+            self.assigned_partitions(),
+            self.queue_depth,
+            self.concurrency,
+        )
     }
 }
 
-/// `partitions × (queue_depth + 2)`: see [`Stats::in_flight_bound`].
-pub fn in_flight_bound(n_partitions: u64, queue_depth: u64) -> u64 {
-    n_partitions * (queue_depth + 2)
+/// `partitions × (queue_depth + concurrency + 1)`: see [`Stats::in_flight_bound`].
+pub fn in_flight_bound(n_partitions: u64, queue_depth: u64, concurrency: u64) -> u64 {
+    n_partitions * (queue_depth + concurrency + 1)
 }
 
 #[cfg(test)]
@@ -140,11 +146,11 @@ mod tests {
 
     #[test]
     fn counters_count_and_the_bound_follows_the_partitions() {
-        let stats = Stats::new(Lane::Critical, 16);
+        let stats = Stats::new(Lane::Critical, 16, 8);
         stats.set_assigned_partitions(6);
         stats.add(Counter::Delivered);
         stats.add(Counter::Delivered);
         assert_eq!(stats.get(Counter::Delivered), 2);
-        assert_eq!(stats.in_flight_bound(), 108);
+        assert_eq!(stats.in_flight_bound(), 150);
     }
 }

@@ -5,6 +5,7 @@ mod dispatch {
     pub mod support;
 
     mod channels;
+    mod concurrency;
     mod crash;
     mod failures;
     mod instances;

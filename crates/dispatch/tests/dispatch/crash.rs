@@ -22,6 +22,7 @@ const N_EVENTS: usize = 1_000;
 /// Partitions of a lane topic, and the default queue depth: the dispatcher's in-flight bound.
 const LANE_PARTITIONS: u64 = 6;
 const QUEUE_DEPTH: u64 = 16;
+const CONCURRENCY: u64 = 8;
 
 fn spawn_dispatcher(harness: &Harness, log: &std::path::Path) -> Result<Child> {
     let log = File::create(log)?;
@@ -31,6 +32,7 @@ fn spawn_dispatcher(harness: &Harness, log: &std::path::Path) -> Result<Child> {
             // A short lease, so the events held by the killed process are taken over quickly.
             ("HERALD_SEND_TIMEOUT_MS", "2000"),
             ("HERALD_DISPATCH_QUEUE_DEPTH", &QUEUE_DEPTH.to_string()),
+            ("HERALD_DISPATCH_CONCURRENCY", &CONCURRENCY.to_string()),
             ("RUST_LOG", "info"),
         ]))
         .stdin(Stdio::null())
@@ -151,7 +153,7 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_with_bounded_duplic
         .map(|(id, hits)| (id, hits.len()))
         .collect();
     let n_duplicates: usize = duplicated.values().map(|n| n - 1).sum();
-    let bound = in_flight_bound(LANE_PARTITIONS, QUEUE_DEPTH);
+    let bound = in_flight_bound(LANE_PARTITIONS, QUEUE_DEPTH, CONCURRENCY);
     eprintln!(
         "crash test: {} hits before the kill ({rate_first:.0} events/s), {} after; {n_duplicates} duplicates \
          ({} events) against an in-flight bound of {bound}; the restart finished in {:.1} s",
