@@ -52,7 +52,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .with_state(state);
     let (api, document) = OpenApiRouter::new()
         .merge(api)
-        .merge(health::openapi_router(readiness))
+        .merge(health::openapi_router("herald-ingest", readiness))
         .split_for_parts();
     let api = BodyLimit(config.max_body_bytes).apply(api);
     let docs = http::openapi::finish(document);

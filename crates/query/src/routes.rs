@@ -40,7 +40,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .routes(routes!(crate::alerts::get_alert))
         .route_layer(middleware::from_fn_with_state(read, auth::require))
         .with_state(state.clone())
-        .merge(health::openapi_router((*state.readiness).clone()))
+        .merge(health::openapi_router(
+            "herald-query",
+            (*state.readiness).clone(),
+        ))
         .split_for_parts();
     let docs = http::openapi::finish(document);
     Standard {

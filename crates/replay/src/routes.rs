@@ -59,7 +59,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .merge(admin)
         .merge(read)
         .with_state(state)
-        .merge(health::openapi_router(readiness))
+        .merge(health::openapi_router("herald-replay", readiness))
         .split_for_parts();
     let api = BodyLimit(config.max_body_bytes).apply(api);
     let docs = http::openapi::finish(document);

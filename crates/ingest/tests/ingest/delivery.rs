@@ -166,7 +166,10 @@ async fn health_and_readiness_answer() -> Result<()> {
     let ctx = TestContext::new("ingest-health").await?;
     let service = Service::start(&ctx, |_| {}).await?;
     let (status, body) = answer(service.http.get(service.url("/api/health")).send().await?).await?;
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": "ok", "service": "herald-ingest"}))
+    );
     let (status, body) = answer(service.http.get(service.url("/api/ready")).send().await?).await?;
     assert_eq!((status, body), (200, json!({"status": "ready"})));
     let (status, body) = answer(service.http.get(service.url("/nowhere")).send().await?).await?;

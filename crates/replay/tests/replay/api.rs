@@ -158,7 +158,7 @@ async fn health_readiness_and_unknown_routes_answer_in_the_standard_shape() -> R
     let service = Service::start(&fx.ctx, |_| {}).await?;
     assert_eq!(
         service.get("/api/health").await?,
-        (200, json!({"status": "ok"}))
+        (200, json!({"status": "ok", "service": "herald-replay"}))
     );
     assert_eq!(
         service.get("/api/ready").await?,
