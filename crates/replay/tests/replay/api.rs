@@ -19,7 +19,7 @@ async fn every_bad_replay_parameter_is_reported_at_once() -> Result<()> {
         .await?;
     assert_eq!(status, 400, "{body}");
     let known = "is not a known field; expected one of: eventIds, channel, eventType, priority, since, until, \
-                 limit, dryRun";
+                 limit, from, dryRun";
     assert_eq!(
         body,
         json!({"error": "Validation failed", "details": [
