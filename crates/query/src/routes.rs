@@ -38,6 +38,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .routes(routes!(stats))
         .routes(routes!(crate::alerts::list_alerts))
         .routes(routes!(crate::alerts::get_alert))
+        .routes(routes!(crate::dropin::list_processed))
+        .routes(routes!(crate::dropin::list_user_logs))
+        .routes(routes!(crate::dropin::get_user_log))
         .route_layer(middleware::from_fn_with_state(read, auth::require))
         .with_state(state.clone())
         .merge(health::openapi_router(
