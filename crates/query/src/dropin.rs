@@ -10,7 +10,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use herald_domain::{EventId, FieldError, Status};
+use herald_domain::{FieldError, Status};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ApiError;
 use crate::openapi::ErrorBody;
 use crate::params::{self, ListQuery, Position};
+use crate::routes::find_event;
 use crate::view::EventSummary;
 use crate::AppState;
 
@@ -187,6 +188,14 @@ fn translated(
             })
             .collect::<Vec<_>>()
     });
+    with_problems(parsed, problems)
+}
+
+/// `parsed`, unless it or the `problems` found beside it have any: then all of them, sorted by field.
+fn with_problems(
+    parsed: Result<ListQuery, Vec<FieldError>>,
+    mut problems: Vec<FieldError>,
+) -> Result<ListQuery, Vec<FieldError>> {
     match parsed {
         Ok(query) if problems.is_empty() => Ok(query),
         parsed => {
@@ -241,22 +250,11 @@ pub fn parse_processed(pairs: Vec<(String, String)>) -> Result<ListQuery, Vec<Fi
         ("eventType", "eventType"),
         ("limit", "limit"),
     ];
-    match translated(rest, &names) {
-        Ok(mut query) if problems.is_empty() => {
-            query.filters.status = Some(Status::Recorded);
-            query.limit = limit;
-            Ok(query)
-        }
-        parsed => {
-            problems.extend(parsed.err().unwrap_or_default());
-            problems.sort_by(|a, b| {
-                a.field
-                    .cmp(&b.field)
-                    .then_with(|| a.message.cmp(&b.message))
-            });
-            Err(problems)
-        }
-    }
+    with_problems(translated(rest, &names), problems).map(|mut query| {
+        query.filters.status = Some(Status::Recorded);
+        query.limit = limit;
+        query
+    })
 }
 
 /// List processed events.
@@ -364,15 +362,7 @@ pub(crate) async fn get_user_log(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<UserLog>, ApiError> {
-    let id = id.map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.body_text())]))?;
-    let id = EventId::parse(&id)
-        .map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.to_string())]))?;
-    let found = state
-        .reader
-        .find(&id)
-        .await
-        .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?
-        .ok_or(ApiError::EventNotFound)?;
+    let found = find_event(&state, id).await?;
     Ok(Json(UserLog::from(EventSummary::new(found, &state.mask))))
 }
 
