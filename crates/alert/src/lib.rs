@@ -110,7 +110,7 @@ impl App {
             self.config.watch,
             shutdown.clone(),
         );
-        let router = health::router_with_consumers(self.readiness, consumers);
+        let router = health::router_with_consumers(config::SERVICE, self.readiness, consumers);
         // The sender and the health server stop with the consumer, whatever stopped it.
         let stop = shutdown.child_token();
         let http_shutdown = stop.clone();

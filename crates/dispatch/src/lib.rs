@@ -176,7 +176,7 @@ impl App {
         };
         // `/metrics` is platform's: the dispatcher's counters are recorded through the `metrics` facade.
         let checks = watch.spawn_checks(kafka, watch_config, own.clone());
-        let app = health::router_with_consumers(readiness, consumers).layer(
+        let app = health::router_with_consumers(config::SERVICE, readiness, consumers).layer(
             TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT),
         );
         let server = {

@@ -19,6 +19,10 @@ use validator::{Validate, ValidateLength, ValidateNonControlCharacter};
 use crate::error::{field_errors, FieldError};
 use crate::event::{Channel, Event, EventId, Priority};
 
+mod dropin;
+
+pub use dropin::{parse_generated, GENERATE_FIELDS};
+
 /// Longest `userId`, in characters.
 pub const MAX_USER_ID_LEN: u64 = 256;
 /// Longest `eventType` (and `activityType`), in characters.

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
+pub mod dropin;
 pub mod error;
 pub mod openapi;
 mod outbox;

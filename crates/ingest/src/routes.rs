@@ -1,5 +1,6 @@
-//! The HTTP API: `POST /event` and `POST /api/logs` (a key with the `ingest` scope, rate limited per key), the
-//! health and metrics routes and the documentation, in platform's standard middleware with the body limit.
+//! The HTTP API: `POST /event`, `POST /api/logs` and `POST /events/generate` (a key with the `ingest` scope, rate
+//! limited per key), the health and metrics routes and the documentation, in platform's standard middleware with
+//! the body limit.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
+use crate::dropin::{published, Published, PublishedBody, ACTIVITY_PUBLISHED};
 use crate::error::{ApiError, Dependency};
 use crate::openapi::{AcceptedBody, ActivityRequest, ApiDoc, ErrorBody, EventRequest};
 use crate::outbox::PublishError;
@@ -38,7 +40,8 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
     };
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accept_event))
-        .routes(routes!(accept_activity));
+        .routes(routes!(accept_activity))
+        .routes(routes!(crate::dropin::generate_event));
     // Layers run outside in: the key is checked first, then its bucket.
     if let Some(limiter) = config.rate_limit.limiter() {
         api = api.route_layer(middleware::from_fn_with_state(limiter, rate_limit::limit));
@@ -52,7 +55,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .with_state(state);
     let (api, document) = OpenApiRouter::new()
         .merge(api)
-        .merge(health::openapi_router(readiness))
+        .merge(health::openapi_router("herald-ingest", readiness))
         .split_for_parts();
     let api = BodyLimit(config.max_body_bytes).apply(api);
     let docs = http::openapi::finish(document);
@@ -68,13 +71,13 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
 /// The answer to an accepted (202) or repeated (200) event.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Accepted {
+pub(crate) struct Accepted {
     event_id: EventId,
     status: Status,
     priority: Priority,
 }
 
-type Answer = (StatusCode, Json<Accepted>);
+pub(crate) type Answer = (StatusCode, Json<Accepted>);
 
 /// Accept an event.
 ///
@@ -112,7 +115,8 @@ async fn accept_event(
 /// Record an activity log entry.
 ///
 /// Stored and published as a record-only event: it reaches RECORDED and is never delivered. Alert rules can
-/// watch these (the failed-request monitor counts `request.failed` entries per `metadata.ip`).
+/// watch these (the failed-request monitor counts `request.failed` entries per `metadata.ip`). The answer also
+/// carries the activity-log service's `success` and `message`.
 #[utoipa::path(
     post,
     path = "/api/logs",
@@ -121,8 +125,8 @@ async fn accept_event(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a repeated request answer the first one's event")),
     request_body(content = ActivityRequest, content_type = "application/json"),
     responses(
-        (status = 202, description = "Accepted", body = AcceptedBody),
-        (status = 200, description = "A repeat of an entry accepted before", body = AcceptedBody),
+        (status = 202, description = "Accepted", body = PublishedBody),
+        (status = 200, description = "A repeat of an entry accepted before", body = PublishedBody),
         (status = 400, description = "Not an acceptable entry (each problem named), or malformed JSON", body = ErrorBody),
         (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
         (status = 403, description = "The key lacks the `ingest` scope", body = ErrorBody),
@@ -136,13 +140,14 @@ async fn accept_activity(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Answer, ApiError> {
+) -> Result<(StatusCode, Json<Published>), ApiError> {
     let event = parse_activity(&body);
-    accept_parsed(&state, &headers, event).await
+    let answer = accept_parsed(&state, &headers, event).await?;
+    Ok(published(answer, ACTIVITY_PUBLISHED))
 }
 
 /// Reports the body's and the headers' problems together, or accepts the event.
-async fn accept_parsed(
+pub(crate) async fn accept_parsed(
     state: &AppState,
     headers: &HeaderMap,
     event: Result<Event, Vec<FieldError>>,

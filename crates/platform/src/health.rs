@@ -62,6 +62,8 @@ impl Readiness {
 /// health.
 #[derive(Debug)]
 struct Ready {
+    /// The service's name, which `/api/health` answers with.
+    service: &'static str,
     readiness: Readiness,
     consumers: Option<watch::Health>,
 }
@@ -86,8 +88,10 @@ impl Ready {
 }
 
 /// The health, readiness and metrics routes, documented, to merge into an HTTP service's `OpenApiRouter`.
-pub fn openapi_router(readiness: Readiness) -> OpenApiRouter {
+/// `service` is the name `/api/health` answers with (`herald-ingest`).
+pub fn openapi_router(service: &'static str, readiness: Readiness) -> OpenApiRouter {
     openapi_router_of(Ready {
+        service,
         readiness,
         consumers: None,
     })
@@ -103,15 +107,20 @@ fn openapi_router_of(ready_state: Ready) -> OpenApiRouter {
 }
 
 /// The health, readiness and metrics routes, for the services whose only HTTP is these (dispatch, retry, alert).
-pub fn router(readiness: Readiness) -> Router {
-    let (router, _) = openapi_router(readiness).split_for_parts();
+pub fn router(service: &'static str, readiness: Readiness) -> Router {
+    let (router, _) = openapi_router(service, readiness).split_for_parts();
     router
 }
 
 /// [`router`] for a service whose Kafka consumers watch themselves: `/api/ready` is also 503 while one of them is
 /// stuck or being rebuilt, naming it.
-pub fn router_with_consumers(readiness: Readiness, consumers: watch::Health) -> Router {
+pub fn router_with_consumers(
+    service: &'static str,
+    readiness: Readiness,
+    consumers: watch::Health,
+) -> Router {
     let (router, _) = openapi_router_of(Ready {
+        service,
         readiness,
         consumers: Some(consumers),
     })
@@ -119,15 +128,19 @@ pub fn router_with_consumers(readiness: Readiness, consumers: watch::Health) -> 
     router
 }
 
-/// Whether the process is up. Touches no dependency.
+/// Whether the process is up, and which service it is. Touches no dependency.
+///
+/// The service's name is in the answer because the activity-log services Herald replaces answer
+/// `{"status": "ok", "service": "producer"}`, and their health checks read it.
 #[utoipa::path(
     get,
     path = "/api/health",
     tag = "health",
-    responses((status = 200, description = "Up", body = crate::http::openapi::HealthStatus)),
+    responses((status = 200, description = "Up", body = crate::http::openapi::HealthStatus,
+        example = json!({"status": "ok", "service": "herald-ingest"}))),
 )]
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+async fn health(State(ready_state): State<Arc<Ready>>) -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "service": ready_state.service }))
 }
 
 /// Whether the service's dependencies (Kafka metadata, a MongoDB ping, as the service needs them) answer within
@@ -165,12 +178,35 @@ async fn metrics() -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
     use super::*;
+
+    #[tokio::test]
+    async fn health_names_the_service() {
+        let response = router("herald-retry", Readiness::default())
+            .oneshot(
+                Request::get("/api/health")
+                    .body(Body::empty())
+                    .expect("a request"),
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body, json!({"status": "ok", "service": "herald-retry"}));
+    }
 
     #[tokio::test]
     async fn a_stuck_consumer_makes_ready_fail_naming_it() {
         let consumers = watch::Health::default();
         let ready_state = Ready {
+            service: "herald-test",
             readiness: Readiness::default(),
             consumers: Some(consumers.clone()),
         };

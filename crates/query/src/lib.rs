@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub mod alerts;
 pub mod config;
 pub mod cursor;
+pub mod dropin;
 pub mod error;
 pub mod events;
 pub mod mask;

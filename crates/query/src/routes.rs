@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::cursor::Cursor;
 use crate::error::{ApiError, TIMEOUT_HINT};
+use crate::events::Found;
 use crate::openapi::{ApiDoc, ErrorBody};
 use crate::params::{self, ListParams, Position};
 use crate::view::{EventDetail, EventSummary, LogPage, Pagination, Stats};
@@ -38,9 +39,15 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .routes(routes!(stats))
         .routes(routes!(crate::alerts::list_alerts))
         .routes(routes!(crate::alerts::get_alert))
+        .routes(routes!(crate::dropin::list_processed))
+        .routes(routes!(crate::dropin::list_user_logs))
+        .routes(routes!(crate::dropin::get_user_log))
         .route_layer(middleware::from_fn_with_state(read, auth::require))
         .with_state(state.clone())
-        .merge(health::openapi_router((*state.readiness).clone()))
+        .merge(health::openapi_router(
+            "herald-query",
+            (*state.readiness).clone(),
+        ))
         .split_for_parts();
     let docs = http::openapi::finish(document);
     Standard {
@@ -146,16 +153,24 @@ async fn get_log(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EventDetail>, ApiError> {
+    let found = find_event(&state, id).await?;
+    Ok(Json(EventDetail::new(found, &state.mask)))
+}
+
+/// The event a route's `{id}` names: 400 when it cannot be an event id, 404 when no event has it.
+pub(crate) async fn find_event(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Found, ApiError> {
     let id = id.map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.body_text())]))?;
     let id = EventId::parse(&id)
         .map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.to_string())]))?;
-    let found = state
+    state
         .reader
         .find(&id)
         .await
         .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?
-        .ok_or(ApiError::EventNotFound)?;
-    Ok(Json(EventDetail::new(found, &state.mask)))
+        .ok_or(ApiError::EventNotFound)
 }
 
 /// Count events by status, channel and priority.

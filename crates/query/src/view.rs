@@ -66,6 +66,25 @@ pub struct EventSummary {
     /// When the event was (last) dead-lettered; absent if it never was.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "iso_opt")]
     pub dead_lettered_at: Option<DateTime<Utc>>,
+    /// On a record-only event (an activity log entry): its activity type, the same as `eventType`. Absent on
+    /// events with a channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "LOGIN")]
+    pub activity_type: Option<String>,
+    /// When the activity happened: the client's `timestamp` (given to `POST /api/logs`, stored in the payload), or,
+    /// without one, when Herald accepted the event (`createdAt`).
+    #[serde(serialize_with = "iso")]
+    pub timestamp: DateTime<Utc>,
+}
+
+/// When the activity an event records happened: the client's `payload.timestamp` (RFC 3339, as `POST /api/logs`
+/// stores it) or, without a readable one, when Herald accepted the event.
+pub fn happened_at(payload: &Value, created_at: DateTime<Utc>) -> DateTime<Utc> {
+    payload
+        .get("timestamp")
+        .and_then(Value::as_str)
+        .and_then(|raw| DateTime::parse_from_rfc3339(raw).ok())
+        .map_or(created_at, |at| at.with_timezone(&Utc))
 }
 
 impl EventSummary {
@@ -87,6 +106,13 @@ impl EventSummary {
         if let Some(metadata) = metadata.as_mut() {
             mask.apply("metadata", metadata);
         }
+        // From the masked payload: a masked `payload.timestamp` must not come back at the top level.
+        let timestamp = happened_at(&payload, record.created_at);
+        let activity_type = record
+            .channel
+            .is_none()
+            .then(|| record.event_type.clone())
+            .flatten();
         let summary = Self {
             event_id: record.event_id.as_str().to_owned(),
             user_id: record.user_id,
@@ -104,6 +130,8 @@ impl EventSummary {
             next_attempt_at: record.next_attempt_at,
             dead_letter_reason: scrub(found.dead_letter_reason),
             dead_lettered_at: found.dead_lettered_at,
+            activity_type,
+            timestamp,
         };
         (summary, secrets)
     }
@@ -278,6 +306,32 @@ impl From<Counts> for Stats {
             by_channel: counts.by_channel,
             by_priority: counts.by_priority,
             dead_letters_waiting,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_activity_happened_at_the_clients_timestamp_or_else_at_acceptance() {
+        let created = DateTime::parse_from_rfc3339("2026-01-15T02:30:01Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        let given = json!({"activityType": "LOGIN", "timestamp": "2026-01-15T04:30:00+02:00"});
+        assert_eq!(
+            happened_at(&given, created).to_rfc3339(),
+            "2026-01-15T02:30:00+00:00"
+        );
+        for payload in [
+            json!({}),
+            json!({"timestamp": "***"}),
+            json!({"timestamp": 1_700_000_000}),
+        ] {
+            assert_eq!(happened_at(&payload, created), created, "{payload}");
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct ReplayRequest {
     pub until: Option<String>,
     /// At most this many, oldest dead letter first: 1 to 10000, default 1000.
     pub limit: Option<u32>,
+    /// Skip this many of the selected dead letters first (oldest first, ties by event id), as the notification
+    /// dispatcher's `{"limit": 1000, "from": 0}` does; default 0.
+    #[schema(minimum = 0)]
+    pub from: Option<u32>,
     /// Only say what would be replayed; change nothing.
     pub dry_run: Option<bool>,
 }

@@ -23,6 +23,8 @@ pub struct ReplayRequest {
     pub filter: DeadLetterFilter,
     /// 1 to [`MAX_REPLAY_LIMIT`].
     pub limit: u32,
+    /// How many of the selected dead letters to skip first, in the order replays take them (0 by default).
+    pub from: u32,
     pub dry_run: bool,
 }
 
@@ -179,6 +181,7 @@ pub fn parse_replay(body: Option<&Value>) -> Result<ReplayRequest, Vec<FieldErro
     let mut request = ReplayRequest {
         filter: DeadLetterFilter::default(),
         limit: DEFAULT_REPLAY_LIMIT,
+        from: 0,
         dry_run: false,
     };
     let object = match body {
@@ -189,7 +192,7 @@ pub fn parse_replay(body: Option<&Value>) -> Result<ReplayRequest, Vec<FieldErro
     let known: Vec<&str> = FILTER_FIELDS
         .iter()
         .copied()
-        .chain(["limit", "dryRun"])
+        .chain(["limit", "from", "dryRun"])
         .collect();
     let mut reader = Reader::default();
     for (field, value) in object {
@@ -210,6 +213,11 @@ pub fn parse_replay(body: Option<&Value>) -> Result<ReplayRequest, Vec<FieldErro
             "limit" => {
                 if let Some(limit) = reader.number(field, value.as_u64(), 1, MAX_REPLAY_LIMIT) {
                     request.limit = limit;
+                }
+            }
+            "from" => {
+                if let Some(from) = reader.number(field, value.as_u64(), 0, u32::MAX) {
+                    request.from = from;
                 }
             }
             "dryRun" => match value.as_bool() {
@@ -287,6 +295,7 @@ mod tests {
         let everything = ReplayRequest {
             filter: DeadLetterFilter::default(),
             limit: DEFAULT_REPLAY_LIMIT,
+            from: 0,
             dry_run: false,
         };
         assert_eq!(parse_replay(None), Ok(everything.clone()));
@@ -319,6 +328,22 @@ mod tests {
             filter.since.map(|t| t.to_rfc3339()).as_deref(),
             Some("2024-05-01T12:00:00+00:00")
         );
+    }
+
+    #[test]
+    fn from_skips_dead_letters_and_must_be_a_whole_number() {
+        let request =
+            parse_replay(Some(&json!({"limit": 1000, "from": 0}))).expect("the documented body");
+        assert_eq!((request.limit, request.from), (1000, 0));
+        let request = parse_replay(Some(&json!({"from": 25}))).expect("valid");
+        assert_eq!((request.limit, request.from), (DEFAULT_REPLAY_LIMIT, 25));
+        for from in [json!(-1), json!(1.5), json!("3"), json!(4_294_967_296_u64)] {
+            let problems = parse_replay(Some(&json!({ "from": from }))).expect_err("a bad from");
+            assert_eq!(
+                problems,
+                vec![FieldError::new("from", "must be an integer of at least 0")]
+            );
+        }
     }
 
     #[test]

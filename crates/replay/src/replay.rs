@@ -82,6 +82,14 @@ pub struct Stopped {
     pub n_in_outbox: usize,
 }
 
+/// Where a replay starts after skipping its `from` dead letters.
+enum Start {
+    /// After this dead letter; `None` for the first one.
+    At(Option<DeadLetterRef>),
+    /// There are no more than `from` dead letters: nothing to take.
+    PastTheEnd,
+}
+
 /// What became of one selected dead letter.
 enum Outcome {
     /// On its lane.
@@ -139,19 +147,25 @@ impl Replayer {
         self.stopping.clone()
     }
 
-    /// The dead letters a replay of `filter` would take now, oldest first, at most `limit`: a dry run.
+    /// The dead letters a replay of `filter` would take now, oldest first, at most `limit` after skipping the
+    /// first `from`: a dry run.
     pub(crate) async fn select(
         &self,
         filter: &DeadLetterFilter,
+        from: u32,
         limit: u32,
     ) -> Result<Vec<DeadLetterRef>, mongodb::error::Error> {
         let filter = up_to_now(filter);
+        let after = match self.skip(&filter, from).await? {
+            Start::At(after) => after,
+            Start::PastTheEnd => return Ok(Vec::new()),
+        };
         let mut selected: Vec<DeadLetterRef> = Vec::new();
         while selected.len() < limit as usize {
             let want = (limit - selected.len() as u32).min(PAGE_SIZE);
             let page = self
                 .store
-                .dead_letters_after(&filter, selected.last(), i64::from(want))
+                .dead_letters_after(&filter, selected.last().or(after.as_ref()), i64::from(want))
                 .await?;
             let n_page = page.len();
             selected.extend(page);
@@ -160,6 +174,33 @@ impl Replayer {
             }
         }
         Ok(selected)
+    }
+
+    /// Where a walk through `filter`'s dead letters starts once the first `from` are skipped (a replay's `from`):
+    /// after the `from`-th, in the order replays take them.
+    ///
+    /// The skipped ones are read as positions (a few fields each), a page at a time, before anything is replayed,
+    /// so the set does not shrink under the count.
+    async fn skip(
+        &self,
+        filter: &DeadLetterFilter,
+        from: u32,
+    ) -> Result<Start, mongodb::error::Error> {
+        let mut after: Option<DeadLetterRef> = None;
+        let mut n_skipped = 0;
+        while n_skipped < from {
+            let want = (from - n_skipped).min(PAGE_SIZE);
+            let page = self
+                .store
+                .dead_letters_after(filter, after.as_ref(), i64::from(want))
+                .await?;
+            n_skipped += page.len() as u32;
+            if page.len() < want as usize {
+                return Ok(Start::PastTheEnd);
+            }
+            after = page.into_iter().last();
+        }
+        Ok(Start::At(after))
     }
 
     /// Replays the dead letters `request` selects, oldest first, paced. Returns the ids this replay put back on
@@ -182,9 +223,20 @@ impl Replayer {
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = JoinSet::new();
         let mut n_selected = 0;
-        let mut after: Option<DeadLetterRef> = None;
         let mut select_failed = false;
         let mut interrupted = false;
+        let mut after: Option<DeadLetterRef> = match self.skip(&filter, request.from).await {
+            Ok(Start::At(after)) => after,
+            Ok(Start::PastTheEnd) => return Ok(Vec::new()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the dead letters to skip; nothing replayed");
+                return Err(Stopped {
+                    cause: StopCause::Mongo,
+                    n_replayed: 0,
+                    n_left_pending: 0,
+                });
+            }
+        };
         'pages: while n_selected < limit {
             let want = (limit - n_selected).min(PAGE_SIZE as usize);
             let read = tokio::select! {

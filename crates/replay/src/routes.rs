@@ -59,7 +59,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         .merge(admin)
         .merge(read)
         .with_state(state)
-        .merge(health::openapi_router(readiness))
+        .merge(health::openapi_router("herald-replay", readiness))
         .split_for_parts();
     let api = BodyLimit(config.max_body_bytes).apply(api);
     let docs = http::openapi::finish(document);
@@ -86,8 +86,8 @@ struct ReplayAnswer {
 
 /// Replay dead letters.
 ///
-/// Puts the selected dead letters (oldest first) back on their original priority lane with a fresh attempt budget
-/// and a replay entry in their timeline, paced at the configured rate. An event already back in flight is left
+/// Puts the selected dead letters (oldest first, after skipping the first `from`) back on their original priority
+/// lane with a fresh attempt budget and a replay entry in their timeline, paced at the configured rate. An event already back in flight is left
 /// alone, so repeating a request (or two at once) delivers each event once. `dryRun` changes nothing.
 #[utoipa::path(
     post,
@@ -115,7 +115,7 @@ async fn replay_dead_letters(
     if request.dry_run {
         let selected = state
             .replayer
-            .select(&request.filter, request.limit)
+            .select(&request.filter, request.from, request.limit)
             .await
             .map_err(mongo_down)?;
         let event_ids: Vec<EventId> = selected.into_iter().map(|r| r.event_id).collect();

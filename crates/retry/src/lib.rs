@@ -154,7 +154,7 @@ impl App {
                 shutdown.clone(),
             )
         });
-        let router = health::router_with_consumers(self.readiness, consumers);
+        let router = health::router_with_consumers("herald-retry", self.readiness, consumers);
         let http_shutdown = shutdown.clone();
         let http = tokio::spawn(async move {
             axum::serve(self.listener, router)

@@ -248,12 +248,12 @@ async fn record_only_events_end_recorded() -> Result<()> {
     // The health server answers on its own port, and /metrics reports the counters and the in-flight bound.
     let base = format!("http://127.0.0.1:{}", dispatcher.port);
     let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/api/health")).send().await?;
+    ensure!(health.status() == 200);
+    let health: Value = health.json().await?;
     ensure!(
-        http.get(format!("{base}/api/health"))
-            .send()
-            .await?
-            .status()
-            == 200
+        health == json!({"status": "ok", "service": "herald-dispatch"}),
+        "{health}"
     );
     let ready = http.get(format!("{base}/api/ready")).send().await?;
     ensure!(ready.status() == 200, "ready: {}", ready.text().await?);

@@ -1,5 +1,5 @@
 //! Accepted events: the 202 answer, the record in MongoDB, the message on the lane of their priority; the
-//! activity-log route; the health routes; graceful shutdown.
+//! activity-log and generated-event routes; the health routes; graceful shutdown.
 
 use anyhow::{Context, Result};
 use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID, HEADER_REQUEST_ID};
@@ -133,6 +133,11 @@ async fn an_activity_log_is_a_record_only_event() -> Result<()> {
     let (status, accepted) = service.post("/api/logs", &body).await?;
     assert_eq!(status, 202, "{accepted}");
     let event_id = accepted["eventId"].as_str().context("an eventId")?;
+    assert_eq!(
+        accepted,
+        json!({"success": true, "message": "Activity log published successfully", "eventId": event_id,
+            "status": "QUEUED", "priority": "default"})
+    );
 
     let stored = record(&ctx, event_id)
         .await?
@@ -161,12 +166,58 @@ async fn an_activity_log_is_a_record_only_event() -> Result<()> {
     service.stop().await
 }
 
+/// The activity-event service's `POST /events/generate`, with its documented body: a record-only event whose
+/// payload is kept, answered with that service's `message` and `eventId`.
+#[tokio::test]
+async fn a_generated_user_event_is_a_record_only_event() -> Result<()> {
+    let ctx = TestContext::new("ingest-generate").await?;
+    let service = Service::start(&ctx, |_| {}).await?;
+    let body = json!({"userId": "user123", "eventType": "LOGIN", "payload": {"ip": "127.0.0.1"}});
+    let (status, accepted) = service.post("/events/generate", &body).await?;
+    assert_eq!(status, 202, "{accepted}");
+    let event_id = accepted["eventId"].as_str().context("an eventId")?;
+    assert_eq!(
+        accepted,
+        json!({"success": true, "message": "Event published successfully", "eventId": event_id,
+            "status": "QUEUED", "priority": "default"})
+    );
+    let stored = record(&ctx, event_id)
+        .await?
+        .context("the event is stored")?;
+    assert_eq!(stored.channel, None, "record-only");
+    assert_eq!(stored.user_id.as_deref(), Some("user123"));
+    assert_eq!(stored.event_type.as_deref(), Some("LOGIN"));
+    assert_eq!(stored.payload, json!({"ip": "127.0.0.1"}));
+    let consumer = lane_consumer(&ctx, Lane::Default).await?;
+    let received = next_message(&consumer).await?;
+    assert_eq!(received.message.event, stored.event());
+
+    let (status, rejected) = service
+        .post(
+            "/events/generate",
+            &json!({"userId": "user123", "type": "LOGIN"}),
+        )
+        .await?;
+    assert_eq!(status, 400);
+    assert_eq!(
+        rejected,
+        json!({"error": "Validation failed", "details": [
+            {"field": "eventType", "message": "is required"},
+            {"field": "type", "message": "unknown field, expected one of: userId, eventType, payload"},
+        ]})
+    );
+    service.stop().await
+}
+
 #[tokio::test]
 async fn health_and_readiness_answer() -> Result<()> {
     let ctx = TestContext::new("ingest-health").await?;
     let service = Service::start(&ctx, |_| {}).await?;
     let (status, body) = answer(service.http.get(service.url("/api/health")).send().await?).await?;
-    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    assert_eq!(
+        (status, body),
+        (200, json!({"status": "ok", "service": "herald-ingest"}))
+    );
     let (status, body) = answer(service.http.get(service.url("/api/ready")).send().await?).await?;
     assert_eq!((status, body), (200, json!({"status": "ready"})));
     let (status, body) = answer(service.http.get(service.url("/nowhere")).send().await?).await?;

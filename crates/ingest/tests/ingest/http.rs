@@ -218,9 +218,10 @@ async fn metrics_parse_as_prometheus_text_and_move_when_events_flow() -> Result<
 }
 
 /// The routes herald-ingest serves, as (method, path).
-const SERVED: [(&str, &str); 7] = [
+const SERVED: [(&str, &str); 8] = [
     ("post", "/event"),
     ("post", "/api/logs"),
+    ("post", "/events/generate"),
     ("get", "/api/health"),
     ("get", "/api/ready"),
     ("get", "/metrics"),
@@ -273,7 +274,9 @@ async fn the_openapi_document_lists_exactly_the_routes_served() -> Result<()> {
     for name in [
         "EventRequest",
         "ActivityRequest",
+        "GenerateRequest",
         "AcceptedBody",
+        "PublishedBody",
         "ErrorBody",
         "EmailPayload",
         "SmsPayload",

@@ -41,6 +41,9 @@ pub struct HealthStatus {
     /// `ok` (health) or `ready` (ready).
     #[schema(example = "ok")]
     pub status: String,
+    /// On `/api/health`: the service that answers (`herald-ingest`, `herald-query`, ...).
+    #[schema(example = "herald-ingest")]
+    pub service: Option<String>,
 }
 
 /// The name of the security requirement routes that need a key refer to.

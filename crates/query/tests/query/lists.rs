@@ -301,6 +301,7 @@ async fn items_carry_every_field_with_iso_times() -> Result<()> {
             "nextAttemptAt": "2024-05-10T12:01:00.500Z",
             "deadLetterReason": "permanent error",
             "deadLetteredAt": "2024-05-10T12:00:00.000Z",
+            "timestamp": r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         })
     );
     ensure!(r.created_at < seed_end());
@@ -320,5 +321,18 @@ async fn items_carry_every_field_with_iso_times() -> Result<()> {
         plain.get("timeline").is_none() && plain.get("attempts").is_none(),
         "{plain}"
     );
+    // Activity log entries (record-only events) carry their type as `activityType` too; others do not.
+    for item in other["data"].as_array().cloned().unwrap_or_default() {
+        let expected = if item["channel"].is_null() {
+            item["eventType"].clone()
+        } else {
+            Value::Null
+        };
+        ensure!(
+            item.get("activityType").cloned().unwrap_or(Value::Null) == expected,
+            "{item}"
+        );
+        ensure!(item["timestamp"] == item["createdAt"], "{item}");
+    }
     service.stop().await
 }

@@ -9,9 +9,12 @@ use serde_json::{json, Value};
 use super::support::{database, seed, Service};
 
 /// The routes the service serves, as (method, path).
-const SERVED: [(&str, &str); 10] = [
+const SERVED: [(&str, &str); 13] = [
     ("get", "/api/logs"),
     ("get", "/api/logs/{id}"),
+    ("get", "/events/processed"),
+    ("get", "/user-logs"),
+    ("get", "/user-logs/{id}"),
     ("get", "/api/stats"),
     ("get", "/api/alerts"),
     ("get", "/api/alerts/{id}"),
@@ -130,6 +133,9 @@ async fn the_document_lists_exactly_the_routes_served() -> Result<()> {
         "Pagination",
         "Stats",
         "ErrorBody",
+        "ProcessedEvent",
+        "UserLogPage",
+        "UserLog",
     ] {
         ensure!(schemas[name].is_object(), "no schema {name}");
     }

@@ -17,7 +17,7 @@ async fn health_ready_and_request_ids() -> Result<()> {
     let service = Service::start(&ctx, |_| {}).await?;
     assert_eq!(
         service.get("/api/health").await?,
-        (200, json!({"status": "ok"}))
+        (200, json!({"status": "ok", "service": "herald-query"}))
     );
     assert_eq!(
         service.get("/api/ready").await?,

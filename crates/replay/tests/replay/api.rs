@@ -19,7 +19,7 @@ async fn every_bad_replay_parameter_is_reported_at_once() -> Result<()> {
         .await?;
     assert_eq!(status, 400, "{body}");
     let known = "is not a known field; expected one of: eventIds, channel, eventType, priority, since, until, \
-                 limit, dryRun";
+                 limit, from, dryRun";
     assert_eq!(
         body,
         json!({"error": "Validation failed", "details": [
@@ -158,7 +158,7 @@ async fn health_readiness_and_unknown_routes_answer_in_the_standard_shape() -> R
     let service = Service::start(&fx.ctx, |_| {}).await?;
     assert_eq!(
         service.get("/api/health").await?,
-        (200, json!({"status": "ok"}))
+        (200, json!({"status": "ok", "service": "herald-replay"}))
     );
     assert_eq!(
         service.get("/api/ready").await?,

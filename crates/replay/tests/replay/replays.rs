@@ -188,6 +188,55 @@ async fn filters_combine() -> Result<()> {
 }
 
 #[tokio::test]
+async fn from_skips_the_oldest_dead_letters() -> Result<()> {
+    check_filtered_replay("replay-from", json!({"from": 1, "limit": 2}), &["b", "c"]).await
+}
+
+#[tokio::test]
+async fn from_counts_within_the_filter() -> Result<()> {
+    check_filtered_replay(
+        "replay-from-filter",
+        json!({"from": 1, "channel": "email"}),
+        &["d"],
+    )
+    .await
+}
+
+/// The notification dispatcher's replay body, `{"limit": 1000, "from": 0}`, takes everything from the oldest; a
+/// `from` past the last dead letter takes nothing, in a dry run and in a replay.
+#[tokio::test]
+async fn from_zero_takes_everything_and_from_past_the_end_nothing() -> Result<()> {
+    let fx = Fixture::new("replay-from-bounds").await?;
+    fx.standard_set().await?;
+    let service = Service::start(&fx.ctx, |_| {}).await?;
+    for body in [
+        json!({"from": 5, "dryRun": true}),
+        json!({"from": 9, "limit": 1}),
+    ] {
+        let (status, answer) = service.replay(&body).await?;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["replayed"], 0, "{body}: {answer}");
+    }
+    let (status, answer) = service.replay(&json!({"from": 3, "dryRun": true})).await?;
+    assert_eq!(
+        (status, answer),
+        (
+            200,
+            json!({"replayed": 2, "eventIds": ["d", "e"], "dryRun": true})
+        )
+    );
+    let (status, answer) = service.replay(&json!({"limit": 1000, "from": 0})).await?;
+    assert_eq!(
+        (status, answer),
+        (
+            200,
+            json!({"replayed": 5, "eventIds": SET, "dryRun": false})
+        )
+    );
+    service.stop().await
+}
+
+#[tokio::test]
 async fn no_body_and_an_empty_object_replay_everything_oldest_first_up_to_the_limit() -> Result<()>
 {
     let fx = Fixture::new("replay-all").await?;
