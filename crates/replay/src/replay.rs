@@ -233,7 +233,7 @@ impl Replayer {
                 return Err(Stopped {
                     cause: StopCause::Mongo,
                     n_replayed: 0,
-                    n_left_pending: 0,
+                    n_in_outbox: 0,
                 });
             }
         };
