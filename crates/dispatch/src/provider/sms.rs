@@ -4,20 +4,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::{Channel, Event};
+use herald_domain::{Channel, Event, Message};
 use serde::Deserialize;
 use url::Url;
 
-use super::{judge_response, payload, transport_error, BuildError, Delivered, Provider, SendError};
+use super::{
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+};
 use crate::config::{Secret, SmsConfig};
-
-/// The SMS payload, as ingest normalised it (the number in E.164).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SmsPayload {
-    phone_number: String,
-    message: String,
-}
 
 /// Sends SMS through the configured HTTP API.
 #[derive(Debug)]
@@ -75,15 +69,6 @@ impl HttpSmsProvider {
     }
 }
 
-/// `+` and 8 to 15 digits, the first not 0: what ingest's normalisation produces.
-fn is_e164(number: &str) -> bool {
-    number.strip_prefix('+').is_some_and(|digits| {
-        (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
-    })
-}
-
 #[derive(Debug, Deserialize)]
 struct Accepted {
     sid: Option<String>,
@@ -95,22 +80,23 @@ impl Provider for HttpSmsProvider {
         &self.name
     }
 
-    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
-        let sms: SmsPayload = payload(event, Channel::Sms)?;
-        if !is_e164(&sms.phone_number) {
-            return Err(SendError::invalid(format!(
-                "invalid recipient '{}': not an E.164 number",
-                sms.phone_number
-            )));
-        }
+    async fn send(
+        &self,
+        _event: &Event,
+        message: &Message,
+        _attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        let Message::Sms(sms) = message else {
+            return Err(wrong_channel(Channel::Sms, message));
+        };
         let response = self
             .client
             .post(self.endpoint.clone())
             .basic_auth(&self.account_id, Some(self.auth_token.expose()))
             .form(&[
-                ("To", sms.phone_number.as_str()),
+                ("To", sms.phone_number()),
                 ("From", self.from.as_str()),
-                ("Body", sms.message.as_str()),
+                ("Body", sms.message()),
             ])
             .send()
             .await
@@ -121,21 +107,5 @@ impl Provider for HttpSmsProvider {
             delivered.detail = Some(format!("sid {sid}"));
         }
         Ok(delivered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_e164_numbers_pass() {
-        assert!(is_e164("+14155550123"));
-        assert!(is_e164("+447911123456"));
-        assert!(!is_e164("14155550123"));
-        assert!(!is_e164("+1 415 555 0123"));
-        assert!(!is_e164("+0123456789"));
-        assert!(!is_e164("+1234567"));
-        assert!(!is_e164("+1234567890123456"));
     }
 }

@@ -5,28 +5,20 @@
 //! `Herald-Signature: v1=<hex HMAC-SHA256(secret, "{event id}.{timestamp}.{body}")>`, where body is the exact bytes
 //! sent; then the payload's own `headers`, which may not override those four.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use herald_domain::{Channel, Event};
+use herald_domain::message::Webhook;
+use herald_domain::{Channel, Event, Message};
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{judge_response, payload, transport_error, BuildError, Delivered, Provider, SendError};
+use super::{
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+};
 use crate::config::{Secret, WebhookConfig};
-
-/// The webhook payload, as ingest checked it.
-#[derive(Debug, Deserialize)]
-struct WebhookPayload {
-    url: String,
-    body: serde_json::Value,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
 
 /// `v1=<hex HMAC-SHA256(secret, "{event_id}.{timestamp}.{body}")>`: the value of `Herald-Signature`.
 pub fn sign(secret: &[u8], event_id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -70,12 +62,12 @@ impl WebhookProvider {
 
 fn headers(
     event: &Event,
-    extra: &BTreeMap<String, String>,
+    webhook: &Webhook,
     timestamp: i64,
     signature: &str,
 ) -> Result<HeaderMap, SendError> {
     let mut headers = HeaderMap::new();
-    for (name, value) in extra {
+    for (name, value) in webhook.headers() {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| SendError::invalid(format!("invalid header name '{name}': {e}")))?;
         let value = HeaderValue::from_str(value)
@@ -111,11 +103,18 @@ impl Provider for WebhookProvider {
         "webhook"
     }
 
-    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
-        let webhook: WebhookPayload = payload(event, Channel::Webhook)?;
-        let url = reqwest::Url::parse(&webhook.url)
-            .map_err(|e| SendError::invalid(format!("invalid url '{}': {e}", webhook.url)))?;
-        let body = serde_json::to_vec(&webhook.body)
+    async fn send(
+        &self,
+        event: &Event,
+        message: &Message,
+        _attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        let Message::Webhook(webhook) = message else {
+            return Err(wrong_channel(Channel::Webhook, message));
+        };
+        let url = reqwest::Url::parse(webhook.url())
+            .map_err(|e| SendError::invalid(format!("invalid url '{}': {e}", webhook.url())))?;
+        let body = serde_json::to_vec(webhook.body())
             .map_err(|e| SendError::invalid(format!("cannot encode the body: {e}")))?;
         let timestamp = Utc::now().timestamp();
         let signature = sign(
@@ -124,7 +123,7 @@ impl Provider for WebhookProvider {
             timestamp,
             &body,
         );
-        let headers = headers(event, &webhook.headers, timestamp, &signature)?;
+        let headers = headers(event, webhook, timestamp, &signature)?;
         let response = self
             .client
             .post(url)
