@@ -5,6 +5,7 @@
 
 mod email;
 mod sandbox;
+pub(crate) mod settings;
 mod sms;
 mod webhook;
 
@@ -18,12 +19,13 @@ use herald_domain::outcome::{classify, Observation, Outcome, TransportFailure, H
 use herald_domain::provider as names;
 use herald_domain::{Channel, ErrorClass, Event, Message};
 
-use crate::config::{Backend, Config};
+use crate::config::Config;
+use settings::Backend;
 
-pub use email::SmtpProvider;
+pub use email::{EmailConfig, SmtpProvider};
 pub use sandbox::{Sandbox, SANDBOX};
-pub use sms::HttpSmsProvider;
-pub use webhook::{sign, WebhookProvider};
+pub use sms::{HttpSmsProvider, SmsConfig};
+pub use webhook::{sign, WebhookConfig, WebhookProvider, DEV_WEBHOOK_SECRET};
 
 /// A provider accepted the event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -6,13 +6,55 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_domain::message::Email;
 use herald_domain::outcome::{Observation, TransportFailure};
+use herald_domain::provider::env_segment;
 use herald_domain::{Channel, Event, Message};
+use herald_platform::smtp::SmtpConfig;
+use herald_platform::EnvReader;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::settings::{backend, read_extra_names, required, Backend, NamedProvider};
 use super::{wrong_channel, BuildError, Delivered, Provider, SendError};
-use crate::config::EmailConfig;
+
+/// The email channel.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
+    pub backend: Backend,
+    /// `HERALD_SMTP_*`: the server, as herald-alert reads it too (`herald_platform::smtp`).
+    pub smtp: SmtpConfig,
+}
+
+impl EmailConfig {
+    /// `HERALD_EMAIL_PROVIDER` and `HERALD_SMTP_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        Self {
+            backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
+            smtp: SmtpConfig::read(env),
+        }
+    }
+
+    /// `HERALD_EMAIL_PROVIDERS` and each relay's `HERALD_SMTP_<NAME>_*`, sending from `from` unless told otherwise.
+    pub(crate) fn read_extras(
+        env: &mut EnvReader,
+        from: &Mailbox,
+    ) -> Vec<NamedProvider<EmailConfig>> {
+        let list = "HERALD_EMAIL_PROVIDERS";
+        read_extra_names(env, Channel::Email)
+            .into_iter()
+            .map(|name| {
+                let prefix = format!("HERALD_SMTP_{}_", env_segment(&name));
+                let host = required(env, &format!("{prefix}HOST"), list, &name).unwrap_or_default();
+                let config = EmailConfig {
+                    backend: Backend::Real,
+                    smtp: SmtpConfig::read_relay(env, &prefix, host, from),
+                };
+                NamedProvider { name, config }
+            })
+            .collect()
+    }
+}
 
 /// Pooled SMTP connections: at most one send per partition runs at a time, and a lane has 6 partitions.
 const POOL_SIZE: u32 = 8;

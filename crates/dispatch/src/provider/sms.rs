@@ -4,14 +4,93 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::provider::env_segment;
 use herald_domain::{Channel, Event, Message};
+use herald_platform::EnvReader;
 use serde::Deserialize;
 use url::Url;
 
+use super::settings::{
+    backend, read_extra_names, read_url, required, Backend, NamedProvider, Secret,
+};
 use super::{
     judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
 };
-use crate::config::{Secret, SmsConfig};
+
+/// The SMS channel.
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    /// `HERALD_SMS_PROVIDER`: `http` or `sandbox`. Default `http` when `HERALD_SMS_BASE_URL` is set, else
+    /// `sandbox`.
+    pub backend: Backend,
+    /// `HERALD_SMS_BASE_URL`: the SMS API's base URL; messages are POSTed to
+    /// `{base}/Accounts/{account}/Messages.json`. Required for `http`.
+    pub base_url: Option<Url>,
+    /// `HERALD_SMS_ACCOUNT_ID`: the account, in the path and as the basic-auth user. Required for `http`.
+    pub account_id: Option<String>,
+    /// `HERALD_SMS_AUTH_TOKEN`: the basic-auth password. Required for `http`.
+    pub auth_token: Option<Secret>,
+    /// `HERALD_SMS_FROM`: the sending number or sender id (the `From` field). Required for `http`.
+    pub from: Option<String>,
+}
+
+impl SmsConfig {
+    /// `HERALD_SMS_PROVIDER` and `HERALD_SMS_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        let base_url = read_url(env, "HERALD_SMS_BASE_URL");
+        let default = if env.raw("HERALD_SMS_BASE_URL").is_some() {
+            Backend::Real
+        } else {
+            Backend::Sandbox
+        };
+        let config = SmsConfig {
+            backend: backend(env, "HERALD_SMS_PROVIDER", "http", default),
+            base_url,
+            account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
+            auth_token: env
+                .optional_string("HERALD_SMS_AUTH_TOKEN")
+                .map(Secret::new),
+            from: env.optional_string("HERALD_SMS_FROM"),
+        };
+        if config.backend == Backend::Real {
+            let missing = [
+                (
+                    "HERALD_SMS_BASE_URL",
+                    env.raw("HERALD_SMS_BASE_URL").is_none(),
+                ),
+                ("HERALD_SMS_ACCOUNT_ID", config.account_id.is_none()),
+                ("HERALD_SMS_AUTH_TOKEN", config.auth_token.is_none()),
+                ("HERALD_SMS_FROM", config.from.is_none()),
+            ];
+            for (key, _) in missing.iter().filter(|(_, missing)| *missing) {
+                env.problem(key, "is required when HERALD_SMS_PROVIDER is http");
+            }
+        }
+        config
+    }
+
+    /// `HERALD_SMS_PROVIDERS` and each API's `HERALD_SMS_<NAME>_*`.
+    pub(crate) fn read_extras(env: &mut EnvReader) -> Vec<NamedProvider<SmsConfig>> {
+        let list = "HERALD_SMS_PROVIDERS";
+        read_extra_names(env, Channel::Sms)
+            .into_iter()
+            .map(|name| {
+                let key = |field: &str| format!("HERALD_SMS_{}_{field}", env_segment(&name));
+                if env.raw(&key("BASE_URL")).is_none() {
+                    required(env, &key("BASE_URL"), list, &name);
+                }
+                let config = SmsConfig {
+                    backend: Backend::Real,
+                    base_url: read_url(env, &key("BASE_URL")),
+                    account_id: required(env, &key("ACCOUNT_ID"), list, &name),
+                    auth_token: required(env, &key("AUTH_TOKEN"), list, &name).map(Secret::new),
+                    from: required(env, &key("FROM"), list, &name),
+                };
+                NamedProvider { name, config }
+            })
+            .collect()
+    }
+}
 
 /// Sends SMS through the configured HTTP API.
 #[derive(Debug)]

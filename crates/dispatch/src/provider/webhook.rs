@@ -11,14 +11,51 @@ use async_trait::async_trait;
 use chrono::Utc;
 use herald_domain::message::Webhook;
 use herald_domain::{Channel, Event, Message};
+use herald_platform::EnvReader;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use sha2::Sha256;
 
+use super::settings::{backend, Backend, Secret};
 use super::{
     judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
 };
-use crate::config::{Secret, WebhookConfig};
+
+/// The webhook signing secret used when `HERALD_WEBHOOK_SECRET` is unset. Fine for a laptop, wrong anywhere
+/// else: [`Config::warnings`] says so at startup.
+pub const DEV_WEBHOOK_SECRET: &str = "herald-dev-webhook-secret";
+
+/// The webhook channel.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `HERALD_WEBHOOK_PROVIDER`: `http` or `sandbox`. Default `http`.
+    pub backend: Backend,
+    /// `HERALD_WEBHOOK_SECRET`: the HMAC-SHA256 key of `Herald-Signature`. Default [`DEV_WEBHOOK_SECRET`], with a
+    /// warning at startup.
+    pub secret: Secret,
+    /// `HERALD_WEBHOOK_CONNECT_TIMEOUT_MS`: how long connecting to a receiver (and the SMS API) may take,
+    /// in milliseconds. Default 3000. The whole request is bounded by `HERALD_SEND_TIMEOUT_MS`.
+    pub connect_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// `HERALD_WEBHOOK_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        let config = WebhookConfig {
+            backend: backend(env, "HERALD_WEBHOOK_PROVIDER", "http", Backend::Real),
+            secret: Secret::new(env.string("HERALD_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)),
+            connect_timeout: env
+                .millis("HERALD_WEBHOOK_CONNECT_TIMEOUT_MS", Duration::from_secs(3)),
+        };
+        if config.connect_timeout.is_zero() {
+            env.problem(
+                "HERALD_WEBHOOK_CONNECT_TIMEOUT_MS",
+                "must be greater than 0",
+            );
+        }
+        config
+    }
+}
 
 /// `v1=<hex HMAC-SHA256(secret, "{event_id}.{timestamp}.{body}")>`: the value of `Herald-Signature`.
 pub fn sign(secret: &[u8], event_id: &str, timestamp: i64, body: &[u8]) -> String {
