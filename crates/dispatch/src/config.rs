@@ -1,96 +1,19 @@
 //! The dispatcher's configuration: one [`Config`] read from the environment, with every bad field listed at once.
+//!
+//! Each provider's own settings live beside it in `provider/` (`EmailConfig` in `provider/email.rs`, ...); this
+//! module assembles them with the service's.
 
-use std::fmt;
 use std::time::Duration;
 
-use herald_domain::provider::{self as names, env_segment};
-use herald_domain::{Channel, Lane};
+use herald_domain::Lane;
 use herald_platform::kafka::watch::WatchConfig;
-use herald_platform::smtp::SmtpConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
-use lettre::message::Mailbox;
-use url::Url;
+
+pub use crate::provider::settings::{Backend, NamedProvider, Secret};
+pub use crate::provider::{EmailConfig, SmsConfig, WebhookConfig, DEV_WEBHOOK_SECRET};
 
 /// The service name: Kafka client id, MongoDB app name, consumer group stem.
 pub const SERVICE: &str = "herald-dispatch";
-
-/// The webhook signing secret used when `HERALD_WEBHOOK_SECRET` is unset. Fine for a laptop, wrong anywhere
-/// else: [`Config::warnings`] says so at startup.
-pub const DEV_WEBHOOK_SECRET: &str = "herald-dev-webhook-secret";
-
-/// A value that must never reach a log: `Debug` shows `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-/// Which implementation serves a channel: the real one (SMTP, the SMS API, HTTP webhooks) or the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Real,
-    Sandbox,
-}
-
-/// The email channel.
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
-    pub backend: Backend,
-    /// `HERALD_SMTP_*`: the server, as herald-alert reads it too (`herald_platform::smtp`).
-    pub smtp: SmtpConfig,
-}
-
-/// The SMS channel.
-#[derive(Debug, Clone)]
-pub struct SmsConfig {
-    /// `HERALD_SMS_PROVIDER`: `http` or `sandbox`. Default `http` when `HERALD_SMS_BASE_URL` is set, else
-    /// `sandbox`.
-    pub backend: Backend,
-    /// `HERALD_SMS_BASE_URL`: the SMS API's base URL; messages are POSTed to
-    /// `{base}/Accounts/{account}/Messages.json`. Required for `http`.
-    pub base_url: Option<Url>,
-    /// `HERALD_SMS_ACCOUNT_ID`: the account, in the path and as the basic-auth user. Required for `http`.
-    pub account_id: Option<String>,
-    /// `HERALD_SMS_AUTH_TOKEN`: the basic-auth password. Required for `http`.
-    pub auth_token: Option<Secret>,
-    /// `HERALD_SMS_FROM`: the sending number or sender id (the `From` field). Required for `http`.
-    pub from: Option<String>,
-}
-
-/// The webhook channel.
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    /// `HERALD_WEBHOOK_PROVIDER`: `http` or `sandbox`. Default `http`.
-    pub backend: Backend,
-    /// `HERALD_WEBHOOK_SECRET`: the HMAC-SHA256 key of `Herald-Signature`. Default [`DEV_WEBHOOK_SECRET`], with a
-    /// warning at startup.
-    pub secret: Secret,
-    /// `HERALD_WEBHOOK_CONNECT_TIMEOUT_MS`: how long connecting to a receiver (and the SMS API) may take,
-    /// in milliseconds. Default 3000. The whole request is bounded by `HERALD_SEND_TIMEOUT_MS`.
-    pub connect_timeout: Duration,
-}
-
-/// A provider beyond a channel's configured one, reachable by its name from retry rules (`providers = [..]`).
-#[derive(Debug, Clone)]
-pub struct NamedProvider<C> {
-    /// Its name, as listed in `HERALD_EMAIL_PROVIDERS` / `HERALD_SMS_PROVIDERS`, recorded in each attempt.
-    pub name: String,
-    pub config: C,
-}
 
 /// Everything `herald-dispatch` reads at startup.
 #[derive(Debug, Clone)]
@@ -195,9 +118,9 @@ impl Config {
             send_timeout,
             queue_depth,
             concurrency,
-            email: read_email(env),
-            sms: read_sms(env),
-            webhook: read_webhook(env),
+            email: EmailConfig::read(env),
+            sms: SmsConfig::read(env),
+            webhook: WebhookConfig::read(env),
             email_extras: Vec::new(),
             sms_extras: Vec::new(),
             kafka: KafkaConfig::read(env, SERVICE),
@@ -205,8 +128,8 @@ impl Config {
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
         };
-        config.email_extras = read_email_extras(env, &config.email.smtp.from);
-        config.sms_extras = read_sms_extras(env);
+        config.email_extras = EmailConfig::read_extras(env, &config.email.smtp.from);
+        config.sms_extras = SmsConfig::read_extras(env);
         config
     }
 
@@ -247,170 +170,6 @@ impl Config {
             self.lane.as_str()
         )
     }
-}
-
-fn backend(env: &mut EnvReader, key: &str, real: &str, default: Backend) -> Backend {
-    match env.raw(key).map(str::to_ascii_lowercase) {
-        None => default,
-        Some(raw) if raw == real => Backend::Real,
-        Some(raw) if raw == "sandbox" => Backend::Sandbox,
-        Some(raw) => {
-            env.problem(
-                key,
-                format!("'{raw}' is not valid: expected {real} or sandbox"),
-            );
-            default
-        }
-    }
-}
-
-fn read_email(env: &mut EnvReader) -> EmailConfig {
-    EmailConfig {
-        backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
-        smtp: SmtpConfig::read(env),
-    }
-}
-
-fn read_sms(env: &mut EnvReader) -> SmsConfig {
-    let base_url =
-        env.optional_string("HERALD_SMS_BASE_URL")
-            .and_then(|raw| match Url::parse(&raw) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-                Ok(_) => {
-                    env.problem("HERALD_SMS_BASE_URL", "must be an http:// or https:// URL");
-                    None
-                }
-                Err(e) => {
-                    env.problem("HERALD_SMS_BASE_URL", format!("'{raw}' is not a URL: {e}"));
-                    None
-                }
-            });
-    let default = if env.raw("HERALD_SMS_BASE_URL").is_some() {
-        Backend::Real
-    } else {
-        Backend::Sandbox
-    };
-    let config = SmsConfig {
-        backend: backend(env, "HERALD_SMS_PROVIDER", "http", default),
-        base_url,
-        account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
-        auth_token: env
-            .optional_string("HERALD_SMS_AUTH_TOKEN")
-            .map(Secret::new),
-        from: env.optional_string("HERALD_SMS_FROM"),
-    };
-    if config.backend == Backend::Real {
-        let missing = [
-            (
-                "HERALD_SMS_BASE_URL",
-                env.raw("HERALD_SMS_BASE_URL").is_none(),
-            ),
-            ("HERALD_SMS_ACCOUNT_ID", config.account_id.is_none()),
-            ("HERALD_SMS_AUTH_TOKEN", config.auth_token.is_none()),
-            ("HERALD_SMS_FROM", config.from.is_none()),
-        ];
-        for (key, _) in missing.iter().filter(|(_, missing)| *missing) {
-            env.problem(key, "is required when HERALD_SMS_PROVIDER is http");
-        }
-    }
-    config
-}
-
-/// The names listed in a channel's `HERALD_<CHANNEL>_PROVIDERS`, each problem recorded.
-fn read_extra_names(env: &mut EnvReader, channel: Channel) -> Vec<String> {
-    let Some(key) = names::extras_variable(channel) else {
-        return Vec::new();
-    };
-    match env.raw(key).map(|raw| names::parse_names(channel, raw)) {
-        None => Vec::new(),
-        Some(Ok(names)) => names,
-        Some(Err(problems)) => {
-            for problem in problems {
-                env.problem(key, problem);
-            }
-            Vec::new()
-        }
-    }
-}
-
-/// A required per-provider variable; its absence is recorded as a problem naming the provider.
-fn required(env: &mut EnvReader, key: &str, list: &str, name: &str) -> Option<String> {
-    let value = env.optional_string(key);
-    if value.is_none() {
-        env.problem(
-            key,
-            format!("is required for the provider '{name}' of {list}"),
-        );
-    }
-    value
-}
-
-/// An http(s) URL, or a problem.
-fn read_url(env: &mut EnvReader, key: &str) -> Option<Url> {
-    let raw = env.optional_string(key)?;
-    match Url::parse(&raw) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
-        Ok(_) => {
-            env.problem(key, "must be an http:// or https:// URL");
-            None
-        }
-        Err(e) => {
-            env.problem(key, format!("'{raw}' is not a URL: {e}"));
-            None
-        }
-    }
-}
-
-fn read_email_extras(env: &mut EnvReader, from: &Mailbox) -> Vec<NamedProvider<EmailConfig>> {
-    let list = "HERALD_EMAIL_PROVIDERS";
-    read_extra_names(env, Channel::Email)
-        .into_iter()
-        .map(|name| {
-            let prefix = format!("HERALD_SMTP_{}_", env_segment(&name));
-            let host = required(env, &format!("{prefix}HOST"), list, &name).unwrap_or_default();
-            let config = EmailConfig {
-                backend: Backend::Real,
-                smtp: SmtpConfig::read_relay(env, &prefix, host, from),
-            };
-            NamedProvider { name, config }
-        })
-        .collect()
-}
-
-fn read_sms_extras(env: &mut EnvReader) -> Vec<NamedProvider<SmsConfig>> {
-    let list = "HERALD_SMS_PROVIDERS";
-    read_extra_names(env, Channel::Sms)
-        .into_iter()
-        .map(|name| {
-            let key = |field: &str| format!("HERALD_SMS_{}_{field}", env_segment(&name));
-            if env.raw(&key("BASE_URL")).is_none() {
-                required(env, &key("BASE_URL"), list, &name);
-            }
-            let config = SmsConfig {
-                backend: Backend::Real,
-                base_url: read_url(env, &key("BASE_URL")),
-                account_id: required(env, &key("ACCOUNT_ID"), list, &name),
-                auth_token: required(env, &key("AUTH_TOKEN"), list, &name).map(Secret::new),
-                from: required(env, &key("FROM"), list, &name),
-            };
-            NamedProvider { name, config }
-        })
-        .collect()
-}
-
-fn read_webhook(env: &mut EnvReader) -> WebhookConfig {
-    let config = WebhookConfig {
-        backend: backend(env, "HERALD_WEBHOOK_PROVIDER", "http", Backend::Real),
-        secret: Secret::new(env.string("HERALD_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)),
-        connect_timeout: env.millis("HERALD_WEBHOOK_CONNECT_TIMEOUT_MS", Duration::from_secs(3)),
-    };
-    if config.connect_timeout.is_zero() {
-        env.problem(
-            "HERALD_WEBHOOK_CONNECT_TIMEOUT_MS",
-            "must be greater than 0",
-        );
-    }
-    config
 }
 
 #[cfg(test)]

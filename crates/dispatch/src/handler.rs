@@ -296,12 +296,23 @@ impl Handler {
         n: u32,
     ) -> (Attempt, Option<u64>) {
         let started_at = Utc::now();
-        let result = match tokio::time::timeout(self.send_timeout, provider.send(event, n)).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError::transport(
-                herald_domain::outcome::TransportFailure::Timeout,
-                format!("no answer within {} ms", self.send_timeout.as_millis()),
+        // The payload is read by the rules ingest accepted it under; one that no longer reads (written by hand,
+        // or by another version) cannot be sent, now or later.
+        let result = match event.message() {
+            Ok(Some(message)) => {
+                let send = provider.send(event, &message, n);
+                match tokio::time::timeout(self.send_timeout, send).await {
+                    Ok(result) => result,
+                    Err(_) => Err(SendError::transport(
+                        herald_domain::outcome::TransportFailure::Timeout,
+                        format!("no answer within {} ms", self.send_timeout.as_millis()),
+                    )),
+                }
+            }
+            Ok(None) => Err(SendError::invalid(
+                "a record-only event has nothing to send",
             )),
+            Err(e) => Err(SendError::invalid(e.to_string())),
         };
         let ended_at = Utc::now();
         let mut attempt = Attempt {

@@ -5,6 +5,7 @@
 
 mod email;
 mod sandbox;
+pub(crate) mod settings;
 mod sms;
 mod webhook;
 
@@ -16,15 +17,15 @@ use async_trait::async_trait;
 use chrono::Utc;
 use herald_domain::outcome::{classify, Observation, Outcome, TransportFailure, HEADER_ABORT};
 use herald_domain::provider as names;
-use herald_domain::{Channel, ErrorClass, Event};
-use serde::de::DeserializeOwned;
+use herald_domain::{Channel, ErrorClass, Event, Message};
 
-use crate::config::{Backend, Config};
+use crate::config::Config;
+use settings::Backend;
 
-pub use email::SmtpProvider;
+pub use email::{EmailConfig, SmtpProvider};
 pub use sandbox::{Sandbox, SANDBOX};
-pub use sms::HttpSmsProvider;
-pub use webhook::{sign, WebhookProvider};
+pub use sms::{HttpSmsProvider, SmsConfig};
+pub use webhook::{sign, WebhookConfig, WebhookProvider, DEV_WEBHOOK_SECRET};
 
 /// A provider accepted the event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -84,17 +85,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// `webhook`, `sandbox`).
     fn name(&self) -> &str;
 
-    /// Hands `event` over for attempt number `attempt` (1 for the first). The caller bounds the time it takes.
-    async fn send(&self, event: &Event, attempt: u32) -> Result<Delivered, SendError>;
+    /// Hands `message`, the one `event` carries, over for attempt number `attempt` (1 for the first). The
+    /// caller bounds the time it takes.
+    async fn send(
+        &self,
+        event: &Event,
+        message: &Message,
+        attempt: u32,
+    ) -> Result<Delivered, SendError>;
 }
 
-/// Reads a channel's payload into the provider's own shape; a payload that does not fit is permanent.
-pub(crate) fn payload<T: DeserializeOwned>(
-    event: &Event,
-    channel: Channel,
-) -> Result<T, SendError> {
-    serde_json::from_value(event.payload.clone())
-        .map_err(|e| SendError::invalid(format!("invalid {channel} payload: {e}")))
+/// A message of another channel than the provider's: the registry is per channel, so this is a bug, and a
+/// permanent failure rather than a retry that would fail alike.
+pub(crate) fn wrong_channel(expected: Channel, message: &Message) -> SendError {
+    SendError::invalid(format!(
+        "a {} message reached a {expected} provider",
+        message.channel()
+    ))
 }
 
 /// Judges an HTTP answer (status, `Retry-After`, `Herald-Abort`), reading a little of a refusal's body for the

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod event;
+pub mod message;
 pub mod messages;
 pub mod outcome;
 pub mod provider;
@@ -17,6 +18,7 @@ pub use event::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, ParseError, Priority, Status,
     StatusOutcome,
 };
+pub use message::{Message, MessageError};
 pub use messages::{DelayedRetry, LaneMessage, RetryRequest, StatusMessage};
 pub use outcome::{classify, Observation, Outcome};
 pub use topics::{Lane, TopicSpec, Topics, DEFAULT_DELAY_TIERS_SECS};

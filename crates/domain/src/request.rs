@@ -14,10 +14,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
-use validator::{Validate, ValidateLength, ValidateNonControlCharacter};
+use validator::{ValidateLength, ValidateNonControlCharacter};
 
-use crate::error::{field_errors, FieldError};
+use crate::error::FieldError;
 use crate::event::{Channel, Event, EventId, Priority};
+use crate::message::{Email, Message, Sms, Webhook};
 
 mod dropin;
 
@@ -27,10 +28,7 @@ pub use dropin::{parse_generated, GENERATE_FIELDS};
 pub const MAX_USER_ID_LEN: u64 = 256;
 /// Longest `eventType` (and `activityType`), in characters.
 pub const MAX_EVENT_TYPE_LEN: u64 = 128;
-/// Longest email subject, in characters (RFC 5322's line limit).
-pub const MAX_SUBJECT_LEN: u64 = 998;
-/// Longest SMS message, in characters (ten concatenated segments).
-pub const MAX_SMS_LEN: u64 = 1600;
+pub use crate::message::{MAX_SMS_LEN, MAX_SUBJECT_LEN};
 /// Longest phone number as written by a client, in characters, before it is parsed.
 const MAX_PHONE_INPUT_LEN: usize = 64;
 /// Longest webhook URL, in bytes.
@@ -162,9 +160,9 @@ pub fn parse_event(body: &Value, rules: &Rules) -> Result<Event, Vec<FieldError>
     let metadata = problems.object(map, "", "metadata", Need::Optional);
 
     let payload = match (payload, channel) {
-        (Some(payload), Ok(Some(channel))) => {
-            problems.channel_payload(payload, channel, rules.default_region)
-        }
+        (Some(payload), Ok(Some(channel))) => problems
+            .channel_payload(payload, channel, rules.default_region)
+            .map(|message| message.to_payload()),
         (Some(payload), Ok(None)) => Some(Value::Object(payload.clone())),
         _ => None,
     };
@@ -378,143 +376,98 @@ impl Problems {
         Some(value)
     }
 
-    /// Checks and normalises the payload of a channel; `None` if it has problems (they are recorded).
+    /// Checks and normalises the payload of a channel into its [`Message`]; `None` if it has problems (they
+    /// are recorded, the reader's shape problems first, then the message's content rules for the other fields).
     fn channel_payload(
         &mut self,
         payload: &Map<String, Value>,
         channel: Channel,
         region: Region,
-    ) -> Option<Value> {
+    ) -> Option<Message> {
         let before = self.0.len();
-        let normalised = match channel {
+        let message = match channel {
             Channel::Email => self.email(payload),
             Channel::Sms => self.sms(payload, region),
             Channel::Webhook => self.webhook(payload),
         };
-        (self.0.len() == before).then_some(normalised).flatten()
-    }
-
-    fn content_rules(&mut self, payload: &impl Validate) {
-        if let Err(errors) = payload.validate() {
-            for e in field_errors(&errors) {
-                self.push(join("payload", &e.field), e.message);
+        let message = match message {
+            Ok(message) => Some(message),
+            Err(problems) => {
+                // A field the reader already found missing or mistyped needs no second problem from the rules.
+                let known: Vec<String> = self.0[before..].iter().map(|p| p.field.clone()).collect();
+                for problem in problems {
+                    let field = join("payload", &problem.field);
+                    if !known.contains(&field) {
+                        self.push(field, problem.message);
+                    }
+                }
+                None
             }
-        }
+        };
+        (self.0.len() == before).then_some(message).flatten()
     }
 
-    fn email(&mut self, map: &Map<String, Value>) -> Option<Value> {
+    fn email(&mut self, map: &Map<String, Value>) -> Result<Message, Vec<FieldError>> {
         self.unknown_fields(map, "payload", EMAIL_FIELDS);
-        let email = EmailPayload {
-            to: self.string(map, "payload", "to", Need::Required),
-            subject: self.string(map, "payload", "subject", Need::Required),
-            text: self.string(map, "payload", "text", Need::Optional),
-            html: self.string(map, "payload", "html", Need::Optional),
-        };
-        let no_body = [&email.text, &email.html]
-            .iter()
-            .all(|body| body.as_deref().is_none_or(str::is_empty));
+        let to = self.string(map, "payload", "to", Need::Required);
+        let subject = self.string(map, "payload", "subject", Need::Required);
+        let text = self.string(map, "payload", "text", Need::Optional);
+        let html = self.string(map, "payload", "html", Need::Optional);
         // A body of the wrong type was reported already; saying it is also missing would only confuse.
         let wrong_type = ["text", "html"].iter().any(|key| {
             map.get(*key)
                 .is_some_and(|v| !v.is_null() && !v.is_string())
         });
-        if no_body && !wrong_type {
-            self.push(
-                "payload.text",
-                "an email needs a body: give text, html or both (not empty)",
-            );
-        }
-        self.content_rules(&email);
-        let mut out = Map::new();
-        out.insert("to".into(), Value::String(email.to?));
-        out.insert("subject".into(), Value::String(email.subject?));
-        for (key, value) in [("text", email.text), ("html", email.html)] {
-            if let Some(value) = value {
-                out.insert(key.into(), Value::String(value));
-            }
-        }
-        Some(Value::Object(out))
+        Email::parse(to, subject, text, html)
+            .map(Message::Email)
+            .map_err(|problems| {
+                problems
+                    .into_iter()
+                    .filter(|p| !(wrong_type && p.field == "text"))
+                    .collect()
+            })
     }
 
-    fn sms(&mut self, map: &Map<String, Value>, region: Region) -> Option<Value> {
+    fn sms(
+        &mut self,
+        map: &Map<String, Value>,
+        region: Region,
+    ) -> Result<Message, Vec<FieldError>> {
         self.unknown_fields(map, "payload", SMS_FIELDS);
-        let phone = self
-            .string(map, "payload", "phoneNumber", Need::Required)
-            .and_then(|raw| self.check("payload.phoneNumber", normalise_phone(&raw, region)));
-        let sms = SmsPayload {
-            message: self.string(map, "payload", "message", Need::Required),
-        };
-        self.content_rules(&sms);
-        let mut out = Map::new();
-        out.insert("phoneNumber".into(), Value::String(phone?));
-        out.insert("message".into(), Value::String(sms.message?));
-        Some(Value::Object(out))
+        let phone = self.string(map, "payload", "phoneNumber", Need::Required);
+        let message = self.string(map, "payload", "message", Need::Required);
+        Sms::parse(phone, message, region).map(Message::Sms)
     }
 
-    fn webhook(&mut self, map: &Map<String, Value>) -> Option<Value> {
+    fn webhook(&mut self, map: &Map<String, Value>) -> Result<Message, Vec<FieldError>> {
         self.unknown_fields(map, "payload", WEBHOOK_FIELDS);
-        let url = self
-            .string(map, "payload", "url", Need::Required)
-            .and_then(|raw| self.check("payload.url", check_webhook_url(&raw)));
+        let url = self.string(map, "payload", "url", Need::Required);
         let body = self
             .present(map, "payload", "body", Need::Required)
             .cloned();
         let headers = self
             .object(map, "payload", "headers", Need::Optional)
-            .map(|headers| self.webhook_headers(headers));
-        let mut out = Map::new();
-        out.insert("url".into(), Value::String(url?));
-        out.insert("body".into(), body?);
-        if let Some(headers) = headers {
-            out.insert("headers".into(), Value::Object(headers));
-        }
-        Some(Value::Object(out))
-    }
-
-    fn webhook_headers(&mut self, headers: &Map<String, Value>) -> Map<String, Value> {
-        for (name, value) in headers {
-            let field = format!("payload.headers.{name}");
-            if name.is_empty() || !name.bytes().all(is_header_name_byte) {
-                self.push(&field, "is not a valid HTTP header name");
-            }
-            match value {
-                Value::String(s) if s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) => {}
-                Value::String(_) => {
-                    self.push(&field, "may contain only printable ASCII characters")
-                }
-                other => self.push(&field, format!("must be a string, not {}", kind(other))),
-            }
-        }
-        headers.clone()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            Value::String(s) => Some(s.clone()),
+                            other => {
+                                self.push(
+                                    format!("payload.headers.{name}"),
+                                    format!("must be a string, not {}", kind(other)),
+                                );
+                                None
+                            }
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect()
+            });
+        Webhook::parse(url, body, headers).map(Message::Webhook)
     }
 }
-
-/// RFC 9110 `tchar`: what a header name is made of.
-fn is_header_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// The payload of an email, after its shape was checked; `None` fields were missing or of the wrong type.
-#[derive(Debug, Validate)]
-struct EmailPayload {
-    #[validate(email(message = "must be a valid email address"))]
-    to: Option<String>,
-    #[validate(
-        length(min = 1, max = MAX_SUBJECT_LEN, message = "must be 1 to 998 characters long"),
-        non_control_character(message = "must not contain line breaks or other control characters")
-    )]
-    subject: Option<String>,
-    text: Option<String>,
-    html: Option<String>,
-}
-
-/// The payload of an SMS, less the phone number, which is parsed on its own.
-#[derive(Debug, Validate)]
-struct SmsPayload {
-    #[validate(length(min = 1, max = MAX_SMS_LEN, message = "must be 1 to 1600 characters long"))]
-    message: Option<String>,
-}
-
 /// A phone number in E.164 form (`+12025555555`); numbers without `+` are read in `region`'s national plan.
 pub fn normalise_phone(raw: &str, region: Region) -> Result<String, String> {
     if raw.trim().is_empty() || raw.chars().count() > MAX_PHONE_INPUT_LEN {

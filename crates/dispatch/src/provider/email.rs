@@ -4,29 +4,60 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use herald_domain::message::Email;
 use herald_domain::outcome::{Observation, TransportFailure};
-use herald_domain::{Channel, Event};
+use herald_domain::provider::env_segment;
+use herald_domain::{Channel, Event, Message};
+use herald_platform::smtp::SmtpConfig;
+use herald_platform::EnvReader;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::Deserialize;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{payload, BuildError, Delivered, Provider, SendError};
-use crate::config::EmailConfig;
+use super::settings::{backend, read_extra_names, required, Backend, NamedProvider};
+use super::{wrong_channel, BuildError, Delivered, Provider, SendError};
+
+/// The email channel.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
+    pub backend: Backend,
+    /// `HERALD_SMTP_*`: the server, as herald-alert reads it too (`herald_platform::smtp`).
+    pub smtp: SmtpConfig,
+}
+
+impl EmailConfig {
+    /// `HERALD_EMAIL_PROVIDER` and `HERALD_SMTP_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        Self {
+            backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
+            smtp: SmtpConfig::read(env),
+        }
+    }
+
+    /// `HERALD_EMAIL_PROVIDERS` and each relay's `HERALD_SMTP_<NAME>_*`, sending from `from` unless told otherwise.
+    pub(crate) fn read_extras(
+        env: &mut EnvReader,
+        from: &Mailbox,
+    ) -> Vec<NamedProvider<EmailConfig>> {
+        let list = "HERALD_EMAIL_PROVIDERS";
+        read_extra_names(env, Channel::Email)
+            .into_iter()
+            .map(|name| {
+                let prefix = format!("HERALD_SMTP_{}_", env_segment(&name));
+                let host = required(env, &format!("{prefix}HOST"), list, &name).unwrap_or_default();
+                let config = EmailConfig {
+                    backend: Backend::Real,
+                    smtp: SmtpConfig::read_relay(env, &prefix, host, from),
+                };
+                NamedProvider { name, config }
+            })
+            .collect()
+    }
+}
 
 /// Pooled SMTP connections: at most one send per partition runs at a time, and a lane has 6 partitions.
 const POOL_SIZE: u32 = 8;
-
-/// The email payload, as ingest normalised it.
-#[derive(Debug, Deserialize)]
-struct EmailPayload {
-    to: String,
-    subject: String,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    html: Option<String>,
-}
 
 /// `Herald-Event-Id: <id>`, the header receivers deduplicate on (the Message-ID carries the same id).
 #[derive(Debug, Clone)]
@@ -76,26 +107,26 @@ impl SmtpProvider {
         })
     }
 
-    fn message(&self, event: &Event) -> Result<Message, SendError> {
-        let email: EmailPayload = payload(event, Channel::Email)?;
+    fn message(&self, event: &Event, email: &Email) -> Result<lettre::Message, SendError> {
         let to: Mailbox = email
-            .to
+            .to()
             .parse()
-            .map_err(|e| SendError::invalid(format!("invalid recipient '{}': {e}", email.to)))?;
-        let builder = Message::builder()
+            .map_err(|e| SendError::invalid(format!("invalid recipient '{}': {e}", email.to())))?;
+        let builder = lettre::Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(email.subject)
+            .subject(email.subject())
             .message_id(Some(format!("<{}@herald>", event.event_id)))
             .header(HeraldEventId(event.event_id.to_string()));
-        let built = match (email.text, email.html) {
-            (Some(text), Some(html)) => {
-                builder.multipart(MultiPart::alternative_plain_html(text, html))
-            }
-            (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
+        let built = match (email.text(), email.html()) {
+            (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+                text.to_owned(),
+                html.to_owned(),
+            )),
+            (None, Some(html)) => builder.singlepart(SinglePart::html(html.to_owned())),
             (text, None) => builder
                 .header(ContentType::TEXT_PLAIN)
-                .body(text.unwrap_or_default()),
+                .body(text.unwrap_or_default().to_owned()),
         };
         built.map_err(|e| SendError::invalid(format!("cannot build the email: {e}")))
     }
@@ -107,8 +138,16 @@ impl Provider for SmtpProvider {
         &self.name
     }
 
-    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
-        let message = self.message(event)?;
+    async fn send(
+        &self,
+        event: &Event,
+        message: &Message,
+        _attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        let Message::Email(email) = message else {
+            return Err(wrong_channel(Channel::Email, message));
+        };
+        let message = self.message(event, email)?;
         match self.transport.send(message).await {
             Ok(response) => Ok(Delivered {
                 http_status: None,

@@ -17,9 +17,9 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use herald_domain::outcome::{classify, Observation, Outcome};
-use herald_domain::{Channel, Event};
+use herald_domain::{Channel, Event, Message};
 
-use super::{Delivered, Provider, SendError};
+use super::{wrong_channel, Delivered, Provider, SendError};
 
 /// The sandbox's provider name, in attempts and retry rules.
 pub const SANDBOX: &str = herald_domain::provider::SANDBOX;
@@ -34,21 +34,16 @@ impl Sandbox {
     pub fn new(channel: Channel) -> Self {
         Self { channel }
     }
+}
 
-    /// The payload field the patterns are looked for in.
-    fn target(&self, event: &Event) -> String {
-        let field = match self.channel {
-            Channel::Email => "to",
-            Channel::Sms => "message",
-            Channel::Webhook => "url",
-        };
-        event
-            .payload
-            .get(field)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-    }
+/// The part of a message the patterns are looked for in, lower-cased.
+fn target(message: &Message) -> String {
+    let target = match message {
+        Message::Email(email) => email.to(),
+        Message::Sms(sms) => sms.message(),
+        Message::Webhook(webhook) => webhook.url(),
+    };
+    target.to_ascii_lowercase()
 }
 
 /// The number right after `prefix` in `text`, if there is one.
@@ -123,8 +118,16 @@ impl Provider for Sandbox {
         SANDBOX
     }
 
-    async fn send(&self, event: &Event, attempt: u32) -> Result<Delivered, SendError> {
-        decide(&self.target(event), attempt)
+    async fn send(
+        &self,
+        _event: &Event,
+        message: &Message,
+        attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        if message.channel() != self.channel {
+            return Err(wrong_channel(self.channel, message));
+        }
+        decide(&target(message), attempt)
     }
 }
 
@@ -185,28 +188,17 @@ mod tests {
 
     #[test]
     fn the_target_depends_on_the_channel() {
-        let event = |payload| Event {
-            event_id: herald_domain::EventId::parse("e1").expect("valid"),
-            user_id: None,
-            event_type: None,
-            channel: None,
-            priority: herald_domain::Priority::Default,
-            payload,
-            metadata: None,
-            created_at: Utc::now(),
-        };
-        let sms = event(
-            serde_json::json!({"phoneNumber": "+14155550123", "message": "FAIL-PERMANENT please"}),
-        );
-        assert_eq!(
-            Sandbox::new(Channel::Sms).target(&sms),
-            "fail-permanent please"
-        );
-        let email = event(serde_json::json!({"to": "a@b.c", "subject": "fail-permanent"}));
-        assert_eq!(
-            Sandbox::new(Channel::Email).target(&email),
-            "a@b.c",
-            "the subject is not the target"
-        );
+        let sms = Message::from_payload(
+            Channel::Sms,
+            &serde_json::json!({"phoneNumber": "+14155550123", "message": "FAIL-PERMANENT please"}),
+        )
+        .expect("an SMS");
+        assert_eq!(target(&sms), "fail-permanent please");
+        let email = Message::from_payload(
+            Channel::Email,
+            &serde_json::json!({"to": "a@b.io", "subject": "fail-permanent", "text": "t"}),
+        )
+        .expect("an email");
+        assert_eq!(target(&email), "a@b.io", "the subject is not the target");
     }
 }

@@ -4,19 +4,92 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::{Channel, Event};
+use herald_domain::provider::env_segment;
+use herald_domain::{Channel, Event, Message};
+use herald_platform::EnvReader;
 use serde::Deserialize;
 use url::Url;
 
-use super::{judge_response, payload, transport_error, BuildError, Delivered, Provider, SendError};
-use crate::config::{Secret, SmsConfig};
+use super::settings::{
+    backend, read_extra_names, read_url, required, Backend, NamedProvider, Secret,
+};
+use super::{
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+};
 
-/// The SMS payload, as ingest normalised it (the number in E.164).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SmsPayload {
-    phone_number: String,
-    message: String,
+/// The SMS channel.
+#[derive(Debug, Clone)]
+pub struct SmsConfig {
+    /// `HERALD_SMS_PROVIDER`: `http` or `sandbox`. Default `http` when `HERALD_SMS_BASE_URL` is set, else
+    /// `sandbox`.
+    pub backend: Backend,
+    /// `HERALD_SMS_BASE_URL`: the SMS API's base URL; messages are POSTed to
+    /// `{base}/Accounts/{account}/Messages.json`. Required for `http`.
+    pub base_url: Option<Url>,
+    /// `HERALD_SMS_ACCOUNT_ID`: the account, in the path and as the basic-auth user. Required for `http`.
+    pub account_id: Option<String>,
+    /// `HERALD_SMS_AUTH_TOKEN`: the basic-auth password. Required for `http`.
+    pub auth_token: Option<Secret>,
+    /// `HERALD_SMS_FROM`: the sending number or sender id (the `From` field). Required for `http`.
+    pub from: Option<String>,
+}
+
+impl SmsConfig {
+    /// `HERALD_SMS_PROVIDER` and `HERALD_SMS_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        let base_url = read_url(env, "HERALD_SMS_BASE_URL");
+        let default = if env.raw("HERALD_SMS_BASE_URL").is_some() {
+            Backend::Real
+        } else {
+            Backend::Sandbox
+        };
+        let config = SmsConfig {
+            backend: backend(env, "HERALD_SMS_PROVIDER", "http", default),
+            base_url,
+            account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
+            auth_token: env
+                .optional_string("HERALD_SMS_AUTH_TOKEN")
+                .map(Secret::new),
+            from: env.optional_string("HERALD_SMS_FROM"),
+        };
+        if config.backend == Backend::Real {
+            let missing = [
+                (
+                    "HERALD_SMS_BASE_URL",
+                    env.raw("HERALD_SMS_BASE_URL").is_none(),
+                ),
+                ("HERALD_SMS_ACCOUNT_ID", config.account_id.is_none()),
+                ("HERALD_SMS_AUTH_TOKEN", config.auth_token.is_none()),
+                ("HERALD_SMS_FROM", config.from.is_none()),
+            ];
+            for (key, _) in missing.iter().filter(|(_, missing)| *missing) {
+                env.problem(key, "is required when HERALD_SMS_PROVIDER is http");
+            }
+        }
+        config
+    }
+
+    /// `HERALD_SMS_PROVIDERS` and each API's `HERALD_SMS_<NAME>_*`.
+    pub(crate) fn read_extras(env: &mut EnvReader) -> Vec<NamedProvider<SmsConfig>> {
+        let list = "HERALD_SMS_PROVIDERS";
+        read_extra_names(env, Channel::Sms)
+            .into_iter()
+            .map(|name| {
+                let key = |field: &str| format!("HERALD_SMS_{}_{field}", env_segment(&name));
+                if env.raw(&key("BASE_URL")).is_none() {
+                    required(env, &key("BASE_URL"), list, &name);
+                }
+                let config = SmsConfig {
+                    backend: Backend::Real,
+                    base_url: read_url(env, &key("BASE_URL")),
+                    account_id: required(env, &key("ACCOUNT_ID"), list, &name),
+                    auth_token: required(env, &key("AUTH_TOKEN"), list, &name).map(Secret::new),
+                    from: required(env, &key("FROM"), list, &name),
+                };
+                NamedProvider { name, config }
+            })
+            .collect()
+    }
 }
 
 /// Sends SMS through the configured HTTP API.
@@ -75,15 +148,6 @@ impl HttpSmsProvider {
     }
 }
 
-/// `+` and 8 to 15 digits, the first not 0: what ingest's normalisation produces.
-fn is_e164(number: &str) -> bool {
-    number.strip_prefix('+').is_some_and(|digits| {
-        (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0')
-    })
-}
-
 #[derive(Debug, Deserialize)]
 struct Accepted {
     sid: Option<String>,
@@ -95,22 +159,23 @@ impl Provider for HttpSmsProvider {
         &self.name
     }
 
-    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
-        let sms: SmsPayload = payload(event, Channel::Sms)?;
-        if !is_e164(&sms.phone_number) {
-            return Err(SendError::invalid(format!(
-                "invalid recipient '{}': not an E.164 number",
-                sms.phone_number
-            )));
-        }
+    async fn send(
+        &self,
+        _event: &Event,
+        message: &Message,
+        _attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        let Message::Sms(sms) = message else {
+            return Err(wrong_channel(Channel::Sms, message));
+        };
         let response = self
             .client
             .post(self.endpoint.clone())
             .basic_auth(&self.account_id, Some(self.auth_token.expose()))
             .form(&[
-                ("To", sms.phone_number.as_str()),
+                ("To", sms.phone_number()),
                 ("From", self.from.as_str()),
-                ("Body", sms.message.as_str()),
+                ("Body", sms.message()),
             ])
             .send()
             .await
@@ -121,21 +186,5 @@ impl Provider for HttpSmsProvider {
             delivered.detail = Some(format!("sid {sid}"));
         }
         Ok(delivered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_e164_numbers_pass() {
-        assert!(is_e164("+14155550123"));
-        assert!(is_e164("+447911123456"));
-        assert!(!is_e164("14155550123"));
-        assert!(!is_e164("+1 415 555 0123"));
-        assert!(!is_e164("+0123456789"));
-        assert!(!is_e164("+1234567"));
-        assert!(!is_e164("+1234567890123456"));
     }
 }

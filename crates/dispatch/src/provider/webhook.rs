@@ -5,27 +5,56 @@
 //! `Herald-Signature: v1=<hex HMAC-SHA256(secret, "{event id}.{timestamp}.{body}")>`, where body is the exact bytes
 //! sent; then the payload's own `headers`, which may not override those four.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use herald_domain::{Channel, Event};
+use herald_domain::message::Webhook;
+use herald_domain::{Channel, Event, Message};
+use herald_platform::EnvReader;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{judge_response, payload, transport_error, BuildError, Delivered, Provider, SendError};
-use crate::config::{Secret, WebhookConfig};
+use super::settings::{backend, Backend, Secret};
+use super::{
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+};
 
-/// The webhook payload, as ingest checked it.
-#[derive(Debug, Deserialize)]
-struct WebhookPayload {
-    url: String,
-    body: serde_json::Value,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
+/// The webhook signing secret used when `HERALD_WEBHOOK_SECRET` is unset. Fine for a laptop, wrong anywhere
+/// else: [`Config::warnings`] says so at startup.
+pub const DEV_WEBHOOK_SECRET: &str = "herald-dev-webhook-secret";
+
+/// The webhook channel.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// `HERALD_WEBHOOK_PROVIDER`: `http` or `sandbox`. Default `http`.
+    pub backend: Backend,
+    /// `HERALD_WEBHOOK_SECRET`: the HMAC-SHA256 key of `Herald-Signature`. Default [`DEV_WEBHOOK_SECRET`], with a
+    /// warning at startup.
+    pub secret: Secret,
+    /// `HERALD_WEBHOOK_CONNECT_TIMEOUT_MS`: how long connecting to a receiver (and the SMS API) may take,
+    /// in milliseconds. Default 3000. The whole request is bounded by `HERALD_SEND_TIMEOUT_MS`.
+    pub connect_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// `HERALD_WEBHOOK_*`.
+    pub(crate) fn read(env: &mut EnvReader) -> Self {
+        let config = WebhookConfig {
+            backend: backend(env, "HERALD_WEBHOOK_PROVIDER", "http", Backend::Real),
+            secret: Secret::new(env.string("HERALD_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET)),
+            connect_timeout: env
+                .millis("HERALD_WEBHOOK_CONNECT_TIMEOUT_MS", Duration::from_secs(3)),
+        };
+        if config.connect_timeout.is_zero() {
+            env.problem(
+                "HERALD_WEBHOOK_CONNECT_TIMEOUT_MS",
+                "must be greater than 0",
+            );
+        }
+        config
+    }
 }
 
 /// `v1=<hex HMAC-SHA256(secret, "{event_id}.{timestamp}.{body}")>`: the value of `Herald-Signature`.
@@ -70,12 +99,12 @@ impl WebhookProvider {
 
 fn headers(
     event: &Event,
-    extra: &BTreeMap<String, String>,
+    webhook: &Webhook,
     timestamp: i64,
     signature: &str,
 ) -> Result<HeaderMap, SendError> {
     let mut headers = HeaderMap::new();
-    for (name, value) in extra {
+    for (name, value) in webhook.headers() {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|e| SendError::invalid(format!("invalid header name '{name}': {e}")))?;
         let value = HeaderValue::from_str(value)
@@ -111,11 +140,18 @@ impl Provider for WebhookProvider {
         "webhook"
     }
 
-    async fn send(&self, event: &Event, _attempt: u32) -> Result<Delivered, SendError> {
-        let webhook: WebhookPayload = payload(event, Channel::Webhook)?;
-        let url = reqwest::Url::parse(&webhook.url)
-            .map_err(|e| SendError::invalid(format!("invalid url '{}': {e}", webhook.url)))?;
-        let body = serde_json::to_vec(&webhook.body)
+    async fn send(
+        &self,
+        event: &Event,
+        message: &Message,
+        _attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        let Message::Webhook(webhook) = message else {
+            return Err(wrong_channel(Channel::Webhook, message));
+        };
+        let url = reqwest::Url::parse(webhook.url())
+            .map_err(|e| SendError::invalid(format!("invalid url '{}': {e}", webhook.url())))?;
+        let body = serde_json::to_vec(webhook.body())
             .map_err(|e| SendError::invalid(format!("cannot encode the body: {e}")))?;
         let timestamp = Utc::now().timestamp();
         let signature = sign(
@@ -124,7 +160,7 @@ impl Provider for WebhookProvider {
             timestamp,
             &body,
         );
-        let headers = headers(event, &webhook.headers, timestamp, &signature)?;
+        let headers = headers(event, webhook, timestamp, &signature)?;
         let response = self
             .client
             .post(url)
