@@ -9,10 +9,13 @@ use serde_json::{json, Value};
 use super::support::{database, seed, Service};
 
 /// The routes the service serves, as (method, path).
-const SERVED: [(&str, &str); 10] = [
+const SERVED: [(&str, &str); 13] = [
     ("get", "/api/logs"),
     ("get", "/api/logs/{id}"),
     ("get", "/api/stats"),
+    ("get", "/api/stats/minutes"),
+    ("get", "/api/stats/dead-letters"),
+    ("get", "/api/lanes"),
     ("get", "/api/alerts"),
     ("get", "/api/alerts/{id}"),
     ("get", "/api/health"),
