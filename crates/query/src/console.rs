@@ -259,3 +259,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod render_tests {
+    use minijinja::context;
+
+    #[test]
+    fn the_views_render_with_empty_data() {
+        let frame = context! { title => "t", nav => "events", admin => true, csrf => "c", signed_in => true };
+        for name in [
+            "events.html",
+            "event.html",
+            "dead_letters.html",
+            "preview.html",
+            "replayed.html",
+            "alerts.html",
+            "alert.html",
+            "overview.html",
+        ] {
+            // One item in each list, so that every loop body (and each filter in it) is drawn.
+            let item = context! { eventId => "e 1", id => "a/1", status => "QUEUED", severity => "critical", email => context!{} };
+            let rendered = super::render(
+                name,
+                context! {
+                    frame, values => context!{}, summary => context!{ byChannel => context!{ webhook => 1 }, byError => vec![item.clone()] },
+                    event => item.clone(), alert => context!{ email => context!{}, sampleEventIds => ["e 1"] }, dead => context!{},
+                    events => vec![item.clone()], letters => vec![item.clone()], alerts => vec![item.clone()], rows => vec![item.clone()],
+                    sample => ["e 1"], attempts => [context!{ number => 1 }], timeline => [context!{ kind => "accepted" }],
+                    by_status => context!{ QUEUED => 1 }, lanes => [context!{ lane => "critical", lag => 2, partitions => [1] }],
+                    by_channel => [context!{ name => "webhook", totals => [1, 2, 3, 4], chart => "<svg></svg>" }],
+                    totals => [1, 2, 3, 4], count => 1, n => 1, followed => 1,
+                },
+            );
+            if let Err(e) = &rendered {
+                let mut text = format!("{e:#}");
+                let mut source = std::error::Error::source(e);
+                while let Some(inner) = source {
+                    text.push_str(&format!(" / {inner}"));
+                    source = inner.source();
+                }
+                panic!("{name}: {text}");
+            }
+        }
+    }
+}
