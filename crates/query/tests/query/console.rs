@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::support::{database, insert, seeded, Service};
 
-const READ_KEY: &str = "console-read-key-0001";
+const OPERATOR_KEY: &str = "console-operator-key-0001";
 
 fn step(kind: &str, at: chrono::DateTime<Utc>, failed: bool) -> TimelineEntry {
     TimelineEntry {
@@ -115,10 +115,10 @@ async fn lanes_report_each_lane_of_the_prefix() -> Result<()> {
 async fn the_console_asks_for_a_key_and_refuses_cross_site_posts() -> Result<()> {
     let ctx = TestContext::new("query-console-http").await?;
     let service = Service::start(&ctx, |config| {
-        config.http.auth =
-            AuthConfig::with_keys(vec![
-                ApiKey::parse(&format!("ops:read:{READ_KEY}")).expect("a valid key")
-            ]);
+        config.http.auth = AuthConfig::with_keys(vec![ApiKey::parse(&format!(
+            "ops:read+admin:{OPERATOR_KEY}"
+        ))
+        .expect("a valid key")]);
     })
     .await?;
     let http = reqwest::Client::builder()
@@ -147,7 +147,7 @@ async fn the_console_asks_for_a_key_and_refuses_cross_site_posts() -> Result<()>
     let wrong = sign_in("not-a-key-we-know").await?;
     assert_eq!(wrong.status(), 401);
     ensure!(wrong.text().await?.contains("That key was not accepted"));
-    let right = sign_in(READ_KEY).await?;
+    let right = sign_in(OPERATOR_KEY).await?;
     assert_eq!(right.status(), 303);
     let cookies: Vec<String> = right
         .headers()
@@ -185,14 +185,20 @@ async fn the_console_asks_for_a_key_and_refuses_cross_site_posts() -> Result<()>
             .send()
     };
     let own = service.url("");
-    assert_eq!(
-        replay("http://evil.test".into(), csrf.clone())
+    for (origin, token) in [
+        ("http://evil.test".to_owned(), csrf.clone()),
+        (own.clone(), "forged".to_owned()),
+    ] {
+        let refused = replay(origin, token).await?;
+        assert_eq!(refused.status(), 403);
+        ensure!(refused
+            .text()
             .await?
-            .status(),
-        403
-    );
-    assert_eq!(replay(own.clone(), "forged".into()).await?.status(), 403);
-    // With this origin and the token, a read key is still not allowed to replay.
-    assert_eq!(replay(own, csrf).await?.status(), 403);
+            .contains("did not come from this console"));
+    }
+    // With this origin and the token the replay is forwarded: to a herald-replay that is not running here.
+    let forwarded = replay(own, csrf).await?;
+    assert_eq!(forwarded.status(), 503);
+    ensure!(forwarded.text().await?.contains("herald-replay"));
     service.stop().await
 }
