@@ -102,7 +102,7 @@ pub const SERVICES: &[Service] = &[
         args: &[],
         port: 3001,
         port_var: "HERALD_QUERY_PORT",
-        role: "GET /api/logs, GET /api/logs/:id, GET /api/stats, GET /api/alerts",
+        role: "GET /api/logs, GET /api/logs/:id, GET /api/stats, GET /api/alerts, the console at /console",
     },
     Service {
         name: "alert",

@@ -164,11 +164,7 @@ impl Config {
 
     /// The consumer group of this lane under the installation's prefix.
     pub fn group_id(&self) -> String {
-        format!(
-            "{}{SERVICE}-{}",
-            self.kafka.topic_prefix,
-            self.lane.as_str()
-        )
+        self.kafka.topics().dispatch_group(self.lane)
     }
 }
 

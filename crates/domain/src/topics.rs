@@ -88,6 +88,11 @@ impl Topics {
         self.name(&format!("herald.events.{}", lane.as_str()))
     }
 
+    /// The consumer group of the dispatchers of `lane` (herald-dispatch's, read back by herald-query for the lag).
+    pub fn dispatch_group(&self, lane: Lane) -> String {
+        self.name(&format!("herald-dispatch-{}", lane.as_str()))
+    }
+
     /// Failed attempts, for the retry scheduler to decide on.
     pub fn retry_requests(&self) -> String {
         self.name("herald.retry.requests")

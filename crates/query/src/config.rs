@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_platform::http::HttpConfig;
-use herald_platform::{ConfigError, EnvReader, MongoConfig, TelemetryConfig};
+use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use url::Url;
 
 use crate::mask::Masker;
 
@@ -24,6 +25,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
     pub mongo: MongoConfig,
+    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`]. Only
+    /// `GET /api/lanes` (the lanes' consumer lag) uses Kafka.
+    pub kafka: KafkaConfig,
+    /// `HERALD_QUERY_REPLAY_URL`: where herald-replay answers, for the console's replays (which it forwards with
+    /// the signed-in key). Default `http://127.0.0.1:3005`.
+    pub replay_url: Url,
     /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
     /// `HERALD_AUTH`, `HERALD_API_KEYS`, `HERALD_API_KEYS_FILE`, `HERALD_CORS_ORIGINS`: see [`HttpConfig`].
@@ -47,6 +54,11 @@ impl Config {
             mask: env.parse("HERALD_QUERY_MASK_FIELDS", Masker::default()),
             request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             mongo: MongoConfig::read(env),
+            kafka: KafkaConfig::read(env, "herald-query"),
+            replay_url: env.parse(
+                "HERALD_QUERY_REPLAY_URL",
+                Url::parse("http://127.0.0.1:3005").expect("a valid default"),
+            ),
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
         };

@@ -35,6 +35,8 @@ pub enum ApiError {
     EventNotFound,
     /// 503: MongoDB did not answer.
     Unavailable,
+    /// 503: Kafka did not answer (only `GET /api/lanes` asks it).
+    KafkaUnavailable,
     /// 503: the MongoDB query took longer than the configured request timeout (its `maxTimeMS`).
     Timeout(Duration),
     /// 500: a bug or a corrupt document; the message is logged once, when the answer is made, and never sent.
@@ -85,6 +87,14 @@ impl ApiError {
                 one(
                     "Service unavailable",
                     "mongodb",
+                    "did not answer; try again later".to_owned(),
+                ),
+            ),
+            ApiError::KafkaUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                one(
+                    "Service unavailable",
+                    "kafka",
                     "did not answer; try again later".to_owned(),
                 ),
             ),

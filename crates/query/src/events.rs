@@ -30,7 +30,7 @@ pub struct Found {
 }
 
 impl Found {
-    fn decode(raw: &RawDocument) -> Result<Self> {
+    pub(crate) fn decode(raw: &RawDocument) -> Result<Self> {
         let record: EventRecord = bson::from_slice(raw.as_bytes())
             .map_err(|e| Error::custom(format!("a stored event does not decode: {e}")))?;
         // Read from the document rather than from `EventRecord`, whose fields are the writers' business.

@@ -4,7 +4,8 @@
 //! attempts and timeline (`GET /api/logs/{id}`) and counts events (`GET /api/stats`), straight from the `events`
 //! collection the other services write. It never writes an event and needs no Kafka: readiness is a MongoDB
 //! ping. Configured payload and metadata fields are masked in every answer. The OpenAPI 3.1 document is at
-//! `/api/openapi.json`, Swagger UI at `/api/docs`.
+//! `/api/openapi.json`, Swagger UI at `/api/docs`. It also serves the web console (`/console`, see [`console`]),
+//! and reads each lane's consumer lag from Kafka for `GET /api/lanes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +19,15 @@ use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod activity;
 pub mod alerts;
 pub mod config;
+pub mod console;
 pub mod cursor;
 pub mod dropin;
 pub mod error;
 pub mod events;
+pub mod lanes;
 pub mod mask;
 pub mod openapi;
 pub mod params;
@@ -41,6 +45,8 @@ const INDEX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// What every handler shares, cheap to clone: one MongoDB client per process.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    db: Database,
+    kafka: herald_platform::KafkaConfig,
     reader: events::EventReader,
     alerts: alerts::AlertReader,
     mask: Arc<mask::Masker>,
@@ -64,6 +70,8 @@ impl App {
     pub async fn build(config: Config) -> Result<Self> {
         let db = mongo::connect(&config.mongo, "herald-query").await?;
         let state = AppState {
+            db: db.clone(),
+            kafka: config.kafka.clone(),
             reader: events::EventReader::new(&db, config.request_timeout),
             alerts: alerts::AlertReader::new(&db, config.request_timeout),
             mask: Arc::new(config.mask.clone()),

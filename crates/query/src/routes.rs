@@ -1,5 +1,6 @@
-//! The HTTP API: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats` (each needing a key with the `read`
-//! scope), the health and metrics routes, and the documentation; the middleware is platform's standard stack.
+//! The HTTP API: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats`, `GET /api/stats/minutes`,
+//! `GET /api/stats/dead-letters`, `GET /api/lanes`, the alerts (each needing a key with the `read` scope), the
+//! health and metrics routes, the documentation and the console; the middleware is platform's standard stack.
 //!
 //! Routes are only added through [`OpenApiRouter::routes`], which records each handler's `#[utoipa::path]`
 //! operation as it adds the route: the document and the router are built from the same list.
@@ -37,6 +38,9 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .routes(routes!(list_logs))
         .routes(routes!(get_log))
         .routes(routes!(stats))
+        .routes(routes!(crate::activity::per_minute))
+        .routes(routes!(crate::activity::dead_letter_summary))
+        .routes(routes!(crate::lanes::lanes))
         .routes(routes!(crate::alerts::list_alerts))
         .routes(routes!(crate::alerts::get_alert))
         .routes(routes!(crate::dropin::list_processed))
@@ -50,13 +54,18 @@ pub fn router(state: AppState, config: &Config) -> Router {
         ))
         .split_for_parts();
     let docs = http::openapi::finish(document);
+    let console = crate::console::router(crate::console::ConsoleState::new(
+        state,
+        config.http.auth.clone(),
+        config.replay_url.clone(),
+    ));
     Standard {
         service: "herald-query",
         request_timeout: config.request_timeout,
         timeout_hint: TIMEOUT_HINT,
         http: &config.http,
     }
-    .apply(api.merge(docs))
+    .apply(api.merge(docs).merge(console))
 }
 
 /// List events.

@@ -5,6 +5,7 @@
 mod query {
     pub mod alerts;
     pub mod auth;
+    pub mod console;
     pub mod cursor;
     pub mod detail;
     pub mod lists;

@@ -27,6 +27,7 @@ impl Service {
     /// Starts the service with the test's MongoDB and the defaults, adjusted by `adjust`.
     pub async fn start(ctx: &TestContext, adjust: impl FnOnce(&mut Config)) -> Result<Self> {
         let mut config = Config::for_test(ctx.mongo.clone());
+        config.kafka = ctx.kafka.clone();
         adjust(&mut config);
         Self::start_with(config).await
     }
