@@ -752,7 +752,7 @@ mod tests {
     fn the_curl_command_quotes_the_body_for_the_shell() {
         let record = herald_platform::store::EventRecord {
             payload: json!({"text": "it's"}),
-            ..herald_platform::store::EventRecord::pending(
+            ..herald_platform::store::EventRecord::accepted(
                 &serde_json::from_value(json!({
                     "eventId": "e1", "channel": "webhook", "priority": "default",
                     "payload": {"text": "it's"}, "createdAt": "2026-12-01T00:00:00Z"

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::support::{database, seed, Service};
 
 /// The routes the service serves, as (method, path).
-const SERVED: [(&str, &str); 13] = [
+const SERVED: [(&str, &str); 16] = [
     ("get", "/api/logs"),
     ("get", "/api/logs/{id}"),
     ("get", "/events/processed"),
