@@ -146,9 +146,10 @@ wire_enum!(Priority, "priority", { Critical => "critical", Default => "default" 
 /// Where an event is in its life. Stored as the upper-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
-    /// Recorded in MongoDB, not yet acknowledged by Kafka (the outbox sweeper republishes these).
+    /// Written by Herald before the outbox collection (recorded, not yet acknowledged by Kafka); no longer
+    /// written, still read and counted.
     Pending,
-    /// On its lane topic, waiting for a dispatcher.
+    /// Accepted: on its lane topic (or in the outbox, about to be), waiting for a dispatcher.
     Queued,
     /// A dispatcher is sending it.
     Dispatching,
@@ -191,9 +192,8 @@ impl Status {
         match self {
             Pending => &[],
             Queued => &[Pending],
-            // Not from PENDING: ingest (or a replay, or the sweeper) marks an event QUEUED once Kafka has it, and a
-            // dispatcher waits for that mark, so the two never write the same event at once (FerretDB does not
-            // make concurrent updates of one document atomic).
+            // An accepted event is stored QUEUED, and its publisher never writes it again (its outbox entry is a
+            // document of its own): FerretDB does not make concurrent updates of one document atomic.
             Dispatching => &[Queued, RetryScheduled],
             RetryScheduled => &[Dispatching],
             // From RETRY_SCHEDULED only for a delivery recorded late: a dispatcher whose lease ran out delivered

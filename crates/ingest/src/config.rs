@@ -21,10 +21,10 @@ pub struct Config {
     /// `HERALD_DEFAULT_REGION`: ISO 3166-1 alpha-2 region of SMS numbers written without `+` (national form).
     /// Default `US`.
     pub default_region: Region,
-    /// `HERALD_SWEEP_INTERVAL_MS`: how often the outbox sweeper looks for PENDING events, in milliseconds.
+    /// `HERALD_SWEEP_INTERVAL_MS`: how often the outbox sweeper looks for unpublished events, in milliseconds.
     /// Default 2000.
     pub sweep_interval: Duration,
-    /// `HERALD_SWEEP_AGE_MS`: how long an event must have been PENDING before the sweeper republishes it, in
+    /// `HERALD_SWEEP_AGE_MS`: how long an event's outbox entry must have been there before the sweeper publishes it, in
     /// milliseconds. Default 5000.
     pub sweep_age: Duration,
     /// `HERALD_REQUEST_TIMEOUT_MS`: bound on handling one request, in milliseconds; past it the answer is 503.

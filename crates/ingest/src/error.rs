@@ -47,7 +47,7 @@ pub enum ApiError {
     /// 400: the body is JSON but not an acceptable event (every problem listed).
     Validation(Vec<FieldError>),
     /// 503: a dependency did not answer. Without MongoDB nothing was accepted; without Kafka the event is
-    /// recorded (PENDING) and the outbox sweeper publishes it later.
+    /// recorded (QUEUED, in the outbox) and the outbox sweeper publishes it later.
     Unavailable(Dependency),
     /// 500: a bug; the details are logged where it happened, never sent.
     Internal,

@@ -1,10 +1,10 @@
 //! `herald-ingest`: Herald's HTTP front door.
 //!
 //! It validates an event (`POST /event`, or an activity log entry on `POST /api/logs`), records it in MongoDB
-//! as PENDING, publishes it to the lane topic of its priority, waits for Kafka's acknowledgement, marks it
-//! QUEUED and only then answers 202. A repeated `Idempotency-Key` or `eventId` answers 200 with the event
-//! accepted first. When Kafka does not acknowledge, the answer is 503 and the event stays PENDING; the outbox
-//! sweeper publishes it when Kafka is back.
+//! as QUEUED with an outbox entry, publishes it to the lane topic of its priority, waits for Kafka's
+//! acknowledgement, clears the entry and only then answers 202. A repeated `Idempotency-Key` or `eventId`
+//! answers 200 with the event accepted first. When Kafka does not acknowledge, the answer is 503 and the entry
+//! stays; the outbox sweeper publishes the event when Kafka is back.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

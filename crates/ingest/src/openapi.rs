@@ -110,7 +110,8 @@ pub struct ActivityRequest {
 #[schema(example = json!({"eventId": "0192f0c4-7d4e-7a8e-9b1c-3f5d2a1e9c77", "status": "QUEUED", "priority": "critical"}))]
 pub struct AcceptedBody {
     pub event_id: String,
-    /// `QUEUED` (published), `PENDING` (recorded, publishing later), or where a repeated event is now.
+    /// `QUEUED` (recorded and published, or published later by the outbox sweeper), or, for a repeated
+    /// event, where it is now.
     pub status: String,
     pub priority: String,
 }

@@ -1,9 +1,10 @@
-//! Publishing accepted events to their lane, and the sweeper that republishes events left PENDING.
+//! Publishing accepted events to their lane, and the sweeper that publishes what the outbox still holds.
 //!
-//! An event is recorded in MongoDB (PENDING) before it is published, so MongoDB is the outbox: when Kafka does
-//! not acknowledge a publish (it is down, or the process dies in between), the event stays PENDING and the
-//! sweeper publishes it once Kafka answers again, then marks it QUEUED. A sweep may publish an event that a
-//! slow request is still publishing; the duplicate is harmless because dispatchers claim attempts
+//! An event is recorded in MongoDB (QUEUED, with an entry in the `outbox` collection) before it is published, and
+//! the entry is deleted once Kafka acknowledged: when Kafka does not (it is down, or the process dies in between),
+//! the entry stays and the sweeper publishes its event once Kafka answers again. The event document itself is
+//! never written after the publish (see `herald_platform::store`'s outbox module for why). A sweep may publish an
+//! event that a slow request is still publishing; the duplicate is harmless because dispatchers claim attempts
 //! conditionally.
 
 use std::fmt;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 
-/// Most PENDING events republished at once.
+/// Most outbox entries looked at, and events published, at once.
 const SWEEP_BATCH: usize = 100;
 
 /// Why an event could not be published.
@@ -57,7 +58,7 @@ impl Publisher {
     /// Kafka's acknowledgement (all in-sync replicas).
     ///
     /// The replay count must be the record's: dispatchers skip a message whose count differs, and a replayed
-    /// dead letter that `herald-replay` could not publish is left PENDING for the sweeper.
+    /// dead letter that `herald-replay` could not publish is left in the outbox for the sweeper.
     /// `request_id` is the HTTP request that accepted the event, when there is one (the sweeper has none).
     #[tracing::instrument(skip_all, fields(event_id = %event.event_id, topic, partition, offset))]
     pub(crate) async fn publish(
@@ -114,7 +115,7 @@ impl Publisher {
     }
 }
 
-/// Republishes events PENDING for longer than `age`, every `interval`, until `shutdown`.
+/// Publishes the events whose outbox entries are older than `age`, every `interval`, until `shutdown`.
 ///
 /// Until the MongoDB indexes exist (MongoDB was away at startup), each tick first tries to create them.
 pub(crate) async fn sweep_until_stopped(
@@ -130,7 +131,7 @@ pub(crate) async fn sweep_until_stopped(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        // Stopping mid-sweep is safe: what was not marked QUEUED stays PENDING and is swept after a restart.
+        // Stopping mid-sweep is safe: an entry is deleted only after its publish, so what is left is swept again.
         let work = async {
             if state.ensure_indexes().await {
                 sweep(&state.store, &state.publisher, age).await
@@ -142,7 +143,7 @@ pub(crate) async fn sweep_until_stopped(
             () = shutdown.cancelled() => break,
             swept = work => match swept {
                 Ok(0) => {}
-                Ok(n_events) => tracing::info!(n_events, "republished pending events"),
+                Ok(n_events) => tracing::info!(n_events, "published events left in the outbox"),
                 Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again next interval"),
             },
         }
@@ -175,7 +176,8 @@ async fn sweep(
         let cutoff = Utc::now()
             .checked_sub_signed(age)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
-        let batch = store.pending_before(cutoff, SWEEP_BATCH as i64).await?;
+        let found = store.unpublished_before(cutoff, SWEEP_BATCH as i64).await?;
+        let batch = found.events;
         let n_events = batch.len();
         // Sent together so that a batch takes one round trip, not one per event; the producer keeps the order in
         // which they are handed to it, which is the order of acceptance.
@@ -190,16 +192,15 @@ async fn sweep(
         )
         .await;
         let mut failures = Vec::new();
-        for ((event, _), result) in events.iter().zip(results) {
+        let mut published = Vec::new();
+        for ((event, replay_count), result) in events.iter().zip(results) {
             match result {
-                Ok(()) => {
-                    // False when a dispatcher already moved it on, which is just as good.
-                    store.mark_queued(&event.event_id).await?;
-                    n_published += 1;
-                }
+                Ok(()) => published.push((event.event_id.clone(), *replay_count)),
                 Err(e) => failures.push(e),
             }
         }
+        store.mark_published(&published).await?;
+        n_published += published.len();
         let n_failed = failures.len();
         if let Some(first) = failures.into_iter().next() {
             // Most likely Kafka is still away: wait for the next interval rather than retrying at once.
@@ -209,7 +210,7 @@ async fn sweep(
                 first,
             });
         }
-        if n_events < SWEEP_BATCH {
+        if !found.more {
             return Ok(n_published);
         }
     }

@@ -27,7 +27,7 @@ use crate::outbox::PublishError;
 use crate::AppState;
 
 /// What a request cut short by the timeout means for its caller: a request cut short after its event was recorded
-/// leaves it PENDING, the sweeper publishes it, and a retry with the same key or event id finds it.
+/// leaves it in the outbox, the sweeper publishes it, and a retry with the same key or event id finds it.
 const TIMEOUT_HINT: &str =
     "the event may have been accepted: retry with the same Idempotency-Key or eventId";
 
@@ -81,7 +81,7 @@ pub(crate) type Answer = (StatusCode, Json<Accepted>);
 
 /// Accept an event.
 ///
-/// Validates the event (every problem is listed at once), records it as PENDING, publishes it to the Kafka lane
+/// Validates the event (every problem is listed at once), records it as QUEUED, publishes it to the Kafka lane
 /// of its priority and answers 202 once Kafka has acknowledged it. An `Idempotency-Key` header (or a client
 /// `eventId`) makes the request safe to repeat: a repeat answers 200 with the event accepted first.
 #[utoipa::path(
@@ -173,7 +173,8 @@ pub(crate) async fn accept_parsed(
     accept(state, event, key, request_id).await
 }
 
-/// Records the event as PENDING, publishes it, marks it QUEUED: 202 only once both MongoDB and Kafka have it.
+/// Records the event as QUEUED with its outbox entry, publishes it, clears the entry: 202 only once both MongoDB
+/// and Kafka have it.
 /// A repeated key or event id answers 200 with the event accepted first, and publishes nothing.
 #[tracing::instrument(skip_all, fields(event_id = %event.event_id, priority = %event.priority))]
 async fn accept(
@@ -191,10 +192,10 @@ async fn accept(
         return Err(ApiError::Unavailable(Dependency::Mongo));
     }
     let key = key.as_ref().map(IdempotencyKey::as_str);
-    let record = EventRecord::pending(&event);
+    let record = EventRecord::accepted(&event);
     if let Inserted::Existing(found) = state
         .store
-        .insert_pending(&record, key)
+        .insert_accepted(&record, key)
         .await
         .map_err(mongo_down)?
     {
@@ -222,25 +223,21 @@ async fn accept(
         }
     }
     if let Err(e) = state.publisher.publish(&event, 0, request_id).await {
-        tracing::warn!(error = %e, "kafka did not acknowledge; the event stays PENDING for the sweeper");
+        tracing::warn!(error = %e, "kafka did not acknowledge; the event stays in the outbox for the sweeper");
         return Err(match e {
             PublishError::Kafka(_) => ApiError::Unavailable(Dependency::Kafka),
             PublishError::Encode(_) => ApiError::Internal,
         });
     }
-    let status = match state.store.mark_queued(&event.event_id).await {
-        Ok(true) => Status::Queued,
-        // A dispatcher was faster: answer where the event is now.
-        Ok(false) => match state.store.find(&event.event_id).await {
-            Ok(Some(current)) => current.status,
-            _ => Status::Queued,
-        },
-        Err(e) => {
-            // Kafka has the event, so it is accepted; the sweeper publishes it once more, which is harmless.
-            tracing::warn!(error = %e, "cannot mark the event QUEUED");
-            Status::Queued
-        }
-    };
+    if let Err(e) = state
+        .store
+        .mark_published(&[(event.event_id.clone(), 0)])
+        .await
+    {
+        // Kafka has the event, so it is accepted; the sweeper publishes it once more, which is harmless.
+        tracing::warn!(error = %e, "cannot clear the event's outbox entry");
+    }
+    let status = Status::Queued;
     tracing::info!(%status, "accepted");
     metrics::counter!("herald_events_accepted_total",
         "channel" => event.channel.map_or("none", |c| c.as_str()),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Database, IndexModel};
 
@@ -38,7 +40,38 @@ pub async fn client_options(config: &MongoConfig, app_name: &str) -> Result<Clie
         .get_or_insert(Duration::from_secs(5));
     // `MongoConfig` already resolved the URI's `w`/`journal` against the environment.
     options.write_concern = Some(config.write_concern.clone());
+    options.command_event_handler = Some(count_commands(app_name));
     Ok(options)
+}
+
+/// Counts every command the client sends, as `herald_store_commands_total{app, command, collection}`: the store
+/// round trips each service spends, which is what limits throughput (the benchmark divides them by the events
+/// delivered). The driver's own monitoring (`hello`, `ping`, authentication) is left out.
+fn count_commands(app_name: &str) -> EventHandler<CommandEvent> {
+    let app = app_name.to_owned();
+    EventHandler::callback(move |event: CommandEvent| {
+        let CommandEvent::Started(started) = event else {
+            return;
+        };
+        let command = started.command_name.as_str();
+        if matches!(
+            command,
+            "hello"
+                | "isMaster"
+                | "ismaster"
+                | "ping"
+                | "saslStart"
+                | "saslContinue"
+                | "endSessions"
+        ) {
+            return;
+        }
+        // For the CRUD commands the value of the command's own key is the collection it runs on.
+        let collection = started.command.get_str(command).unwrap_or("").to_owned();
+        metrics::counter!("herald_store_commands_total",
+            "app" => app.clone(), "command" => command.to_owned(), "collection" => collection)
+        .increment(1);
+    })
 }
 
 /// The readiness check: a `ping` within `timeout`.

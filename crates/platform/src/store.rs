@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald_domain::{Attempt, Channel, Event, EventId, Priority, Status};
 use mongodb::bson::{self, doc, Bson, Document};
-use mongodb::options::{FindOneAndUpdateOptions, FindOptions, ReturnDocument};
+use mongodb::options::{FindOneAndUpdateOptions, ReturnDocument};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
@@ -17,17 +17,16 @@ use crate::mongo::{self, is_duplicate_key, EVENTS};
 mod failure;
 mod idempotency;
 mod lifecycle;
+mod outbox;
 mod replay;
 pub mod retention;
 
 pub use failure::is_permanent;
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
+pub use outbox::{Unpublished, OUTBOX};
 pub use replay::{DeadLetterFilter, DeadLetterRef, REPLAY_CLAIMS};
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// How long a dispatcher lets a PENDING event's publisher mark it QUEUED before doing so itself.
-pub const QUEUE_GRACE: Duration = Duration::from_millis(300);
 
 /// The collection of dispatch claims: one document per (event, replay, attempt, takeover generation).
 pub const CLAIMS: &str = "claims";
@@ -40,7 +39,8 @@ pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 #[serde(rename_all = "camelCase")]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
-    /// `accepted`, `queued`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed`.
+    /// `accepted`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed` (and `queued`, in
+    /// events stored before the outbox collection).
     pub kind: String,
     /// The attempt, for `attempt` entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,8 +122,8 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
-    /// A new PENDING record for an accepted event.
-    pub fn pending(event: &Event) -> Self {
+    /// A new record for an accepted event: QUEUED, its publish tracked by its outbox entry.
+    pub fn accepted(event: &Event) -> Self {
         let now = Utc::now();
         Self {
             event_id: event.event_id.clone(),
@@ -133,7 +133,7 @@ impl EventRecord {
             priority: event.priority,
             payload: event.payload.clone(),
             metadata: event.metadata.clone(),
-            status: Status::Pending,
+            status: Status::Queued,
             attempt_count: 0,
             replay_count: 0,
             claim_generation: 0,
@@ -172,7 +172,7 @@ impl EventRecord {
 /// What inserting an accepted event found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
-    /// A new event, now PENDING.
+    /// A new event, now QUEUED, with its outbox entry.
     New,
     /// The event id (or idempotency key) was seen before: the event stored then.
     Existing(Box<EventRecord>),
@@ -230,12 +230,13 @@ impl EventStore {
     /// Creates the indexes (idempotent; every service calls it at startup).
     /// (`idempotency_keys` needs none: its `_id` is the key.)
     pub async fn ensure_indexes(db: &Database) -> Result<()> {
-        mongo::ensure_event_indexes(db).await
+        mongo::ensure_event_indexes(db).await?;
+        outbox::ensure_indexes(db).await
     }
 
-    /// Records an accepted event as PENDING, or finds the one that was accepted before under the same event id
-    /// or idempotency key.
-    pub async fn insert_pending(
+    /// Records an accepted event as QUEUED with its outbox entry, or finds the one that was accepted before under
+    /// the same event id or idempotency key. The caller publishes a new event, then calls [`Self::mark_published`].
+    pub async fn insert_accepted(
         &self,
         record: &EventRecord,
         idempotency_key: Option<&str>,
@@ -270,7 +271,12 @@ impl EventStore {
         self.insert_record(record).await
     }
 
+    /// The outbox entry goes first: an event is never stored without one, so a crash between the two writes
+    /// leaves at most an entry without its event, which the sweeper drops, and never a QUEUED event that nothing
+    /// publishes (a repeated request finds it and publishes nothing).
     async fn insert_record(&self, record: &EventRecord) -> Result<Inserted> {
+        self.add_to_outbox(&record.event_id, record.replay_count)
+            .await?;
         match self.events.insert_one(record).await {
             Ok(_) => Ok(Inserted::New),
             Err(e) if is_duplicate_key(&e) => match self.find(&record.event_id).await? {
@@ -289,85 +295,9 @@ impl EventStore {
         self.find_raw_id(event_id.as_str()).await
     }
 
-    /// PENDING to QUEUED once Kafka acknowledged the event. False if it had moved on already (a fast dispatcher).
-    pub async fn mark_queued(&self, event_id: &EventId) -> Result<bool> {
-        let entry = to_bson(&TimelineEntry::now("queued"))?;
-        let result = self
-            .raw
-            .update_one(
-                doc! { "eventId": event_id.as_str(), "status": "PENDING" },
-                doc! {
-                    "$set": { "status": "QUEUED", "updatedAt": now_bson() },
-                    "$push": { "timeline": entry },
-                },
-            )
-            .await?;
-        Ok(result.modified_count == 1)
-    }
-
-    /// Events PENDING since before `cutoff` (not changed since), oldest first: the outbox the sweeper republishes.
-    ///
-    /// The cutoff applies to `updatedAt`, not `createdAt`: a replayed dead letter is PENDING again while the
-    /// replay publishes it, and its creation time is long past, so filtering on it would let the sweeper publish
-    /// every replay a second time.
-    pub async fn pending_before(
-        &self,
-        cutoff: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<EventRecord>> {
-        let options = FindOptions::builder()
-            .sort(doc! { "createdAt": 1 })
-            .limit(limit)
-            .build();
-        let mut cursor = self
-            .events
-            .find(doc! { "status": "PENDING", "updatedAt": { "$lt": bson::DateTime::from_chrono(cutoff) } })
-            .with_options(options)
-            .await?;
-        let mut out = Vec::new();
-        while cursor.advance().await? {
-            out.push(cursor.deserialize_current()?);
-        }
-        Ok(out)
-    }
-
-    /// Reads an event; if it is PENDING, first lets whoever published it mark it QUEUED (ingest, a replay or the
-    /// sweeper do so right after Kafka's acknowledgement), and marks it itself after [`QUEUE_GRACE`]: the message
-    /// in hand proves it is on Kafka. Waiting keeps two writers off one document at the same moment.
-    ///
-    /// Only a message of the event's current replay generation (`replay_count`) proves that: a message of an
-    /// older generation says nothing about the replay's own publish, which may have failed. Such an event stays
-    /// PENDING, for the outbox sweeper to publish, and the caller finds the message stale.
-    async fn settle_pending(
-        &self,
-        event_id: &EventId,
-        replay_count: u32,
-    ) -> Result<Option<EventRecord>> {
-        loop {
-            let Some(current) = self.find(event_id).await? else {
-                return Ok(None);
-            };
-            if current.status != Status::Pending || current.replay_count != replay_count {
-                return Ok(Some(current));
-            }
-            let grace_ends = current.updated_at
-                + chrono::Duration::from_std(QUEUE_GRACE).unwrap_or(chrono::Duration::zero());
-            let wait = (grace_ends - Utc::now()).to_std().unwrap_or_default();
-            if wait.is_zero() {
-                self.mark_queued(event_id).await?;
-            } else {
-                tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
-            }
-        }
-    }
-
     /// Record-only events: QUEUED to RECORDED, for a lane message of replay generation `replay_count`. False if
     /// it was already recorded, or the message is of an older replay generation.
     pub async fn mark_recorded(&self, event_id: &EventId, replay_count: u32) -> Result<bool> {
-        match self.settle_pending(event_id, replay_count).await? {
-            Some(current) if current.replay_count == replay_count => {}
-            _ => return Ok(false),
-        }
         let entry = to_bson(&TimelineEntry::now("recorded"))?;
         let result = self
             .raw
@@ -388,11 +318,11 @@ impl EventStore {
 
     /// Claims attempt `attempt` of an event for sending, with a lease of `lease`.
     ///
-    /// The claim succeeds from PENDING, QUEUED or RETRY_SCHEDULED when `attempt` is the next one, or from a
+    /// The claim succeeds from QUEUED or RETRY_SCHEDULED when `attempt` is the next one, or from a
     /// DISPATCHING whose lease has expired (its dispatcher died mid-send; the resend keeps the event id).
     ///
-    /// The lease starts when the claim is taken (its insert), not when this call began: the wait for a PENDING
-    /// event and the reads before it do not eat into it. The returned record carries `lease_until` and the claim
+    /// The lease starts when the claim is taken (its insert), not when this call began: the reads before it do
+    /// not eat into it. The returned record carries `lease_until` and the claim
     /// generation; a caller checks the lease left before it sends and records through [`Self::record_claimed`].
     pub async fn claim(
         &self,
@@ -401,7 +331,7 @@ impl EventStore {
         replay_count: u32,
         lease: Duration,
     ) -> Result<Claim> {
-        let Some(current) = self.settle_pending(event_id, replay_count).await? else {
+        let Some(current) = self.find(event_id).await? else {
             return Ok(Claim::Skip(None));
         };
         let previous = attempt.saturating_sub(1);
@@ -567,10 +497,11 @@ impl EventStore {
     /// if the event is still in replay generation `replay_count`, not terminal, and at this attempt or a later one.
     /// The attempt count never goes down.
     ///
-    /// "Not terminal" includes PENDING and QUEUED: FerretDB 1.24 does not apply a conditional update atomically
-    /// (it reads, then writes the whole document), so a publisher's PENDING to QUEUED write that read the document
-    /// before the claim landed can write it back over DISPATCHING. The 10-minute chaos run caught one: the webhook
-    /// was delivered and the event stayed QUEUED for good. The send happened, so DELIVERED is the truth.
+    /// "Not terminal" includes QUEUED: FerretDB 1.24 does not apply a conditional update atomically (it reads,
+    /// then writes the whole document), so a write that read the document before the claim landed can write it
+    /// back over DISPATCHING. Before the outbox collection, ingest's PENDING to QUEUED update did exactly that in
+    /// a 10-minute chaos run: the webhook was delivered and the event stayed QUEUED for good. No writer does so now,
+    /// but the send happened, so DELIVERED is the truth whatever the document says.
     async fn record_late_delivery(
         &self,
         event_id: &EventId,

@@ -55,17 +55,20 @@ async fn store(label: &str) -> Result<EventStore> {
 #[tokio::test]
 async fn duplicates_and_idempotency_keys_return_the_first_event() -> Result<()> {
     let store = store("store-dup").await?;
-    let first = EventRecord::pending(&event("dup-1"));
-    ensure!(store.insert_pending(&first, None).await? == Inserted::New);
-    match store.insert_pending(&first, None).await? {
+    let first = EventRecord::accepted(&event("dup-1"));
+    ensure!(store.insert_accepted(&first, None).await? == Inserted::New);
+    match store.insert_accepted(&first, None).await? {
         Inserted::Existing(found) => ensure!(found.event_id.as_str() == "dup-1"),
         Inserted::New => anyhow::bail!("the same event id was inserted twice"),
     }
     // A different event id under a known idempotency key answers with the first event.
-    let keyed = EventRecord::pending(&event("key-1"));
-    ensure!(store.insert_pending(&keyed, Some("k-1")).await? == Inserted::New);
-    let retry_of_request = EventRecord::pending(&event("key-2"));
-    match store.insert_pending(&retry_of_request, Some("k-1")).await? {
+    let keyed = EventRecord::accepted(&event("key-1"));
+    ensure!(store.insert_accepted(&keyed, Some("k-1")).await? == Inserted::New);
+    let retry_of_request = EventRecord::accepted(&event("key-2"));
+    match store
+        .insert_accepted(&retry_of_request, Some("k-1"))
+        .await?
+    {
         Inserted::Existing(found) => {
             ensure!(found.event_id.as_str() == "key-1", "got {}", found.event_id)
         }
@@ -78,10 +81,9 @@ async fn duplicates_and_idempotency_keys_return_the_first_event() -> Result<()> 
 #[tokio::test]
 async fn claims_follow_the_attempt_sequence_and_never_go_backwards() -> Result<()> {
     let store = store("store-claim").await?;
-    let record = EventRecord::pending(&event("c-1"));
+    let record = EventRecord::accepted(&event("c-1"));
     let id = record.event_id.clone();
-    store.insert_pending(&record, None).await?;
-    ensure!(store.mark_queued(&id).await?);
+    store.insert_accepted(&record, None).await?;
     let lease = Duration::from_secs(30);
 
     // Attempt 2 before attempt 1 ran is out of sequence.
@@ -140,7 +142,7 @@ async fn claims_follow_the_attempt_sequence_and_never_go_backwards() -> Result<(
     ensure!(stored.attempts.len() == 2, "attempts {:?}", stored.attempts);
     let kinds: Vec<&str> = stored.timeline.iter().map(|e| e.kind.as_str()).collect();
     ensure!(
-        kinds == ["accepted", "queued", "attempt", "attempt", "delivered"],
+        kinds == ["accepted", "attempt", "attempt", "delivered"],
         "timeline {kinds:?}"
     );
     Ok(())
@@ -149,9 +151,9 @@ async fn claims_follow_the_attempt_sequence_and_never_go_backwards() -> Result<(
 #[tokio::test]
 async fn an_expired_lease_can_be_taken_over_once() -> Result<()> {
     let store = store("store-lease").await?;
-    let record = EventRecord::pending(&event("l-1"));
+    let record = EventRecord::accepted(&event("l-1"));
     let id = record.event_id.clone();
-    store.insert_pending(&record, None).await?;
+    store.insert_accepted(&record, None).await?;
     // The first dispatcher claims with a lease that runs out at once, as if it died mid-send.
     ensure!(matches!(
         store.claim(&id, 1, 0, Duration::ZERO).await?,
@@ -176,26 +178,31 @@ async fn an_expired_lease_can_be_taken_over_once() -> Result<()> {
 }
 
 #[tokio::test]
-async fn record_only_events_are_recorded_once_and_pending_ones_are_found() -> Result<()> {
+async fn record_only_events_are_recorded_once_and_their_outbox_entries_found_until_published(
+) -> Result<()> {
     let store = store("store-record").await?;
     let mut activity = event("r-1");
     activity.channel = None;
-    let record = EventRecord::pending(&activity);
-    store.insert_pending(&record, None).await?;
-    let pending = store
-        .pending_before(Utc::now() + chrono::Duration::seconds(1), 10)
-        .await?;
-    ensure!(pending.iter().any(|r| r.event_id == record.event_id));
+    let record = EventRecord::accepted(&activity);
+    store.insert_accepted(&record, None).await?;
+    let soon = || Utc::now() + chrono::Duration::seconds(1);
+    let unpublished = store.unpublished_before(soon(), 10).await?.events;
+    ensure!(unpublished.iter().any(|r| r.event_id == record.event_id));
+    ensure!(store.find(&record.event_id).await?.map(|r| r.status) == Some(Status::Queued));
     ensure!(store.mark_recorded(&record.event_id, 0).await?);
     ensure!(!store.mark_recorded(&record.event_id, 0).await?);
-    ensure!(
-        !store.mark_queued(&record.event_id).await?,
-        "RECORDED must not move back to QUEUED"
-    );
-    let pending = store
-        .pending_before(Utc::now() + chrono::Duration::seconds(1), 10)
+    // Recorded before its publisher cleared the entry: the sweeper must not publish it again.
+    let unpublished = store.unpublished_before(soon(), 10).await?.events;
+    ensure!(unpublished.is_empty(), "still to publish: {unpublished:?}");
+    store
+        .mark_published(&[(record.event_id.clone(), 0)])
         .await?;
-    ensure!(pending.is_empty(), "still pending: {pending:?}");
+    let found = store.find(&record.event_id).await?.expect("stored");
+    ensure!(
+        found.status == Status::Recorded,
+        "moved to {}",
+        found.status
+    );
     Ok(())
 }
 
@@ -206,9 +213,8 @@ async fn a_claim_whose_claimer_died_before_marking_the_event_is_taken_over_after
     let db = mongo::connect(&ctx.mongo, "store-orphan").await?;
     EventStore::ensure_indexes(&db).await?;
     let store = EventStore::new(&db);
-    let record = EventRecord::pending(&event("o-1"));
-    store.insert_pending(&record, None).await?;
-    store.mark_queued(&record.event_id).await?;
+    let record = EventRecord::accepted(&event("o-1"));
+    store.insert_accepted(&record, None).await?;
     // A dispatcher won the claim of attempt 1 and was killed before it could mark the event DISPATCHING.
     let claims = db.collection::<mongodb::bson::Document>(herald_platform::store::CLAIMS);
     let long_ago = mongodb::bson::DateTime::from_chrono(Utc::now() - chrono::Duration::minutes(5));
@@ -232,9 +238,9 @@ async fn a_claim_whose_claimer_died_before_marking_the_event_is_taken_over_after
 async fn pruned_claims_of_finished_steps_never_let_a_stale_message_send_again() -> Result<()> {
     let store = store("store-prune").await?;
     // Attempt 1 fails, the event is dead-lettered and replayed once: one dispatch claim, one replay claim.
-    let record = EventRecord::pending(&event("p-1"));
+    let record = EventRecord::accepted(&event("p-1"));
     let id = record.event_id.clone();
-    store.insert_pending(&record, None).await?;
+    store.insert_accepted(&record, None).await?;
     ensure!(matches!(
         store.claim(&id, 1, 0, Duration::from_secs(30)).await?,
         Claim::Send(_)
@@ -250,8 +256,8 @@ async fn pruned_claims_of_finished_steps_never_let_a_stale_message_send_again() 
         .await?
         .is_some());
     // A claim taken just now is kept by a day's retention.
-    let fresh = EventRecord::pending(&event("p-2"));
-    store.insert_pending(&fresh, None).await?;
+    let fresh = EventRecord::accepted(&event("p-2"));
+    store.insert_accepted(&fresh, None).await?;
     ensure!(matches!(
         store
             .claim(&fresh.event_id, 1, 0, Duration::from_secs(30))
@@ -287,9 +293,8 @@ fn sent(claim: Claim) -> Result<EventRecord> {
 /// A queued event claimed for attempt 1 by a dispatcher whose lease has already run out (it stalled), then taken
 /// over by a second one: the two claims, generations 0 and 1.
 async fn taken_over(store: &EventStore, id: &str) -> Result<(EventRecord, EventRecord)> {
-    let record = EventRecord::pending(&event(id));
-    store.insert_pending(&record, None).await?;
-    store.mark_queued(&record.event_id).await?;
+    let record = EventRecord::accepted(&event(id));
+    store.insert_accepted(&record, None).await?;
     let first = sent(store.claim(&record.event_id, 1, 0, Duration::ZERO).await?)?;
     let second = sent(
         store
@@ -327,15 +332,15 @@ async fn an_older_claims_failure_never_lands_over_a_takeover() -> Result<()> {
 
 #[tokio::test]
 async fn a_delivery_whose_claim_was_written_over_still_ends_the_event_delivered() -> Result<()> {
-    // FerretDB 1.24 reads, then writes a whole document: a publisher's PENDING to QUEUED update that read the
-    // event before a dispatcher's claim can put QUEUED back over DISPATCHING. The send still happened.
+    // FerretDB 1.24 reads, then writes a whole document: a write that read the event before a dispatcher's claim
+    // can put QUEUED back over DISPATCHING (ingest's PENDING to QUEUED update did, before the outbox collection).
+    // The send still happened.
     let ctx = TestContext::new("store-lost-claim").await?;
     let db = mongo::connect(&ctx.mongo, "store-lost-claim").await?;
     EventStore::ensure_indexes(&db).await?;
     let store = EventStore::new(&db);
-    let record = EventRecord::pending(&event("lost-claim-1"));
-    store.insert_pending(&record, None).await?;
-    store.mark_queued(&record.event_id).await?;
+    let record = EventRecord::accepted(&event("lost-claim-1"));
+    store.insert_accepted(&record, None).await?;
     let claim = sent(
         store
             .claim(&record.event_id, 1, 0, Duration::from_secs(30))
@@ -422,12 +427,11 @@ async fn a_late_delivery_of_an_older_claim_ends_the_event_delivered() -> Result<
 }
 
 #[tokio::test]
-async fn a_message_of_an_older_replay_leaves_a_replayed_event_pending() -> Result<()> {
+async fn a_message_of_an_older_replay_leaves_a_replayed_event_to_the_outbox() -> Result<()> {
     let store = store("store-replay-gen").await?;
-    let record = EventRecord::pending(&event("replay-gen-1"));
+    let record = EventRecord::accepted(&event("replay-gen-1"));
     let id = record.event_id.clone();
-    store.insert_pending(&record, None).await?;
-    store.mark_queued(&id).await?;
+    store.insert_accepted(&record, None).await?;
     sent(store.claim(&id, 1, 0, Duration::from_secs(30)).await?)?;
     ensure!(
         store
@@ -435,7 +439,7 @@ async fn a_message_of_an_older_replay_leaves_a_replayed_event_pending() -> Resul
             .await?
     );
     store.dead_letter(&id, 1, 0, "gave up").await?;
-    // Replayed, and the replay's own publish failed: PENDING in generation 1 with nothing on its lane.
+    // Replayed, and the replay's own publish failed: QUEUED in generation 1 with nothing on its lane.
     store
         .replay_dead_letter(&id, 0, "test".into())
         .await?
@@ -446,12 +450,15 @@ async fn a_message_of_an_older_replay_leaves_a_replayed_event_pending() -> Resul
         Claim::Skip(_)
     ));
     let found = store.find(&id).await?.expect("stored");
-    ensure!(found.status == Status::Pending, "moved to {}", found.status);
+    ensure!(found.status == Status::Queued, "moved to {}", found.status);
     // So the outbox sweeper still finds it, and the current generation's message claims it.
     let outbox = store
-        .pending_before(Utc::now() + chrono::Duration::seconds(1), 100)
-        .await?;
-    ensure!(outbox.iter().any(|r| r.event_id == id));
+        .unpublished_before(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await?
+        .events;
+    ensure!(outbox
+        .iter()
+        .any(|r| r.event_id == id && r.replay_count == 1));
     sent(store.claim(&id, 1, 1, Duration::from_secs(30)).await?)?;
     Ok(())
 }

@@ -40,7 +40,7 @@ fn record(id: &str, status: Status, age_days: i64) -> EventRecord {
         metadata: None,
         created_at: then - chrono::Duration::days(1),
     };
-    let mut record = EventRecord::pending(&event);
+    let mut record = EventRecord::accepted(&event);
     record.status = status;
     record.updated_at = then;
     if status == Status::DeadLettered {
@@ -54,8 +54,8 @@ async fn seed(db: &Database, records: &[EventRecord]) -> Result<()> {
     let store = EventStore::new(db);
     for record in records {
         let key = format!("key-{}", record.event_id);
-        store.insert_pending(&record.clone(), Some(&key)).await?;
-        // insert_pending stores it PENDING-shaped as given; make the stored state the one asked for.
+        store.insert_accepted(&record.clone(), Some(&key)).await?;
+        // insert_accepted stores it as given (QUEUED); make the stored state the one asked for.
         db.collection::<Document>(mongo::EVENTS)
             .update_one(
                 doc! { "eventId": record.event_id.as_str() },
@@ -164,11 +164,11 @@ async fn a_dead_letter_being_replayed_at_its_deadline_is_not_deleted_under_the_r
     )
     .await?;
     let store = EventStore::new(&db);
-    // "replayed" was replayed just before its deadline: PENDING again, with a new last change.
+    // "replayed" was replayed just before its deadline: QUEUED again, with a new last change.
     let replayed = store
         .replay_dead_letter(&EventId::parse("replayed")?, 0, "test".into())
         .await?;
-    ensure!(replayed.is_some_and(|r| r.status == Status::Pending));
+    ensure!(replayed.is_some_and(|r| r.status == Status::Queued));
     // A replay of "claimed" has taken its claim and not yet moved it (the claim a replay inserts first).
     db.collection::<Document>(REPLAY_CLAIMS)
         .insert_one(doc! {
@@ -189,7 +189,7 @@ async fn a_dead_letter_being_replayed_at_its_deadline_is_not_deleted_under_the_r
         .collection::<Document>(mongo::EVENTS)
         .update_one(
             doc! { "eventId": "claimed", "status": "DEAD_LETTERED", "replayCount": 0_i64 },
-            doc! { "$set": { "status": "PENDING", "replayCount": 1_i64 } },
+            doc! { "$set": { "status": "QUEUED", "replayCount": 1_i64 } },
         )
         .await?;
     ensure!(moved.modified_count == 1);

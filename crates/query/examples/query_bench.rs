@@ -126,7 +126,7 @@ fn record(i: u64, n: u64, end: DateTime<Utc>) -> Result<EventRecord> {
         metadata: Some(json!({"source": "bench"})),
         created_at: shape.created_at,
     };
-    let mut record = EventRecord::pending(&event);
+    let mut record = EventRecord::accepted(&event);
     record.status = shape.status;
     record.attempt_count = 1;
     record.updated_at = shape.created_at;

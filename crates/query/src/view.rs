@@ -185,7 +185,8 @@ impl From<Attempt> for AttemptView {
 pub struct TimelineStep {
     #[serde(serialize_with = "iso")]
     pub at: DateTime<Utc>,
-    /// `accepted`, `queued`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed`.
+    /// `accepted`, `attempt`, `delivered`, `recorded`, `retry_scheduled`, `dead_lettered`, `replayed` (and `queued`, in
+    /// events stored before the outbox collection).
     #[schema(example = "retry_scheduled")]
     pub kind: String,
     /// The attempt, on `attempt` steps.

@@ -87,10 +87,10 @@ fn stopped_parts(stopped: &Stopped) -> (StatusCode, ErrorBody) {
         "{what}; the replay stopped after {} events were put back on their lanes",
         stopped.n_replayed
     );
-    if stopped.n_left_pending > 0 {
+    if stopped.n_in_outbox > 0 {
         message.push_str(&format!(
-            "; {} more are recorded as PENDING and herald-ingest's outbox sweeper publishes them",
-            stopped.n_left_pending
+            "; {} more are QUEUED in the outbox and herald-ingest's sweeper publishes them",
+            stopped.n_in_outbox
         ));
     }
     message.push_str("; send the request again to replay the rest");
@@ -131,7 +131,7 @@ mod tests {
         let stopped = Stopped {
             cause: StopCause::Kafka,
             n_replayed: 3,
-            n_left_pending: 2,
+            n_in_outbox: 2,
         };
         let (status, body) = ApiError::ReplayStopped(stopped).parts();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(
             body.details[0].message,
             "did not acknowledge; the replay stopped after 3 events were put back on their lanes; 2 more are \
-             recorded as PENDING and herald-ingest's outbox sweeper publishes them; send the request again to \
+             QUEUED in the outbox and herald-ingest's sweeper publishes them; send the request again to \
              replay the rest"
         );
     }

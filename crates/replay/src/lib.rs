@@ -168,7 +168,7 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!("replays still running at shutdown; their claimed events stay PENDING for the outbox sweeper");
+            tracing::warn!("replays still running at shutdown; their claimed events stay in the outbox for ingest's sweeper");
         }
         self.state.replayer.flush(DRAIN_TIMEOUT).await;
         tracing::info!("herald-replay stopped");

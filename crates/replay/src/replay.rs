@@ -1,10 +1,11 @@
 //! The replay itself: walk the matching dead letters oldest first and, at the configured pace, claim each one
-//! (DEAD_LETTERED to PENDING), publish its first attempt to its priority's lane, and mark it QUEUED.
+//! (DEAD_LETTERED to QUEUED, with an outbox entry), publish its first attempt to its priority's lane, and clear
+//! the entry.
 //!
 //! The claim is a conditional update on the status and the replay count as read, so two replays of the same dead
 //! letter cannot both win it, and a dead letter already back in flight is left alone. Claiming before publishing
-//! means a publish that fails, or a process that dies, leaves the event PENDING: herald-ingest's outbox sweeper
-//! publishes PENDING events, with their replay count, so nothing replayed is lost.
+//! means a publish that fails, or a process that dies, leaves the outbox entry: herald-ingest's sweeper publishes
+//! the events it names, with their replay count, so nothing replayed is lost.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -27,7 +28,7 @@ use crate::params::ReplayRequest;
 /// every dead letter (2 s for 10000), however few it returns; a selection is a few fields per dead letter.
 const PAGE_SIZE: u32 = 5000;
 /// Most events claimed but not yet acknowledged by Kafka at once. This also bounds how many events a replay leaves
-/// PENDING (for the outbox sweeper) when Kafka stops answering.
+/// in the outbox (for ingest's sweeper) when Kafka stops answering.
 const MAX_IN_FLIGHT: usize = 32;
 
 /// Spaces out the events put back on the lanes to at most a given rate, across every replay of the process.
@@ -77,8 +78,8 @@ pub struct Stopped {
     pub cause: StopCause,
     /// Published and acknowledged.
     pub n_replayed: usize,
-    /// Claimed (PENDING, replay count bumped) but not acknowledged by Kafka: the outbox sweeper publishes them.
-    pub n_left_pending: usize,
+    /// Claimed (QUEUED, replay count bumped) but not acknowledged by Kafka: ingest's outbox sweeper publishes them.
+    pub n_in_outbox: usize,
 }
 
 /// Where a replay starts after skipping its `from` dead letters.
@@ -95,7 +96,7 @@ enum Outcome {
     Replayed(EventId),
     /// Someone else replayed it first, or it is no longer a dead letter.
     Lost,
-    /// Claimed but not published: PENDING, for the outbox sweeper.
+    /// Claimed but not published: in the outbox, for ingest's sweeper.
     Unpublished,
     /// The claim itself failed: MongoDB did not answer.
     ClaimFailed,
@@ -217,7 +218,7 @@ impl Replayer {
         let limit = request.limit as usize;
         let request_id: Option<Arc<str>> = request_id.map(Arc::from);
         // Cancelled at shutdown, or by the first event whose claim or publish failed: the dependency is likely
-        // away, and every further claim would only leave one more event PENDING.
+        // away, and every further claim would only leave one more event in the outbox.
         let stop = self.stopping.child_token();
         let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = JoinSet::new();
@@ -232,7 +233,7 @@ impl Replayer {
                 return Err(Stopped {
                     cause: StopCause::Mongo,
                     n_replayed: 0,
-                    n_left_pending: 0,
+                    n_in_outbox: 0,
                 });
             }
         };
@@ -297,7 +298,7 @@ impl Replayer {
             match joined {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
-                    // Its event is DEAD_LETTERED (the claim did not happen) or PENDING (the sweeper has it).
+                    // Its event is DEAD_LETTERED (the claim did not happen) or QUEUED in the outbox (the sweeper has it).
                     tracing::error!(error = %e, "a replay task panicked");
                     outcomes.push((usize::MAX, Outcome::ClaimFailed));
                 }
@@ -335,7 +336,7 @@ impl Replayer {
             Some(cause) => Err(Stopped {
                 cause,
                 n_replayed: replayed.len(),
-                n_left_pending: n_unpublished,
+                n_in_outbox: n_unpublished,
             }),
         }
     }
@@ -369,12 +370,16 @@ impl Replayer {
             ..LaneMessage::first(record.event())
         };
         if let Err(e) = self.publish(&message, request_id).await {
-            tracing::warn!(error = %e, "kafka did not acknowledge; the event stays PENDING for the outbox sweeper");
+            tracing::warn!(error = %e, "kafka did not acknowledge; the event stays in the outbox for the sweeper");
             return Outcome::Unpublished;
         }
-        if let Err(e) = self.store.mark_queued(&record.event_id).await {
+        if let Err(e) = self
+            .store
+            .mark_published(&[(record.event_id.clone(), record.replay_count)])
+            .await
+        {
             // Kafka has it, so it is replayed; the sweeper publishes it once more, which dispatchers ignore.
-            tracing::warn!(error = %e, "cannot mark the replayed event QUEUED");
+            tracing::warn!(error = %e, "cannot clear the replayed event's outbox entry");
         }
         tracing::info!(replay_count = record.replay_count, "replayed");
         Outcome::Replayed(record.event_id)

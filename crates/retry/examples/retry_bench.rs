@@ -113,7 +113,7 @@ fn failed_record(run: &str, i: usize) -> Result<(EventRecord, RetryRequest)> {
         http_status: Some(503),
         retry_after_secs: None,
     };
-    let mut record = EventRecord::pending(&event);
+    let mut record = EventRecord::accepted(&event);
     record.status = Status::Dispatching;
     record.attempt_count = 1;
     record.attempts = vec![failed.clone()];

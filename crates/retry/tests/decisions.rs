@@ -130,9 +130,8 @@ fn failed_attempt() -> Attempt {
 /// An event whose first attempt failed, as a dispatcher leaves it, and the retry request it sends.
 async fn failed_once(h: &Harness, event: Event) -> Result<RetryRequest> {
     h.store
-        .insert_pending(&EventRecord::pending(&event), None)
+        .insert_accepted(&EventRecord::accepted(&event), None)
         .await?;
-    h.store.mark_queued(&event.event_id).await?;
     let claim = h
         .store
         .claim(&event.event_id, 1, 0, Duration::from_secs(30))

@@ -188,10 +188,13 @@ async fn a_head_held_on_a_revoked_partition_is_fired_by_its_new_owner_only() -> 
     let producer = build_producer(&ctx.kafka)?;
     let tier = ctx.topics.delay(30);
     // Right after the topic is created its partitions may have no leader yet.
+    // Right after the topic is created the metadata may also list fewer partitions than it has: wait for several.
     let (partitions, _) = eventually(Duration::from_secs(30), "the tier's partitions", || async {
-        topic_ends(&ctx.kafka, &tier)
-            .await
-            .map_err(|e| e.to_string())
+        match topic_ends(&ctx.kafka, &tier).await {
+            Ok(found) if found.0.len() > 1 => Ok(found),
+            Ok(found) => Err(format!("{} partition(s) so far", found.0.len())),
+            Err(e) => Err(e.to_string()),
+        }
     })
     .await;
     ensure!(partitions.len() > 1, "the tier needs several partitions");

@@ -108,9 +108,8 @@ async fn fail_attempts(
     class: ErrorClass,
     retry_after_secs: Option<u64>,
 ) -> Result<RetryRequest> {
-    let record = EventRecord::pending(&event);
-    h.store.insert_pending(&record, None).await?;
-    h.store.mark_queued(&event.event_id).await?;
+    let record = EventRecord::accepted(&event);
+    h.store.insert_accepted(&record, None).await?;
     let lease = Duration::from_secs(30);
     let mut last = None;
     for k in 1..=n {

@@ -59,7 +59,7 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_with_bounded_duplic
     let events: Vec<_> = (0..N_EVENTS)
         .map(|i| webhook(Priority::Default, &format!("user-{}", i % 60), &url))
         .collect();
-    let records: Vec<EventRecord> = events.iter().map(EventRecord::pending).collect();
+    let records: Vec<EventRecord> = events.iter().map(EventRecord::accepted).collect();
     harness
         .db
         .collection::<EventRecord>(EVENTS)
@@ -217,7 +217,7 @@ async fn sigterm_under_load_finishes_what_it_started_and_sends_nothing_twice() -
     let events: Vec<_> = (0..N)
         .map(|i| webhook(Priority::Default, &format!("user-{}", i % 40), &url))
         .collect();
-    let records: Vec<EventRecord> = events.iter().map(EventRecord::pending).collect();
+    let records: Vec<EventRecord> = events.iter().map(EventRecord::accepted).collect();
     harness
         .db
         .collection::<EventRecord>(EVENTS)

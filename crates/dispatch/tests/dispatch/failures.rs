@@ -133,7 +133,7 @@ async fn sandbox_fails_the_first_attempts_it_is_told_to() -> Result<()> {
     );
     harness
         .store
-        .insert_pending(&herald_platform::store::EventRecord::pending(&email), None)
+        .insert_accepted(&herald_platform::store::EventRecord::accepted(&email), None)
         .await?;
     // What the retry scheduler would publish on the retry lane: attempts 1, 2 and 3, each once the last failed.
     for attempt in 1..=3u32 {
@@ -201,7 +201,7 @@ async fn a_retry_request_lost_in_a_crash_is_published_again() -> Result<()> {
     let hook = webhook(Priority::Critical, "ada", "http://127.0.0.1:9/never-called");
     harness
         .store
-        .insert_pending(&herald_platform::store::EventRecord::pending(&hook), None)
+        .insert_accepted(&herald_platform::store::EventRecord::accepted(&hook), None)
         .await?;
     // A dispatcher claimed attempt 1, recorded it as failed, and died before publishing the retry request.
     let claim = harness
@@ -271,7 +271,7 @@ async fn an_unknown_provider_is_a_permanent_failure_that_names_it() -> Result<()
     let hook = webhook(Priority::Default, "ada", &receiver.url("/never"));
     harness
         .store
-        .insert_pending(&herald_platform::store::EventRecord::pending(&hook), None)
+        .insert_accepted(&herald_platform::store::EventRecord::accepted(&hook), None)
         .await?;
     let message = LaneMessage {
         provider: Some("pigeon".into()),
@@ -284,7 +284,6 @@ async fn an_unknown_provider_is_a_permanent_failure_that_names_it() -> Result<()
             &serde_json::to_vec(&message)?,
         )
         .await?;
-    harness.store.mark_queued(&hook.event_id).await?;
     let requests = retry_requests(&harness, &[hook.event_id.as_str()]).await?;
     let failed = &requests[hook.event_id.as_str()].failed;
     ensure!(

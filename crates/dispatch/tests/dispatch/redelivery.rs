@@ -60,7 +60,7 @@ async fn an_expired_lease_is_taken_over() -> Result<()> {
     let hook = webhook(Priority::Critical, "ada", &receiver.url("/hook"));
     harness
         .store
-        .insert_pending(&EventRecord::pending(&hook), None)
+        .insert_accepted(&EventRecord::accepted(&hook), None)
         .await?;
     // A dispatcher claimed the event for 3 s and died mid-send.
     let lease = Duration::from_secs(3);

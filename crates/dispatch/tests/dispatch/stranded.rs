@@ -1,6 +1,6 @@
 //! Events that must not be stranded: a record the store cannot process is dead-lettered with its reason instead
-//! of holding its partition, and a lane message of an older replay generation leaves a replayed event PENDING
-//! for the outbox sweeper instead of marking it QUEUED with nothing on its lane.
+//! of holding its partition, and a lane message of an older replay generation leaves a replayed event to the
+//! outbox sweeper instead of claiming it for a generation nothing was published for.
 
 use std::time::Duration;
 
@@ -125,13 +125,13 @@ async fn a_message_of_an_older_replay_leaves_the_replayed_event_to_the_outbox() 
         .store
         .dead_letter(&hook.event_id, 1, 0, "permanent error on attempt 1")
         .await?;
-    // ...then replayed, and the replay's publish failed: PENDING in replay generation 1, nothing on the lane.
+    // ...then replayed, and the replay's publish failed: QUEUED in replay generation 1, nothing on the lane.
     let replayed = harness
         .store
         .replay_dead_letter(&hook.event_id, 0, "test".into())
         .await?
         .context("replayed")?;
-    ensure!(replayed.status == Status::Pending && replayed.replay_count == 1);
+    ensure!(replayed.status == Status::Queued && replayed.replay_count == 1);
 
     let dispatcher = harness.start(Lane::Default, &[]).await?;
     // The first lane message (generation 0) comes again: the offset had not been committed before a restart.
@@ -154,15 +154,16 @@ async fn a_message_of_an_older_replay_leaves_the_replayed_event_to_the_outbox() 
         .await?
         .context("record")?;
     ensure!(
-        record.status == Status::Pending,
+        record.status == Status::Queued,
         "a message of replay 0 moved replay 1 to {}",
         record.status
     );
     // So the outbox sweeper still sees it, and publishes it as ingest's does: the current generation.
     let outbox = harness
         .store
-        .pending_before(Utc::now() + chrono::Duration::seconds(1), 100)
-        .await?;
+        .unpublished_before(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await?
+        .events;
     let pending = outbox
         .iter()
         .find(|r| r.event_id == hook.event_id)

@@ -96,7 +96,7 @@ impl Harness {
     pub async fn seed(&self, event: &Event) -> Result<i32> {
         let inserted = self
             .store
-            .insert_pending(&EventRecord::pending(event), None)
+            .insert_accepted(&EventRecord::accepted(event), None)
             .await?;
         anyhow::ensure!(
             inserted == Inserted::New,
@@ -105,7 +105,9 @@ impl Harness {
         );
         let partition = self.publish(&LaneMessage::first(event.clone())).await?;
         // As ingest does once Kafka has acknowledged the event.
-        self.store.mark_queued(&event.event_id).await?;
+        self.store
+            .mark_published(&[(event.event_id.clone(), 0)])
+            .await?;
         Ok(partition)
     }
 

@@ -50,7 +50,7 @@ async fn a_critical_email_is_recorded_and_published_on_the_critical_lane() -> Re
     assert_ne!(
         stored.status,
         Status::Pending,
-        "Kafka acknowledged it, so it is QUEUED or later"
+        "accepted events are stored QUEUED"
     );
     assert_eq!(stored.channel, Some(Channel::Email));
     assert_eq!(stored.priority, Priority::Critical);

@@ -10,7 +10,7 @@ use herald_platform::MongoConfig;
 use herald_test_support::{eventually, TestContext};
 use serde_json::json;
 
-use super::support::{lane_consumer, lane_count, next_message, record, Service};
+use super::support::{lane_consumer, lane_count, next_message, record, unpublished, Service};
 
 #[tokio::test]
 async fn without_kafka_the_event_stays_pending_until_the_sweeper_publishes_it() -> Result<()> {
@@ -37,7 +37,12 @@ async fn without_kafka_the_event_stays_pending_until_the_sweeper_publishes_it() 
     let stored = record(&ctx, "outbox-1")
         .await?
         .context("recorded before publishing")?;
-    assert_eq!(stored.status, Status::Pending);
+    assert_eq!(stored.status, Status::Queued);
+    let waiting = unpublished(&ctx).await?;
+    assert!(
+        waiting.iter().any(|r| r.event_id.as_str() == "outbox-1"),
+        "in the outbox: {waiting:?}"
+    );
     assert_eq!(lane_count(&ctx, Lane::Critical).await?, 0);
 
     // Kafka is back: a new instance with the same database and prefix sweeps the outbox.
@@ -52,15 +57,19 @@ async fn without_kafka_the_event_stays_pending_until_the_sweeper_publishes_it() 
     assert_eq!(received.message.attempt, 1);
     eventually(
         Duration::from_secs(15),
-        "the swept event to be QUEUED",
+        "the swept event's outbox entry to go",
         || async {
-            match record(&ctx, "outbox-1").await {
-                Ok(Some(found)) if found.status == Status::Queued => Ok(()),
-                other => Err(format!("{:?}", other.map(|r| r.map(|r| r.status)))),
+            match unpublished(&ctx).await {
+                Ok(left) if left.is_empty() => Ok(()),
+                other => Err(format!("{:?}", other.map(|l| l.len()))),
             }
         },
     )
     .await;
+    assert_eq!(
+        record(&ctx, "outbox-1").await?.map(|r| r.status),
+        Some(Status::Queued)
+    );
     // A retry of the original request now learns the status, and publishes nothing more.
     let (status, answer) = service.post("/event", &body).await?;
     assert_eq!(status, 200, "{answer}");

@@ -93,6 +93,16 @@ pub async fn record(ctx: &TestContext, event_id: &str) -> Result<Option<EventRec
     Ok(EventStore::new(&db).find(&id).await?)
 }
 
+/// The events the outbox still names as unpublished (whatever the age of their entries).
+pub async fn unpublished(ctx: &TestContext) -> Result<Vec<EventRecord>> {
+    let db = herald_platform::mongo::connect(&ctx.mongo, "ingest-test").await?;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+    Ok(EventStore::new(&db)
+        .unpublished_before(soon, 1000)
+        .await?
+        .events)
+}
+
 /// How many messages a lane topic holds, from its partitions' watermarks: exact, with no waiting for messages.
 ///
 /// Asked again while the broker is still electing the leaders of the test's new topics.

@@ -9,7 +9,7 @@ use super::{EventStore, Result};
 impl EventStore {
     /// The id of the event `key` was first used for, if the key was seen before.
     ///
-    /// [`EventStore::insert_pending`] answers [`super::Inserted::New`] also when it creates the event that a key
+    /// [`EventStore::insert_accepted`] answers [`super::Inserted::New`] also when it creates the event that a key
     /// named before but whose record was never written (a failure between the two writes): that event has the
     /// key's id, not the id of the record passed in. A caller that passed a key reads the id back here to know
     /// which event it created.

@@ -1,5 +1,5 @@
 //! Dead letters for the replay service: selected by a filter in one stable order, counted, and brought back
-//! (DEAD_LETTERED to PENDING, a fresh attempt budget, the replay counter bumped).
+//! (DEAD_LETTERED to QUEUED, a fresh attempt budget, the replay counter bumped, an outbox entry).
 //!
 //! Bringing one back is a claim, then a conditional update. The claim is an insert into `replay_claims` under a
 //! key naming the event and the replay count it was read with, because an insert under a unique key is the one
@@ -182,13 +182,13 @@ impl EventStore {
         self.raw.count_documents(filter.to_document()).await
     }
 
-    /// Brings a dead letter back: DEAD_LETTERED (with `replay_count` replays so far) to PENDING with replay count
+    /// Brings a dead letter back: DEAD_LETTERED (with `replay_count` replays so far) to QUEUED with replay count
     /// `replay_count + 1`, no attempts spent, no lease and no retry due, and a `replayed` timeline entry.
     ///
-    /// Of two replays of the same dead letter, exactly one gets the record as it is now. The event is PENDING, not
-    /// QUEUED, until the caller has published it and called [`EventStore::mark_queued`]: a replay that dies before
-    /// Kafka acknowledged leaves it in the outbox, where the sweeper publishes it. `None` when the event is no
-    /// longer that dead letter (replayed by someone else, or never dead-lettered).
+    /// Of two replays of the same dead letter, exactly one gets the record as it is now. Its outbox entry is
+    /// written before the update, and the caller publishes, then calls [`EventStore::mark_published`]: a replay
+    /// that dies before Kafka acknowledged leaves the entry, and ingest's sweeper publishes the event. `None` when
+    /// the event is no longer that dead letter (replayed by someone else, or never dead-lettered).
     pub async fn replay_dead_letter(
         &self,
         event_id: &EventId,
@@ -198,6 +198,7 @@ impl EventStore {
         if !self.claim_replay(event_id, replay_count).await? {
             return Ok(None);
         }
+        self.add_to_outbox(event_id, replay_count + 1).await?;
         let entry = to_bson(&TimelineEntry {
             at: Utc::now(),
             kind: "replayed".into(),
@@ -213,7 +214,7 @@ impl EventStore {
                 },
                 doc! {
                     "$set": {
-                        "status": "PENDING",
+                        "status": "QUEUED",
                         "replayCount": i64::from(replay_count) + 1,
                         "attemptCount": 0_i64,
                         "leaseUntil": Bson::Null,

@@ -66,11 +66,10 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
     let id = event.event_id.clone();
     ensure!(
         store
-            .insert_pending(&EventRecord::pending(&event), None)
+            .insert_accepted(&EventRecord::accepted(&event), None)
             .await?
             == Inserted::New
     );
-    ensure!(store.mark_queued(&id).await?);
     ensure!(matches!(
         store.claim(&id, 1, 0, lease).await?,
         Claim::Send(_)
@@ -94,7 +93,7 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
         store.dead_letter(&id, 2, 0, "out of attempts").await?,
         DeadLettered::Now(_)
     ));
-    // A replay, as the replay path records it: PENDING again with a fresh budget and a `replayed` step.
+    // A replay, as the replay path records it: QUEUED again with a fresh budget and a `replayed` step.
     let replayed = bson::to_bson(&TimelineEntry {
         detail: Some("replay of DEAD_LETTERED channel=webhook".into()),
         ..TimelineEntry::now("replayed")
@@ -103,12 +102,11 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
         .update_one(
             doc! { "eventId": id.as_str(), "status": "DEAD_LETTERED" },
             doc! {
-                "$set": { "status": "PENDING", "replayCount": 1_i64, "attemptCount": 0_i64 },
+                "$set": { "status": "QUEUED", "replayCount": 1_i64, "attemptCount": 0_i64 },
                 "$push": { "timeline": replayed },
             },
         )
         .await?;
-    ensure!(store.mark_queued(&id).await?);
 
     let body = service.ok("/api/logs/order-42:shipped").await?;
     let kinds: Vec<&str> = body["timeline"]
@@ -119,13 +117,11 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
         kinds,
         [
             "accepted",
-            "queued",
             "attempt",
             "retry_scheduled",
             "attempt",
             "dead_lettered",
-            "replayed",
-            "queued"
+            "replayed"
         ]
     );
     let steps = body["timeline"].as_array().cloned().unwrap_or_default();
@@ -136,12 +132,12 @@ async fn the_detail_shows_every_step_in_order_and_404_for_an_unknown_id() -> Res
             "retryAfterSecs": a.retry_after_secs,
         })
     };
-    assert_eq!(steps[2]["attempt"], attempt_json(&first));
-    assert_eq!(steps[4]["attempt"], attempt_json(&second));
-    assert_eq!(steps[3]["detail"], json!(format!("due at {}", iso(due))));
-    assert_eq!(steps[5]["detail"], json!("out of attempts"));
+    assert_eq!(steps[1]["attempt"], attempt_json(&first));
+    assert_eq!(steps[3]["attempt"], attempt_json(&second));
+    assert_eq!(steps[2]["detail"], json!(format!("due at {}", iso(due))));
+    assert_eq!(steps[4]["detail"], json!("out of attempts"));
     assert_eq!(
-        steps[6]["detail"],
+        steps[5]["detail"],
         json!("replay of DEAD_LETTERED channel=webhook")
     );
     assert_eq!(

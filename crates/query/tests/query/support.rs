@@ -129,7 +129,7 @@ pub fn seeded(i: u32) -> EventRecord {
             .then(|| json!({"ip": format!("10.0.{}.{}", i / 256, i % 256), "source": "seed"})),
         created_at,
     };
-    let mut record = EventRecord::pending(&event);
+    let mut record = EventRecord::accepted(&event);
     record.status = Status::ALL[((i * 3) % 7) as usize];
     record.updated_at = created_at + chrono::Duration::seconds(1);
     record

@@ -1,4 +1,4 @@
-//! Kafka away during a replay: the claimed events stay PENDING with their new replay count, the answer says so,
+//! Kafka away during a replay: the claimed events stay in the outbox with their new replay count, the answer says so,
 //! and herald-ingest's outbox sweeper publishes them, with that replay count, once Kafka answers.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::support::{Fixture, Service, Spec};
 
 #[tokio::test]
-async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_publishes_them(
+async fn without_kafka_replayed_events_stay_in_the_outbox_until_the_sweeper_publishes_them(
 ) -> Result<()> {
     let fx = Fixture::new("replay-kafka-down").await?;
     for id in ["down-1", "down-2"] {
@@ -34,7 +34,7 @@ async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_pub
     for id in ["down-1", "down-2"] {
         let record = fx.record(id).await?;
         match record.status {
-            Status::Pending => {
+            Status::Queued => {
                 assert_eq!(record.replay_count, 1, "{id}");
                 assert_eq!(record.attempt_count, 0, "{id}");
                 n_pending += 1;
@@ -49,12 +49,18 @@ async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_pub
     );
     let message = body["details"][0]["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains(&format!("{n_pending} more are recorded as PENDING")),
+        message.contains(&format!("{n_pending} more are QUEUED in the outbox")),
         "{message}"
     );
     assert_eq!(fx.lane_count(Lane::Default).await?, 0);
+    let in_outbox = fx
+        .store
+        .unpublished_before(chrono::Utc::now() + chrono::Duration::seconds(1), 100)
+        .await?
+        .events;
+    assert_eq!(in_outbox.len(), n_pending, "{in_outbox:?}");
 
-    // Kafka is back: herald-ingest's outbox sweeper publishes the PENDING ones, with their replay count.
+    // Kafka is back: herald-ingest's outbox sweeper publishes the ones in the outbox, with their replay count.
     let mut config = herald_ingest::Config::for_test(fx.ctx.kafka.clone(), fx.ctx.mongo.clone());
     config.sweep_interval = Duration::from_millis(200);
     config.sweep_age = Duration::from_millis(300);
@@ -76,13 +82,8 @@ async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_pub
         assert_eq!(received.message.replay_count, 1);
         assert_eq!(received.message.attempt, 1);
         let id = &received.message.event.event_id;
-        eventually(Duration::from_secs(10), "QUEUED", || async {
-            match fx.record(id.as_str()).await {
-                Ok(record) if record.status == Status::Queued => Ok(()),
-                other => Err(format!("{:?}", other.map(|r| r.status))),
-            }
-        })
-        .await;
+        let record = fx.record(id.as_str()).await?;
+        assert_eq!(record.status, Status::Queued);
         let claim = fx
             .store
             .claim(
@@ -97,6 +98,21 @@ async fn without_kafka_replayed_events_stay_pending_until_the_outbox_sweeper_pub
             "a dispatcher takes it: {claim:?}"
         );
     }
+    eventually(
+        Duration::from_secs(10),
+        "the sweeper to clear the outbox",
+        || async {
+            match fx
+                .store
+                .unpublished_before(chrono::Utc::now() + chrono::Duration::seconds(1), 100)
+                .await
+            {
+                Ok(left) if left.events.is_empty() => Ok(()),
+                other => Err(format!("{:?}", other.map(|l| l.events.len()))),
+            }
+        },
+    )
+    .await;
     stop_ingest.cancel();
     ingest.await??;
 

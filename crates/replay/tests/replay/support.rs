@@ -235,9 +235,8 @@ impl Fixture {
             ..Spec::new(LIVE)
         };
         self.store
-            .insert_pending(&EventRecord::pending(&live.event()), None)
+            .insert_accepted(&EventRecord::accepted(&live.event()), None)
             .await?;
-        ensure!(self.store.mark_queued(&live.event().event_id).await?);
         Ok(())
     }
 
@@ -245,9 +244,8 @@ impl Fixture {
     pub async fn dead_letter(&self, spec: &Spec) -> Result<EventRecord> {
         let event = spec.event();
         self.store
-            .insert_pending(&EventRecord::pending(&event), None)
+            .insert_accepted(&EventRecord::accepted(&event), None)
             .await?;
-        self.store.mark_queued(&event.event_id).await?;
         self.fail_again(&spec.id, 0).await?;
         if let Some(at) = spec.dead_lettered_at {
             let at = DateTime::parse_from_rfc3339(at)?.with_timezone(&Utc);

@@ -1,0 +1,135 @@
+//! What accepting an event costs the store, counted by the MongoDB driver's command monitoring: the outbox entry,
+//! the event and the entry's deletion, and never an update of the event document once it is published.
+//!
+//! That last point is a correctness property, not only a cost: FerretDB 1.24 applies an update by reading the
+//! document and writing it back whole, so a publisher's late update of the event (ingest's PENDING to QUEUED did
+//! this before the outbox collection) can land over a dispatcher's RECORDED or DELIVERED and leave a finished
+//! event QUEUED for good; the 10-minute chaos run caught two. Its own binary, so that the process's metrics count
+//! this test's commands only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use herald_ingest::{App, Config};
+use herald_test_support::{eventually, TestContext};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// `herald_store_commands_total` of herald-ingest, by (command, collection).
+fn ingest_commands() -> HashMap<(String, String), u64> {
+    let text = herald_platform::http::metrics::install().render();
+    let mut counts = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("herald_store_commands_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        if label("app") != "herald-ingest" {
+            continue;
+        }
+        let n: u64 = value.trim().parse().unwrap_or(0);
+        *counts
+            .entry((label("command"), label("collection")))
+            .or_insert(0) += n;
+    }
+    counts
+}
+
+/// The writes among `counts` (the sweeper's reads and index setup are not the write path).
+fn writes(counts: &HashMap<(String, String), u64>) -> HashMap<(String, String), u64> {
+    counts
+        .iter()
+        .filter(|((command, _), _)| {
+            matches!(
+                command.as_str(),
+                "insert" | "update" | "delete" | "findAndModify"
+            )
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated() -> Result<()> {
+    let ctx = TestContext::new("ingest-write-path").await?;
+    let mut config = Config::for_test(ctx.kafka.clone(), ctx.mongo.clone());
+    // The sweeper only reads unless something is left in the outbox; keep it out of the way all the same.
+    config.sweep_interval = Duration::from_secs(3600);
+    // A loaded machine may take seconds to publish to the test's new topics; a timeout would leave the count short.
+    config.request_timeout = Duration::from_secs(60);
+    let app = App::build(config).await?;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "ingest to be ready", || async {
+        match http.get(format!("{base}/api/ready")).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let before = writes(&ingest_commands());
+
+    let requests: [(&str, Value); 3] = [
+        (
+            "/event",
+            json!({"userId": "u1", "channel": "webhook", "priority": "critical",
+                   "payload": {"url": "http://127.0.0.1:9/hook", "body": {"n": 1}}}),
+        ),
+        (
+            "/event",
+            json!({"userId": "u2", "channel": "sms", "payload": {"phoneNumber": "+14155550123", "message": "hi"}}),
+        ),
+        (
+            "/api/logs",
+            json!({"userId": "u3", "activityType": "login", "metadata": {"ip": "127.0.0.1"}}),
+        ),
+    ];
+    for (path, body) in &requests {
+        let response = http.post(format!("{base}{path}")).json(body).send().await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        ensure!(status == 202, "{path}: {status} {answer}");
+        ensure!(answer["status"] == "QUEUED", "{path}: {answer}");
+    }
+
+    let after = writes(&ingest_commands());
+    let spent: HashMap<(String, String), u64> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let n = requests.len() as u64;
+    let of = |command: &str, collection: &str| {
+        spent
+            .get(&(command.to_owned(), collection.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    ensure!(
+        of("update", "events") == 0 && of("findAndModify", "events") == 0,
+        "the event document was updated after its insert: {spent:?}"
+    );
+    ensure!(of("insert", "events") == n, "{spent:?}");
+    ensure!(of("insert", "outbox") == n, "{spent:?}");
+    ensure!(of("delete", "outbox") == n, "{spent:?}");
+    let total: u64 = spent.values().sum();
+    ensure!(total == 3 * n, "{total} writes for {n} events: {spent:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .context("ingest did not stop")???;
+    Ok(())
+}
