@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chaos;
+mod limits;
 mod paths;
 mod procs;
 mod services;
@@ -92,6 +93,7 @@ enum StackAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    limits::raise_open_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
