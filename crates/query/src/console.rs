@@ -283,7 +283,7 @@ mod render_tests {
                 name,
                 context! {
                     frame, values => context!{}, summary => context!{ byChannel => context!{ webhook => 1 }, byError => vec![item.clone()] },
-                    event => item.clone(), alert => context!{ email => context!{}, sampleEventIds => ["e 1"] }, dead => context!{},
+                    event => item.clone(), alert => context!{ email => context!{}, sampleEventIds => ["e 1"] }, waiting => 2,
                     events => vec![item.clone()], letters => vec![item.clone()], alerts => vec![item.clone()], rows => vec![item.clone()],
                     sample => ["e 1"], attempts => [context!{ number => 1 }], timeline => [context!{ kind => "accepted" }],
                     by_status => context!{ QUEUED => 1 }, lanes => [context!{ lane => "critical", lag => 2, partitions => [1] }],

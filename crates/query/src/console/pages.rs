@@ -138,14 +138,20 @@ pub async fn overview(
         page: 1,
         limit: 5,
     };
-    let (minutes, dead, lanes, recent) = tokio::join!(
+    // Only the number of dead letters here: a count on `status`, which both servers answer from an index,
+    // rather than the grouping the dead-letter view reads every dead letter for, five seconds apart.
+    let events = app.db.collection::<Document>(EVENTS);
+    let waiting = events
+        .count_documents(doc! { "status": Status::DeadLettered.as_str() })
+        .max_time(app.request_timeout);
+    let (minutes, waiting, lanes, recent) = tokio::join!(
         activity::minutes(&app.db, window, app.request_timeout),
-        activity::dead_letters(app),
+        waiting,
         crate::lanes::read_lag(&app.kafka),
         app.alerts.page(&latest),
     );
     let minutes = minutes?;
-    let dead = dead?;
+    let waiting = waiting?;
     let (recent, _) = recent?;
     let recent: Vec<AlertView> = recent.into_iter().map(AlertView::from).collect();
     let lanes_error = lanes.as_ref().err().map(ToString::to_string);
@@ -162,7 +168,7 @@ pub async fn overview(
             by_priority => rows(&minutes.by_priority, "Priority"),
             lanes => lanes.ok().map(|l| l.lanes),
             lanes_error,
-            dead,
+            waiting,
             alerts => recent,
         },
     )?;
