@@ -15,6 +15,10 @@ pub const SMTP: &str = "smtp";
 pub const HTTP_SMS: &str = "http-sms";
 /// Signed HTTP webhooks.
 pub const WEBHOOK: &str = "webhook";
+/// Firebase Cloud Messaging's HTTP v1 API (`HERALD_FCM_*`).
+pub const FCM: &str = "fcm";
+/// OneSignal's REST API (`HERALD_ONESIGNAL_*`).
+pub const ONESIGNAL: &str = "onesignal";
 
 /// Longest provider name.
 pub const MAX_NAME_LEN: usize = 32;
@@ -26,6 +30,7 @@ pub fn builtin(channel: Channel) -> &'static [&'static str] {
         Channel::Email => &[SMTP, SANDBOX],
         Channel::Sms => &[HTTP_SMS, SANDBOX],
         Channel::Webhook => &[WEBHOOK, SANDBOX],
+        Channel::Push => &[FCM, ONESIGNAL, SANDBOX],
     }
 }
 
@@ -40,7 +45,7 @@ pub fn extras_variable(channel: Channel) -> Option<&'static str> {
     match channel {
         Channel::Email => Some("HERALD_EMAIL_PROVIDERS"),
         Channel::Sms => Some("HERALD_SMS_PROVIDERS"),
-        Channel::Webhook => None,
+        Channel::Webhook | Channel::Push => None,
     }
 }
 
