@@ -225,6 +225,12 @@ impl ChannelProviders {
     fn add(&mut self, provider: Arc<dyn Provider>) {
         self.by_name.insert(provider.name().to_owned(), provider);
     }
+
+    /// Makes the configured provider answer to `alias` too (its attempts keep its own name).
+    fn alias(&mut self, alias: &str) {
+        self.by_name
+            .insert(alias.to_owned(), Arc::clone(&self.configured));
+    }
 }
 
 /// Every provider of this process, built once at startup: a registry per channel, selected by name.
@@ -321,6 +327,9 @@ impl Providers {
             let relay = SmtpProvider::build(&extra.name, &extra.config, send_timeout)?;
             providers.email.add(Arc::new(relay));
         }
+        if config.sms.backend == Backend::Real {
+            providers.sms.alias(names::TWILIO);
+        }
         for extra in &config.sms_extras {
             let api =
                 HttpSmsProvider::build(&extra.name, &extra.config, connect_timeout, send_timeout)?;
@@ -407,6 +416,11 @@ mod tests {
         };
         assert_eq!(name(Channel::Sms, None), Ok("http-sms".into()));
         assert_eq!(name(Channel::Sms, Some("backup")), Ok("backup".into()));
+        assert_eq!(
+            name(Channel::Sms, Some("twilio")),
+            Ok("http-sms".into()),
+            "twilio names the API of HERALD_SMS_*"
+        );
         assert_eq!(name(Channel::Sms, Some("sandbox")), Ok("sandbox".into()));
         assert_eq!(name(Channel::Email, None), Ok("smtp".into()));
         assert_eq!(name(Channel::Email, Some("relay-2")), Ok("relay-2".into()));

@@ -13,6 +13,8 @@ pub const SANDBOX: &str = "sandbox";
 pub const SMTP: &str = "smtp";
 /// The SMS API of `HERALD_SMS_*`.
 pub const HTTP_SMS: &str = "http-sms";
+/// Another name of [`HTTP_SMS`]: the SMS API Herald speaks has Twilio's shape.
+pub const TWILIO: &str = "twilio";
 /// Signed HTTP webhooks.
 pub const WEBHOOK: &str = "webhook";
 /// Firebase Cloud Messaging's HTTP v1 API (`HERALD_FCM_*`).
@@ -28,7 +30,7 @@ pub const MAX_NAME_LEN: usize = 32;
 pub fn builtin(channel: Channel) -> &'static [&'static str] {
     match channel {
         Channel::Email => &[SMTP, SANDBOX],
-        Channel::Sms => &[HTTP_SMS, SANDBOX],
+        Channel::Sms => &[HTTP_SMS, TWILIO, SANDBOX],
         Channel::Webhook => &[WEBHOOK, SANDBOX],
         Channel::Push => &[FCM, ONESIGNAL, SANDBOX],
     }

@@ -492,7 +492,7 @@ mod tests {
             shown,
             [
                 "channels.email.providers: unknown provider 'backup', expected one of: smtp, sandbox",
-                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, fcm, http-sms, onesignal, sandbox, smtp, webhook",
+                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, fcm, http-sms, onesignal, sandbox, smtp, twilio, webhook",
             ]
         );
         assert!(RetryRules::default()
