@@ -86,3 +86,52 @@ async fn a_fallback_rule_sends_the_retry_through_the_next_provider() -> Result<(
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_fcm_send_falls_back_to_onesignal() -> Result<()> {
+    let fakes = herald_test_support::push_fakes::PushFakes::start().await?;
+    let rules = r#"
+        [default]
+        base_ms = 500
+        [channels.push]
+        providers = ["fcm", "onesignal"]
+        switch_after = 1
+    "#;
+    let env = fakes.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let herald = Herald::start_with("e2e-push-fallback", rules, &env).await?;
+    let id = herald
+        .post_event(json!({
+            "channel": "push",
+            "payload": {"token": "device-unavailable", "title": "Shipped", "body": "On its way"},
+        }))
+        .await?;
+    let record = herald
+        .wait_for(&id, Status::Delivered, Duration::from_secs(60))
+        .await;
+    let attempts: Vec<(u32, &str, AttemptOutcome)> = record
+        .attempts
+        .iter()
+        .map(|a| (a.number, a.provider.as_str(), a.outcome))
+        .collect();
+    ensure!(
+        attempts
+            == [
+                (1, "fcm", AttemptOutcome::Failed),
+                (2, "onesignal", AttemptOutcome::Delivered),
+            ],
+        "{attempts:?}"
+    );
+    ensure!(
+        fakes.fcm_messages().len() == 1,
+        "{:?}",
+        fakes.fcm_messages()
+    );
+    ensure!(
+        fakes.onesignal_notifications().len() == 1,
+        "{:?}",
+        fakes.onesignal_notifications()
+    );
+    ensure!(fakes.refused().is_empty(), "{:?}", fakes.refused());
+    Ok(())
+}

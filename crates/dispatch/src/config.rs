@@ -10,7 +10,9 @@ use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 pub use crate::provider::settings::{Backend, NamedProvider, Secret};
-pub use crate::provider::{EmailConfig, SmsConfig, WebhookConfig, DEV_WEBHOOK_SECRET};
+pub use crate::provider::{
+    EmailConfig, PushBackend, PushConfig, SmsConfig, WebhookConfig, DEV_WEBHOOK_SECRET,
+};
 
 /// The service name: Kafka client id, MongoDB app name, consumer group stem.
 pub const SERVICE: &str = "herald-dispatch";
@@ -38,6 +40,7 @@ pub struct Config {
     pub email: EmailConfig,
     pub sms: SmsConfig,
     pub webhook: WebhookConfig,
+    pub push: PushConfig,
     /// `HERALD_EMAIL_PROVIDERS`: more SMTP relays, by name (comma-separated; default none), each configured by
     /// `HERALD_SMTP_<NAME>_HOST` (required), `_PORT` (default 25, 587 with STARTTLS, 465 with TLS), `_TLS`,
     /// `_USERNAME`, `_PASSWORD` and `_FROM` (default `HERALD_SMTP_FROM`), `<NAME>` upper-cased with `-` as `_`.
@@ -121,6 +124,7 @@ impl Config {
             email: EmailConfig::read(env),
             sms: SmsConfig::read(env),
             webhook: WebhookConfig::read(env),
+            push: PushConfig::read(env),
             email_extras: Vec::new(),
             sms_extras: Vec::new(),
             kafka: KafkaConfig::read(env, SERVICE),
@@ -147,6 +151,14 @@ impl Config {
             ("email", self.email.backend),
             ("sms", self.sms.backend),
             ("webhook", self.webhook.backend),
+            (
+                "push",
+                if self.push.backend == PushBackend::Sandbox {
+                    Backend::Sandbox
+                } else {
+                    Backend::Real
+                },
+            ),
         ] {
             if backend == Backend::Sandbox {
                 out.push(format!(

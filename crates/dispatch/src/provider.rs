@@ -4,6 +4,9 @@
 //! by `herald_domain::outcome`, the one place that knows.
 
 mod email;
+mod fcm;
+mod onesignal;
+mod push;
 mod sandbox;
 pub(crate) mod settings;
 mod sms;
@@ -23,6 +26,9 @@ use crate::config::Config;
 use settings::Backend;
 
 pub use email::{EmailConfig, SmtpProvider};
+pub use fcm::{FcmConfig, FcmProvider, ServiceAccount, FCM_SCOPE};
+pub use onesignal::{OneSignalConfig, OneSignalProvider};
+pub use push::{PushBackend, PushConfig};
 pub use sandbox::{Sandbox, SANDBOX};
 pub use sms::{HttpSmsProvider, SmsConfig};
 pub use webhook::{sign, WebhookConfig, WebhookProvider, DEV_WEBHOOK_SECRET};
@@ -179,6 +185,25 @@ pub(crate) fn transport_error(error: &reqwest::Error) -> SendError {
     SendError::transport(failure, text)
 }
 
+/// An HTTP client for a provider API: bounded connect and total time, no redirects (an API that moved must be
+/// configured again, not followed with credentials attached).
+pub(crate) fn http_client(
+    channel: Channel,
+    connect_timeout: std::time::Duration,
+    send_timeout: std::time::Duration,
+) -> Result<reqwest::Client, BuildError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(send_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("herald-dispatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| BuildError {
+            channel,
+            message: e.to_string(),
+        })
+}
+
 /// The providers of one channel, by name: the configured one, the named extras and the sandbox.
 #[derive(Debug, Clone)]
 struct ChannelProviders {
@@ -200,6 +225,12 @@ impl ChannelProviders {
     fn add(&mut self, provider: Arc<dyn Provider>) {
         self.by_name.insert(provider.name().to_owned(), provider);
     }
+
+    /// Makes the configured provider answer to `alias` too (its attempts keep its own name).
+    fn alias(&mut self, alias: &str) {
+        self.by_name
+            .insert(alias.to_owned(), Arc::clone(&self.configured));
+    }
 }
 
 /// Every provider of this process, built once at startup: a registry per channel, selected by name.
@@ -208,6 +239,7 @@ pub struct Providers {
     email: ChannelProviders,
     sms: ChannelProviders,
     webhook: ChannelProviders,
+    push: ChannelProviders,
 }
 
 /// A provider could not be built from its configuration.
@@ -253,14 +285,50 @@ impl Providers {
             Backend::Real => Arc::new(WebhookProvider::build(&config.webhook, send_timeout)?),
             Backend::Sandbox => Arc::new(Sandbox::new(Channel::Webhook)),
         };
+        let push_client = http_client(Channel::Push, connect_timeout, send_timeout)?;
+        let fcm = config
+            .push
+            .fcm
+            .as_ref()
+            .map(|fcm| FcmProvider::build(fcm, push_client.clone()).map(Arc::new))
+            .transpose()?;
+        let onesignal = config
+            .push
+            .onesignal
+            .as_ref()
+            .map(|os| OneSignalProvider::build(os, push_client.clone()).map(Arc::new))
+            .transpose()?;
+        let missing = |name: &str| BuildError {
+            channel: Channel::Push,
+            message: format!("{name} is the push provider but is not configured"),
+        };
+        let push: Arc<dyn Provider> = match config.push.backend {
+            PushBackend::Fcm => fcm.clone().ok_or_else(|| missing(names::FCM))?,
+            PushBackend::OneSignal => onesignal.clone().ok_or_else(|| missing(names::ONESIGNAL))?,
+            PushBackend::Sandbox => Arc::new(Sandbox::new(Channel::Push)),
+        };
         let mut providers = Self {
             email: ChannelProviders::new(Channel::Email, email),
             sms: ChannelProviders::new(Channel::Sms, sms),
             webhook: ChannelProviders::new(Channel::Webhook, webhook),
+            push: ChannelProviders::new(Channel::Push, push),
         };
+        // Both push providers serve whichever sends first, so a retry rule can fall back from one to the other.
+        for extra in [
+            fcm.map(|p| p as Arc<dyn Provider>),
+            onesignal.map(|p| p as Arc<dyn Provider>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            providers.push.add(extra);
+        }
         for extra in &config.email_extras {
             let relay = SmtpProvider::build(&extra.name, &extra.config, send_timeout)?;
             providers.email.add(Arc::new(relay));
+        }
+        if config.sms.backend == Backend::Real {
+            providers.sms.alias(names::TWILIO);
         }
         for extra in &config.sms_extras {
             let api =
@@ -275,6 +343,7 @@ impl Providers {
             Channel::Email => &self.email,
             Channel::Sms => &self.sms,
             Channel::Webhook => &self.webhook,
+            Channel::Push => &self.push,
         }
     }
 
@@ -347,6 +416,11 @@ mod tests {
         };
         assert_eq!(name(Channel::Sms, None), Ok("http-sms".into()));
         assert_eq!(name(Channel::Sms, Some("backup")), Ok("backup".into()));
+        assert_eq!(
+            name(Channel::Sms, Some("twilio")),
+            Ok("http-sms".into()),
+            "twilio names the API of HERALD_SMS_*"
+        );
         assert_eq!(name(Channel::Sms, Some("sandbox")), Ok("sandbox".into()));
         assert_eq!(name(Channel::Email, None), Ok("smtp".into()));
         assert_eq!(name(Channel::Email, Some("relay-2")), Ok("relay-2".into()));

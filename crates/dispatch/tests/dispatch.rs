@@ -10,6 +10,7 @@ mod dispatch {
     mod failures;
     mod instances;
     mod panic;
+    mod push;
     mod redelivery;
     mod retention;
     mod status;

@@ -129,9 +129,10 @@ pub enum Channel {
     Email,
     Sms,
     Webhook,
+    Push,
 }
 
-wire_enum!(Channel, "channel", { Email => "email", Sms => "sms", Webhook => "webhook" });
+wire_enum!(Channel, "channel", { Email => "email", Sms => "sms", Webhook => "webhook", Push => "push" });
 
 /// Which lane an event travels on. Critical traffic never waits behind default traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -23,6 +23,16 @@ use crate::request::{check_webhook_url, normalise_phone, Region};
 pub const MAX_SUBJECT_LEN: u64 = 998;
 /// Longest SMS message, in characters (ten concatenated segments).
 pub const MAX_SMS_LEN: u64 = 1600;
+/// Most device tokens one push message may name.
+pub const MAX_PUSH_TOKENS: usize = 500;
+/// Longest device token, in bytes.
+pub const MAX_PUSH_TOKEN_LEN: usize = 4096;
+/// Longest push title, in characters.
+pub const MAX_PUSH_TITLE_LEN: u64 = 256;
+/// Longest push body, in characters.
+pub const MAX_PUSH_BODY_LEN: u64 = 2048;
+/// Largest push `data`, keys and values together, in bytes (FCM refuses a message over 4 KB).
+pub const MAX_PUSH_DATA_BYTES: usize = 3072;
 
 /// A payload that does not make a message of its channel: every problem, each under its payload field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +56,7 @@ pub enum Message {
     Email(Email),
     Sms(Sms),
     Webhook(Webhook),
+    Push(Push),
 }
 
 impl Message {
@@ -55,6 +66,7 @@ impl Message {
             Message::Email(_) => Channel::Email,
             Message::Sms(_) => Channel::Sms,
             Message::Webhook(_) => Channel::Webhook,
+            Message::Push(_) => Channel::Push,
         }
     }
 
@@ -65,6 +77,7 @@ impl Message {
             Channel::Email => Email::deserialize(payload).map(Message::Email),
             Channel::Sms => Sms::deserialize(payload).map(Message::Sms),
             Channel::Webhook => Webhook::deserialize(payload).map(Message::Webhook),
+            Channel::Push => Push::deserialize(payload).map(Message::Push),
         };
         decoded.map_err(|e| MessageError {
             channel,
@@ -78,6 +91,7 @@ impl Message {
             Message::Email(email) => serde_json::to_value(email),
             Message::Sms(sms) => serde_json::to_value(sms),
             Message::Webhook(webhook) => serde_json::to_value(webhook),
+            Message::Push(push) => serde_json::to_value(push),
         };
         // Plain structs of strings and JSON values always serialize.
         encoded.unwrap_or(Value::Null)
@@ -406,6 +420,195 @@ impl From<Webhook> for WebhookWire {
     }
 }
 
+/// A push notification: one device token (`token`) or several (`tokens`), a title, a body and optional string
+/// `data` for the app. The JSON keeps the form the client used (`token` or `tokens`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PushWire", into = "PushWire")]
+pub struct Push {
+    tokens: Vec<String>,
+    /// Whether the client named one `token` (rather than a list), kept so the JSON reads back as written.
+    single: bool,
+    title: String,
+    body: String,
+    data: Option<BTreeMap<String, String>>,
+}
+
+/// The JSON form of [`Push`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PushWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tokens: Option<Vec<String>>,
+    title: String,
+    body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<BTreeMap<String, String>>,
+}
+
+/// Keys FCM keeps for itself in `data`.
+const RESERVED_DATA_KEYS: &[&str] = &["from", "message_type", "notification", "collapse_key"];
+
+impl Push {
+    /// Checks a push message's parts. Exactly one of `token` and `tokens` is given; a list item or a `data`
+    /// value that is `None` was not a string (reported by the reader).
+    pub fn parse(
+        token: Option<String>,
+        tokens: Option<Vec<Option<String>>>,
+        title: Option<String>,
+        body: Option<String>,
+        data: Option<BTreeMap<String, Option<String>>>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut problems = Problems::default();
+        let single = tokens.is_none();
+        let tokens: Option<Vec<String>> = match (token, tokens) {
+            (Some(_), Some(_)) => {
+                problems.push("token", "give token or tokens, not both");
+                None
+            }
+            (None, None) => {
+                problems.push("token", "is required (or tokens, a list of device tokens)");
+                None
+            }
+            (Some(token), None) => check_token(&mut problems, "token", token).map(|t| vec![t]),
+            (None, Some(list)) => {
+                if list.is_empty() || list.len() > MAX_PUSH_TOKENS {
+                    problems.push(
+                        "tokens",
+                        format!("must list 1 to {MAX_PUSH_TOKENS} device tokens"),
+                    );
+                }
+                let mut checked = Vec::new();
+                for (i, token) in list.into_iter().enumerate() {
+                    if let Some(token) =
+                        token.and_then(|t| check_token(&mut problems, &format!("tokens.{i}"), t))
+                    {
+                        checked.push(token);
+                    }
+                }
+                Some(checked)
+            }
+        };
+        let title = problems.required("title", title).filter(|title| {
+            let valid = title.validate_length(Some(1), Some(MAX_PUSH_TITLE_LEN), None);
+            if !valid {
+                problems.push(
+                    "title",
+                    format!("must be 1 to {MAX_PUSH_TITLE_LEN} characters long"),
+                );
+            }
+            valid
+        });
+        let body = problems.required("body", body).filter(|body| {
+            let valid = body.validate_length(Some(1), Some(MAX_PUSH_BODY_LEN), None);
+            if !valid {
+                problems.push(
+                    "body",
+                    format!("must be 1 to {MAX_PUSH_BODY_LEN} characters long"),
+                );
+            }
+            valid
+        });
+        let data = data.map(|data| {
+            let mut checked = BTreeMap::new();
+            let mut size = 0;
+            for (key, value) in data {
+                let field = format!("data.{key}");
+                let lower = key.to_ascii_lowercase();
+                if key.is_empty()
+                    || RESERVED_DATA_KEYS.contains(&lower.as_str())
+                    || lower.starts_with("google.")
+                    || lower.starts_with("gcm.")
+                {
+                    problems.push(&field, "is a key FCM reserves (from, message_type, notification, collapse_key, google.*, gcm.*)");
+                }
+                if let Some(value) = value {
+                    size += key.len() + value.len();
+                    checked.insert(key, value);
+                }
+            }
+            if size > MAX_PUSH_DATA_BYTES {
+                problems.push("data", format!("must be at most {MAX_PUSH_DATA_BYTES} bytes, keys and values together"));
+            }
+            checked
+        });
+        let push = match (tokens, title, body) {
+            (Some(tokens), Some(title), Some(body)) => Some(Self {
+                tokens,
+                single,
+                title,
+                body,
+                data,
+            }),
+            _ => None,
+        };
+        problems.finish(push)
+    }
+
+    /// The device tokens, at least one.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The app's key/value data, when given.
+    pub fn data(&self) -> Option<&BTreeMap<String, String>> {
+        self.data.as_ref()
+    }
+}
+
+/// A device token: 1 to 4096 visible ASCII characters.
+fn check_token(problems: &mut Problems, field: &str, token: String) -> Option<String> {
+    if token.is_empty()
+        || token.len() > MAX_PUSH_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        problems.push(
+            field,
+            format!("must be a device token: 1 to {MAX_PUSH_TOKEN_LEN} visible ASCII characters"),
+        );
+        return None;
+    }
+    Some(token)
+}
+
+impl TryFrom<PushWire> for Push {
+    type Error = String;
+
+    fn try_from(wire: PushWire) -> Result<Self, Self::Error> {
+        let tokens = wire.tokens.map(|list| list.into_iter().map(Some).collect());
+        let data = wire
+            .data
+            .map(|d| d.into_iter().map(|(k, v)| (k, Some(v))).collect());
+        Self::parse(wire.token, tokens, Some(wire.title), Some(wire.body), data)
+            .map_err(|p| describe(&p))
+    }
+}
+
+impl From<Push> for PushWire {
+    fn from(push: Push) -> Self {
+        let (token, tokens) = if push.single {
+            (push.tokens.into_iter().next(), None)
+        } else {
+            (None, Some(push.tokens))
+        };
+        Self {
+            token,
+            tokens,
+            title: push.title,
+            body: push.body,
+            data: push.data,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +638,14 @@ mod tests {
             (
                 Channel::Webhook,
                 r#"{"url":"http://127.0.0.1:9/hook","body":"plain"}"#,
+            ),
+            (
+                Channel::Push,
+                r#"{"token":"fcm-token-1","title":"Shipped","body":"On its way","data":{"orderId":"42"}}"#,
+            ),
+            (
+                Channel::Push,
+                r#"{"tokens":["fcm-token-1","fcm-token-2"],"title":"Shipped","body":"On its way"}"#,
             ),
         ];
         for (channel, text) in payloads {
@@ -471,6 +682,22 @@ mod tests {
                 json!({"url": "http://x.io", "body": {}, "headers": {"Bad Name": "v"}}),
             ),
             (Channel::Sms, json!({"to": "a@b.io"})),
+            (
+                Channel::Push,
+                json!({"token": "t", "tokens": ["u"], "title": "t", "body": "b"}),
+            ),
+            (
+                Channel::Push,
+                json!({"tokens": [], "title": "t", "body": "b"}),
+            ),
+            (
+                Channel::Push,
+                json!({"token": "has space", "title": "t", "body": "b"}),
+            ),
+            (
+                Channel::Push,
+                json!({"token": "t", "title": "t", "body": "b", "data": {"google.x": "1"}}),
+            ),
         ] {
             let err = Message::from_payload(channel, &payload).expect_err("invalid");
             assert_eq!(err.channel, channel);

@@ -13,8 +13,14 @@ pub const SANDBOX: &str = "sandbox";
 pub const SMTP: &str = "smtp";
 /// The SMS API of `HERALD_SMS_*`.
 pub const HTTP_SMS: &str = "http-sms";
+/// Another name of [`HTTP_SMS`]: the SMS API Herald speaks has Twilio's shape.
+pub const TWILIO: &str = "twilio";
 /// Signed HTTP webhooks.
 pub const WEBHOOK: &str = "webhook";
+/// Firebase Cloud Messaging's HTTP v1 API (`HERALD_FCM_*`).
+pub const FCM: &str = "fcm";
+/// OneSignal's REST API (`HERALD_ONESIGNAL_*`).
+pub const ONESIGNAL: &str = "onesignal";
 
 /// Longest provider name.
 pub const MAX_NAME_LEN: usize = 32;
@@ -24,8 +30,9 @@ pub const MAX_NAME_LEN: usize = 32;
 pub fn builtin(channel: Channel) -> &'static [&'static str] {
     match channel {
         Channel::Email => &[SMTP, SANDBOX],
-        Channel::Sms => &[HTTP_SMS, SANDBOX],
+        Channel::Sms => &[HTTP_SMS, TWILIO, SANDBOX],
         Channel::Webhook => &[WEBHOOK, SANDBOX],
+        Channel::Push => &[FCM, ONESIGNAL, SANDBOX],
     }
 }
 
@@ -40,7 +47,7 @@ pub fn extras_variable(channel: Channel) -> Option<&'static str> {
     match channel {
         Channel::Email => Some("HERALD_EMAIL_PROVIDERS"),
         Channel::Sms => Some("HERALD_SMS_PROVIDERS"),
-        Channel::Webhook => None,
+        Channel::Webhook | Channel::Push => None,
     }
 }
 

@@ -18,7 +18,7 @@ use validator::{ValidateLength, ValidateNonControlCharacter};
 
 use crate::error::FieldError;
 use crate::event::{Channel, Event, EventId, Priority};
-use crate::message::{Email, Message, Sms, Webhook};
+use crate::message::{Email, Message, Push, Sms, Webhook};
 
 mod dropin;
 
@@ -51,6 +51,7 @@ pub const ACTIVITY_FIELDS: &[&str] = &["userId", "activityType", "metadata", "ti
 const EMAIL_FIELDS: &[&str] = &["to", "subject", "text", "html"];
 const SMS_FIELDS: &[&str] = &["phoneNumber", "message"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "body", "headers"];
+const PUSH_FIELDS: &[&str] = &["token", "tokens", "title", "body", "data"];
 
 /// The country whose national numbering plan applies to a phone number written without a `+` prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +390,7 @@ impl Problems {
             Channel::Email => self.email(payload),
             Channel::Sms => self.sms(payload, region),
             Channel::Webhook => self.webhook(payload),
+            Channel::Push => self.push_payload(payload),
         };
         let message = match message {
             Ok(message) => Some(message),
@@ -437,6 +439,52 @@ impl Problems {
         let phone = self.string(map, "payload", "phoneNumber", Need::Required);
         let message = self.string(map, "payload", "message", Need::Required);
         Sms::parse(phone, message, region).map(Message::Sms)
+    }
+
+    fn push_payload(&mut self, map: &Map<String, Value>) -> Result<Message, Vec<FieldError>> {
+        self.unknown_fields(map, "payload", PUSH_FIELDS);
+        let token = self.string(map, "payload", "token", Need::Optional);
+        let tokens = match self.present(map, "payload", "tokens", Need::Optional) {
+            None => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.string_item(&format!("payload.tokens.{i}"), item))
+                    .collect(),
+            ),
+            Some(other) => {
+                self.push(
+                    "payload.tokens",
+                    format!("must be a list of strings, not {}", kind(other)),
+                );
+                Some(Vec::new())
+            }
+        };
+        let title = self.string(map, "payload", "title", Need::Required);
+        let body = self.string(map, "payload", "body", Need::Required);
+        let data = self
+            .object(map, "payload", "data", Need::Optional)
+            .map(|data| {
+                data.iter()
+                    .map(|(key, value)| {
+                        let value = self.string_item(&format!("payload.data.{key}"), value);
+                        (key.clone(), value)
+                    })
+                    .collect()
+            });
+        Push::parse(token, tokens, title, body, data).map(Message::Push)
+    }
+
+    /// A string inside a list or an object, or a problem under `field`.
+    fn string_item(&mut self, field: &str, value: &Value) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.push(field, format!("must be a string, not {}", kind(other)));
+                None
+            }
+        }
     }
 
     fn webhook(&mut self, map: &Map<String, Value>) -> Result<Message, Vec<FieldError>> {
@@ -706,6 +754,36 @@ mod tests {
     }
 
     #[test]
+    fn push_rules() {
+        let ok = json!({"channel": "push", "payload": {"token": "tok-1", "title": "Shipped", "body": "On its way",
+            "data": {"orderId": "42"}}});
+        let event = parse_event(&ok, &rules()).expect("valid");
+        assert_eq!(event.payload, ok["payload"]);
+        let many = json!({"channel": "push", "payload": {"tokens": ["a", "b"], "title": "t", "body": "b"}});
+        assert_eq!(
+            parse_event(&many, &rules()).expect("valid").payload,
+            many["payload"]
+        );
+        let bad = problems(
+            json!({"channel": "push", "payload": {"tokens": ["a", 7], "title": "",
+            "data": {"n": 1}, "sound": "x"}}),
+        );
+        assert_eq!(
+            fields(&bad),
+            vec![
+                "payload.body",
+                "payload.data.n",
+                "payload.sound",
+                "payload.title",
+                "payload.tokens.1"
+            ],
+            "{bad:?}"
+        );
+        let neither = problems(json!({"channel": "push", "payload": {"title": "t", "body": "b"}}));
+        assert_eq!(fields(&neither), vec!["payload.token"]);
+    }
+
+    #[test]
     fn unknown_values_and_fields_are_field_errors() {
         let errors = problems(
             json!({"chanel": "email", "channel": "pigeon", "priority": "urgent", "payload": {}}),
@@ -719,7 +797,7 @@ mod tests {
                 ),
                 FieldError::new(
                     "channel",
-                    "unknown channel 'pigeon', expected one of: email, sms, webhook"
+                    "unknown channel 'pigeon', expected one of: email, sms, webhook, push"
                 ),
                 FieldError::new(
                     "priority",

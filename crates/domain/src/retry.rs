@@ -164,7 +164,7 @@ impl RetryRules {
             if name.parse::<Channel>().is_err() {
                 problems.push(RuleError {
                     path: format!("channels.{name}"),
-                    message: "unknown channel, expected one of: email, sms, webhook".into(),
+                    message: "unknown channel, expected one of: email, sms, webhook, push".into(),
                 });
             }
             problems.extend(check_level(&format!("channels.{name}"), o));
@@ -492,7 +492,7 @@ mod tests {
             shown,
             [
                 "channels.email.providers: unknown provider 'backup', expected one of: smtp, sandbox",
-                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, http-sms, sandbox, smtp, webhook",
+                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, fcm, http-sms, onesignal, sandbox, smtp, twilio, webhook",
             ]
         );
         assert!(RetryRules::default()

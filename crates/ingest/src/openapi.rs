@@ -27,7 +27,7 @@ pub use herald_platform::http::openapi::{ErrorBody, FieldError, HealthStatus};
         (name = "health", description = "Liveness, readiness and Prometheus metrics"),
         (name = "docs", description = "This document and Swagger UI"),
     ),
-    components(schemas(ErrorBody, FieldError, EmailPayload, SmsPayload, WebhookPayload))
+    components(schemas(ErrorBody, FieldError, EmailPayload, SmsPayload, WebhookPayload, PushPayload))
 )]
 pub struct ApiDoc;
 
@@ -44,13 +44,13 @@ pub struct EventRequest {
     pub user_id: Option<String>,
     /// What happened (`order.shipped`, at most 128 characters); retry rules and alerts can match on it.
     pub event_type: Option<String>,
-    /// How to deliver: `email`, `sms` or `webhook`. Absent or null: the event is only recorded.
+    /// How to deliver: `email`, `sms`, `webhook` or `push`. Absent or null: the event is only recorded.
     #[schema(value_type = Option<String>, example = "email")]
     pub channel: Option<String>,
     /// `critical` or `default` (the default). Critical events travel on their own Kafka lane.
     #[schema(value_type = Option<String>, example = "default")]
     pub priority: Option<String>,
-    /// The channel's payload ([`EmailPayload`], [`SmsPayload`], [`WebhookPayload`]); any object for a
+    /// The channel's payload ([`EmailPayload`], [`SmsPayload`], [`WebhookPayload`], [`PushPayload`]); any object for a
     /// record-only event.
     pub payload: BTreeMap<String, Value>,
     /// Anything else to keep with the event (an object); alert rules can group by its fields (`metadata.ip`).
@@ -89,6 +89,21 @@ pub struct WebhookPayload {
     pub body: Value,
     /// Extra headers to send.
     pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// The payload of a push notification: `token` or `tokens`, not both.
+#[derive(Debug, ToSchema)]
+pub struct PushPayload {
+    /// One device token (FCM registration token, or OneSignal subscription id).
+    pub token: Option<String>,
+    /// Up to 500 device tokens.
+    pub tokens: Option<Vec<String>>,
+    /// At most 256 characters.
+    pub title: String,
+    /// At most 2048 characters.
+    pub body: String,
+    /// String keys and values for the app, at most 3072 bytes (FCM's reserved keys are refused).
+    pub data: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /api/logs`: an activity log entry, recorded (RECORDED) and never delivered.

@@ -1,6 +1,7 @@
 //! The sandbox provider: for demos and tests without real providers. It never touches the network.
 //!
-//! It looks at one field of the payload, the *target*: the email `to`, the SMS `message`, the webhook `url`. It
+//! It looks at one field of the payload, the *target*: the email `to`, the SMS `message`, the webhook `url`, the
+//! push `token` (or the `tokens`, together). It
 //! succeeds unless the target contains one of these patterns (case-insensitive), checked in this order:
 //!
 //! | pattern in the target | result                                                                     |
@@ -38,12 +39,12 @@ impl Sandbox {
 
 /// The part of a message the patterns are looked for in, lower-cased.
 fn target(message: &Message) -> String {
-    let target = match message {
-        Message::Email(email) => email.to(),
-        Message::Sms(sms) => sms.message(),
-        Message::Webhook(webhook) => webhook.url(),
-    };
-    target.to_ascii_lowercase()
+    match message {
+        Message::Email(email) => email.to().to_ascii_lowercase(),
+        Message::Sms(sms) => sms.message().to_ascii_lowercase(),
+        Message::Webhook(webhook) => webhook.url().to_ascii_lowercase(),
+        Message::Push(push) => push.tokens().join(" ").to_ascii_lowercase(),
+    }
 }
 
 /// The number right after `prefix` in `text`, if there is one.

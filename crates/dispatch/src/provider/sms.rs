@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_domain::provider::env_segment;
+use herald_domain::provider::{self as names, env_segment};
 use herald_domain::{Channel, Event, Message};
 use herald_platform::EnvReader;
 use serde::Deserialize;
@@ -44,7 +44,15 @@ impl SmsConfig {
             Backend::Sandbox
         };
         let config = SmsConfig {
-            backend: backend(env, "HERALD_SMS_PROVIDER", "http", default),
+            // `twilio` names the same API: its shape is Twilio's.
+            backend: if env
+                .raw("HERALD_SMS_PROVIDER")
+                .is_some_and(|raw| raw.eq_ignore_ascii_case(names::TWILIO))
+            {
+                Backend::Real
+            } else {
+                backend(env, "HERALD_SMS_PROVIDER", "http", default)
+            },
             base_url,
             account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
             auth_token: env

@@ -78,7 +78,7 @@ async fn unknown_channel() -> Result<()> {
     assert_rejected(
         "ingest-bad-channel",
         json!({"channel": "pigeon", "payload": {}}),
-        json!([{"field": "channel", "message": "unknown channel 'pigeon', expected one of: email, sms, webhook"}]),
+        json!([{"field": "channel", "message": "unknown channel 'pigeon', expected one of: email, sms, webhook, push"}]),
     )
     .await
 }

@@ -23,7 +23,7 @@ async fn every_bad_replay_parameter_is_reported_at_once() -> Result<()> {
     assert_eq!(
         body,
         json!({"error": "Validation failed", "details": [
-            {"field": "channel", "message": "unknown channel 'pigeon', expected one of: email, sms, webhook"},
+            {"field": "channel", "message": "unknown channel 'pigeon', expected one of: email, sms, webhook, push"},
             {"field": "colour", "message": known},
             {"field": "dryRun", "message": "must be true or false"},
             {"field": "eventIds[1]", "message": "may contain only letters, digits and the characters - _ . :"},
