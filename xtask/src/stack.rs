@@ -217,12 +217,49 @@ impl Stack {
 
     /// Installs what is missing, starts what is not running, waits for readiness, creates topics.
     /// Returns whether anything was started.
+    ///
+    /// A failed `up` stops what it started (and only that), so a `cargo xtask test` that fails at PostgreSQL does
+    /// not leave the Kafka it had started running.
     pub async fn up(&self) -> Result<bool> {
+        let mut started = Vec::new();
+        match self.start_all(&mut started).await {
+            Ok(()) => Ok(!started.is_empty()),
+            Err(e) => {
+                for &(part, pid) in started.iter().rev() {
+                    // A part spawned an instant ago may not have exec'd yet: until it has, its command line is
+                    // this process's, without the part's marker, and `stop` would take it for gone.
+                    let grace = Instant::now() + Duration::from_secs(3);
+                    while self.running_pid(part).is_none()
+                        && Instant::now() < grace
+                        && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    match self
+                        .procs
+                        .stop(part.name(), part.marker(), Duration::from_secs(30))
+                    {
+                        Ok(Some(pid)) => eprintln!(
+                            "{:<10} stopped (pid {pid}): `up` failed after starting it",
+                            part.name()
+                        ),
+                        Ok(None) => {}
+                        Err(stop) => {
+                            eprintln!("{:<10} could not be stopped: {stop:#}", part.name())
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `up`'s work; every part it starts is pushed onto `started` as soon as its process exists.
+    async fn start_all(&self, started: &mut Vec<(Part, u32)>) -> Result<()> {
         for dir in ["logs", "pids", "kafka", "ferretdb/state"] {
             fs::create_dir_all(self.state.join(dir))
                 .with_context(|| format!("creating {}", self.state.join(dir).display()))?;
         }
-        let mut started = false;
         for part in Part::ALL {
             if let Some(pid) = self.running_pid(part) {
                 eprintln!("{:<10} already running (pid {pid})", part.name());
@@ -251,7 +288,7 @@ impl Stack {
                 part.name(),
                 self.log_file(part).display()
             );
-            started = true;
+            started.push((part, pid));
         }
         self.wait_ready().await?;
         let kafka = KafkaConfig::new(self.kafka_brokers(), self.topic_prefix.clone());
@@ -260,7 +297,7 @@ impl Stack {
             .await
             .context("creating Herald's topics")?;
         eprintln!("topics     {} present", topics.len());
-        Ok(started)
+        Ok(())
     }
 
     /// Waits until Kafka answers a metadata request, FerretDB a ping and the sink its HTTP API; fails naming the
@@ -350,8 +387,13 @@ impl Stack {
             }
         }
         if wipe {
-            for dir in ["kafka", "postgres", "ferretdb"] {
-                let path = self.state.join(dir);
+            let dirs = [
+                self.state.join("kafka"),
+                self.state.join("postgres"),
+                self.postgres_dir(),
+                self.state.join("ferretdb"),
+            ];
+            for path in dirs {
                 if path.exists() {
                     fs::remove_dir_all(&path)
                         .with_context(|| format!("deleting {}", path.display()))?;
@@ -583,7 +625,9 @@ impl Stack {
     /// Runs `ferretdb_indexes.sql` (GIN indexes FerretDB's lookups can use, on every table it has and will create)
     /// once PostgreSQL accepts connections; idempotent, so every `stack up` runs it.
     fn install_ferretdb_indexes(&self, deadline: Instant) -> Result<()> {
-        let psql = Self::postgres_bin_dir()?.join("psql");
+        let bin = Self::postgres_bin_dir()?;
+        self.wait_postgres_accepts(&bin, deadline)?;
+        let psql = bin.join("psql");
         loop {
             let output = Command::new(&psql)
                 .args([
@@ -604,13 +648,48 @@ impl Stack {
                 return Ok(());
             }
             let error = String::from_utf8_lossy(&output.stderr);
-            // Right after the start PostgreSQL refuses connections while it recovers; anything else is a bug.
-            if !error.contains("starting up") && !error.contains("Connection refused")
-                || Instant::now() >= deadline
-            {
+            // PostgreSQL can still turn a connection away just after `pg_isready` said yes (a restart between
+            // the two); anything else is a bug.
+            if !postgres_refuses_for_now(&error) || Instant::now() >= deadline {
                 bail!("installing FerretDB's indexes into PostgreSQL failed: {error}");
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits (until `deadline`) for PostgreSQL to accept connections. After an unclean stop it recovers first and
+    /// turns connections away meanwhile ("the database system is not yet accepting connections", "... is
+    /// starting up"), for as long as its WAL takes to replay, which a listening port does not show.
+    fn wait_postgres_accepts(&self, bin: &Path, deadline: Instant) -> Result<()> {
+        loop {
+            let output = Command::new(bin.join("pg_isready"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-t",
+                    "2",
+                ])
+                .args(["-p", &self.ports.postgres.to_string()])
+                .output()
+                .context("running pg_isready")?;
+            // 0: accepting; 1: rejecting (starting up, recovering); 2: no answer; 3: bad arguments.
+            match output.status.code() {
+                Some(0) => return Ok(()),
+                Some(1 | 2) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                _ => bail!(
+                    "PostgreSQL on port {} did not accept connections within {:?} ({}); read {}",
+                    self.ports.postgres,
+                    self.timeout,
+                    String::from_utf8_lossy(&output.stdout).trim(),
+                    self.log_file(Part::Postgres).display()
+                ),
+            }
         }
     }
 
@@ -632,17 +711,21 @@ impl Stack {
             })
     }
 
-    /// A command that runs as the `postgres` user when this process is root (PostgreSQL refuses to run as
-    /// root), as this user otherwise. `setpriv` execs, so the pid is PostgreSQL's own.
-    fn as_postgres_user(program: &Path) -> Command {
-        let is_root = std::env::var("USER").is_ok_and(|u| u == "root")
+    /// Whether this process runs as root, when PostgreSQL (which refuses to run as root) runs as `postgres`.
+    fn is_root() -> bool {
+        std::env::var("USER").is_ok_and(|u| u == "root")
             || fs::read_to_string("/proc/self/status")
                 .map(|s| {
                     s.lines()
                         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
                 })
-                .unwrap_or(false);
-        if is_root {
+                .unwrap_or(false)
+    }
+
+    /// A command that runs as the `postgres` user when this process is root (PostgreSQL refuses to run as
+    /// root), as this user otherwise. `setpriv` execs, so the pid is PostgreSQL's own.
+    fn as_postgres_user(program: &Path) -> Command {
+        if Self::is_root() {
             let mut cmd = Command::new("setpriv");
             cmd.args([
                 "--reuid=postgres",
@@ -657,11 +740,49 @@ impl Stack {
         }
     }
 
+    /// PostgreSQL's folder (data and socket): `<state>/postgres`, unless this process is root and the `postgres`
+    /// user, which the server then runs as, cannot enter the state folder (a clone in root's home, or in a
+    /// temporary folder of mode 700): then `<postgres's home>/herald/<state folder, slashes as underscores>`, one
+    /// per state folder, which that user owns. Pid and log stay under the state folder either way.
+    fn postgres_dir(&self) -> PathBuf {
+        let local = self.state.join("postgres");
+        if !Self::is_root() {
+            return local;
+        }
+        let postgres_can_enter = Self::as_postgres_user(Path::new("test"))
+            .arg("-x")
+            .arg(&self.state)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if postgres_can_enter {
+            return local;
+        }
+        let home = output(Command::new("getent").args(["passwd", "postgres"]))
+            .ok()
+            .and_then(|line| line.trim().split(':').nth(5).map(PathBuf::from))
+            .filter(|home| home.is_absolute())
+            .unwrap_or_else(|| PathBuf::from("/var/lib/postgresql"));
+        let name = self
+            .state
+            .to_string_lossy()
+            .trim_matches('/')
+            .replace('/', "_");
+        home.join("herald").join(name)
+    }
+
     fn start_postgres(&self) -> Result<u32> {
         let bin = Self::postgres_bin_dir()?;
-        let dir = self.state.join("postgres");
+        let dir = self.postgres_dir();
         let data = dir.join("data");
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        if dir != self.state.join("postgres") {
+            eprintln!(
+                "postgres   data in {}: the postgres user cannot enter {}",
+                dir.display(),
+                self.state.display()
+            );
+        }
         // When run as root the server runs as `postgres`, which must own its folders.
         let _ = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -742,6 +863,18 @@ log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 ";
 
+/// Whether psql's error is PostgreSQL turning connections away while it starts or recovers (or is not listening
+/// yet), which waiting ends, rather than a failure of the SQL.
+fn postgres_refuses_for_now(psql_stderr: &str) -> bool {
+    [
+        "starting up",
+        "not yet accepting connections",
+        "Connection refused",
+    ]
+    .iter()
+    .any(|transient| psql_stderr.contains(transient))
+}
+
 fn port_answers(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
@@ -784,4 +917,24 @@ fn output(cmd: &mut Command) -> Result<String> {
         bail!("{:?} failed ({})", cmd, out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovering_postgres_is_waited_for() {
+        // What `stack up` printed when PostgreSQL was still replaying its WAL after an unclean stop.
+        let recovering = "psql: error: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  the \
+                          database system is not yet accepting connections\nDETAIL:  Consistent recovery state \
+                          has not been yet reached.";
+        assert!(postgres_refuses_for_now(recovering));
+        assert!(postgres_refuses_for_now(
+            "FATAL:  the database system is starting up"
+        ));
+        assert!(!postgres_refuses_for_now(
+            "ERROR:  syntax error at or near \"CREAT\""
+        ));
+    }
 }
