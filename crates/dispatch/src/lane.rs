@@ -26,6 +26,7 @@
 //! the router stops every worker (each finishes the message in hand), closes the consumer on a thread of its own
 //! and subscribes a fresh one. What was queued or held was not stored, so it comes again to the new consumer.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -534,10 +535,10 @@ async fn work(
                     next_seq += 1;
                     let message = Arc::new(message);
                     window.push_back(Slot { message: Arc::clone(&message), done: false });
-                    match waiting.get_mut(&ordering_key(&message)) {
-                        Some(behind) => behind.push_back(seq),
-                        None => {
-                            waiting.insert(ordering_key(&message), VecDeque::new());
+                    match waiting.entry(ordering_key(&message)) {
+                        Entry::Occupied(mut behind) => behind.get_mut().push_back(seq),
+                        Entry::Vacant(free) => {
+                            free.insert(VecDeque::new());
                             in_hand.push(handle(seq, message, &handler, &revoked, &watch));
                         }
                     }

@@ -12,37 +12,28 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use herald_ingest::{App, Config};
+use herald_test_support::http::parse_prometheus;
 use herald_test_support::{eventually, TestContext};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 /// `herald_store_commands_total` of herald-ingest, by (command, collection).
-fn ingest_commands() -> HashMap<(String, String), u64> {
+fn ingest_commands() -> Result<HashMap<(String, String), u64>> {
     let text = herald_platform::http::metrics::install().render();
+    let samples = parse_prometheus(&text).map_err(anyhow::Error::msg)?;
     let mut counts = HashMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("herald_store_commands_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        if label("app") != "herald-ingest" {
-            continue;
-        }
-        let n: u64 = value.trim().parse().unwrap_or(0);
+    for sample in samples.iter().filter(|s| {
+        s.name == "herald_store_commands_total"
+            && s.labels
+                .get("app")
+                .is_some_and(|app| app == "herald-ingest")
+    }) {
+        let label = |name: &str| sample.labels.get(name).cloned().unwrap_or_default();
         *counts
             .entry((label("command"), label("collection")))
-            .or_insert(0) += n;
+            .or_insert(0) += sample.value as u64;
     }
-    counts
+    Ok(counts)
 }
 
 /// The writes among `counts` (the sweeper's reads and index setup are not the write path).
@@ -79,7 +70,7 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
         }
     })
     .await;
-    let before = writes(&ingest_commands());
+    let before = writes(&ingest_commands()?);
 
     let requests: [(&str, Value); 3] = [
         (
@@ -104,7 +95,7 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
         ensure!(answer["status"] == "QUEUED", "{path}: {answer}");
     }
 
-    let after = writes(&ingest_commands());
+    let after = writes(&ingest_commands()?);
     let spent: HashMap<(String, String), u64> = after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
