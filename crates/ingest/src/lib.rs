@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use axum::Router;
 use herald_domain::request::Rules;
-use herald_platform::store::EventStore;
+use herald_domain::EventId;
+use herald_platform::batch::{Batcher, Limits};
+use herald_platform::store::{self, Accepting, EventStore, Inserted};
 use herald_platform::{kafka, mongo};
 use mongodb::Database;
 use tokio::net::TcpListener;
@@ -36,11 +38,22 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the ping before creating indexes may take.
 const INDEX_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How ingest gathers concurrent requests into store commands: batches of up to 256 events, four running at once
+/// (so that a slow batch does not hold up the requests that arrive meanwhile).
+const BATCHES: Limits = Limits {
+    max_batch: 256,
+    max_in_flight: 4,
+};
+
 /// What every handler shares: one MongoDB client and one Kafka producer per process, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     db: Database,
     store: EventStore,
+    /// Records accepted events, many per command (see [`EventStore::insert_accepted_many`]).
+    recorder: Batcher<Accepting, store::Result<Inserted>>,
+    /// Clears the outbox entries of published events, many per command.
+    clearer: Batcher<(EventId, u32), store::Result<()>>,
     publisher: Publisher,
     rules: Rules,
     /// Set once the `events` indexes exist. The unique `eventId` index is what makes a repeated event id a
@@ -80,6 +93,27 @@ impl AppState {
     }
 }
 
+fn recorder(store: EventStore) -> Batcher<Accepting, store::Result<Inserted>> {
+    Batcher::spawn("ingest record", BATCHES, move |batch: Vec<Accepting>| {
+        let store = store.clone();
+        async move { store.insert_accepted_many(&batch).await }
+    })
+}
+
+fn clearer(store: EventStore) -> Batcher<(EventId, u32), store::Result<()>> {
+    Batcher::spawn(
+        "ingest outbox clear",
+        BATCHES,
+        move |published: Vec<(EventId, u32)>| {
+            let store = store.clone();
+            async move {
+                let cleared = store.mark_published(&published).await;
+                vec![cleared; published.len()]
+            }
+        },
+    )
+}
+
 /// A built service: listening, not yet serving.
 #[derive(Debug)]
 pub struct App {
@@ -97,8 +131,11 @@ impl App {
     pub async fn build(config: Config) -> Result<Self> {
         let db = mongo::connect(&config.mongo, "herald-ingest").await?;
         let producer = kafka::build_producer(&config.kafka)?;
+        let store = EventStore::new(&db);
         let state = AppState {
-            store: EventStore::new(&db),
+            recorder: recorder(store.clone()),
+            clearer: clearer(store.clone()),
+            store,
             db,
             publisher: Publisher::new(producer, config.kafka.topics()),
             rules: config.rules(),

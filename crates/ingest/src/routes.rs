@@ -13,7 +13,7 @@ use herald_domain::{Event, EventId, FieldError, Priority, Status};
 use herald_platform::health::{self, Readiness};
 use herald_platform::http::auth::{self, Required};
 use herald_platform::http::{self, rate_limit, BodyLimit, JsonBody, Scope, Standard};
-use herald_platform::store::{EventRecord, Inserted};
+use herald_platform::store::{Accepting, EventRecord, Inserted};
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -191,35 +191,35 @@ async fn accept(
         tracing::warn!("the mongodb indexes do not exist yet; nothing accepted");
         return Err(ApiError::Unavailable(Dependency::Mongo));
     }
-    let key = key.as_ref().map(IdempotencyKey::as_str);
-    let record = EventRecord::accepted(&event);
-    if let Inserted::Existing(found) = state
-        .store
-        .insert_accepted(&record, key)
+    let accepting = Accepting {
+        record: EventRecord::accepted(&event),
+        key: key.map(|key| key.as_str().to_owned()),
+    };
+    let inserted = state
+        .recorder
+        .call(accepting)
         .await
-        .map_err(mongo_down)?
-    {
-        tracing::info!(original = %found.event_id, status = %found.status, "repeated request");
-        let answer = Accepted {
-            event_id: found.event_id,
-            status: found.status,
-            priority: found.priority,
-        };
-        return Ok((StatusCode::OK, Json(answer)));
-    }
-    if let Some(key) = key {
-        // A key whose first request failed between its two writes names the event that was just created.
-        if let Some(id) = state
-            .store
-            .event_id_for_key(key)
-            .await
-            .map_err(mongo_down)?
-        {
-            if id != event.event_id {
-                tracing::info!(adopted = %id, "the idempotency key named an event id already");
-                tracing::Span::current().record("event_id", tracing::field::display(&id));
-                event.event_id = id;
-            }
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot record events");
+            ApiError::Internal
+        })?
+        .map_err(mongo_down)?;
+    match inserted {
+        Inserted::New => {}
+        Inserted::Adopted(id) => {
+            // The key's first request recorded the key, then failed: its event id is the one created now.
+            tracing::info!(adopted = %id, "the idempotency key named an event id already");
+            tracing::Span::current().record("event_id", tracing::field::display(&id));
+            event.event_id = id;
+        }
+        Inserted::Existing(found) => {
+            tracing::info!(original = %found.event_id, status = %found.status, "repeated request");
+            let answer = Accepted {
+                event_id: found.event_id,
+                status: found.status,
+                priority: found.priority,
+            };
+            return Ok((StatusCode::OK, Json(answer)));
         }
     }
     if let Err(e) = state.publisher.publish(&event, 0, request_id).await {
@@ -229,13 +229,12 @@ async fn accept(
             PublishError::Encode(_) => ApiError::Internal,
         });
     }
-    if let Err(e) = state
-        .store
-        .mark_published(&[(event.event_id.clone(), 0)])
-        .await
-    {
-        // Kafka has the event, so it is accepted; the sweeper publishes it once more, which is harmless.
-        tracing::warn!(error = %e, "cannot clear the event's outbox entry");
+    // Kafka has the event, so it is accepted whatever happens here; an entry left behind makes the sweeper publish
+    // the event once more, which is harmless.
+    match state.clearer.call((event.event_id.clone(), 0)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
+        Err(e) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
     }
     let status = Status::Queued;
     tracing::info!(%status, "accepted");

@@ -1,5 +1,5 @@
 //! What accepting an event costs the store, counted by the MongoDB driver's command monitoring: the outbox entry,
-//! the event and the entry's deletion, and never an update of the event document once it is published.
+//! the event and the entry's deletion (shared by concurrent requests, which ingest gathers into batches), and never an update of the event document once it is published.
 //!
 //! That last point is a correctness property, not only a cost: FerretDB 1.24 applies an update by reading the
 //! document and writing it back whole, so a publisher's late update of the event (ingest's PENDING to QUEUED did
@@ -117,6 +117,59 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
     ensure!(of("delete", "outbox") == n, "{spent:?}");
     let total: u64 = spent.values().sum();
     ensure!(total == 3 * n, "{total} writes for {n} events: {spent:?}");
+
+    // Concurrent requests share commands: ingest gathers them into batches (one insert_many of outbox entries, one
+    // of events, one delete_many), so many events cost fewer than three writes each.
+    let before = writes(&ingest_commands()?);
+    let n = 48u64;
+    let sends = (0..n).map(|i| {
+        let body = json!({"userId": format!("c{i}"), "channel": "webhook",
+                          "payload": {"url": "http://127.0.0.1:9/hook", "body": {"n": i}}});
+        let request = http.post(format!("{base}/event")).json(&body).send();
+        async move {
+            let response = request.await?;
+            let status = response.status();
+            let answer: Value = response.json().await?;
+            ensure!(status == 202, "{status} {answer}");
+            Ok::<String, anyhow::Error>(answer["eventId"].as_str().unwrap_or_default().to_owned())
+        }
+    });
+    let ids = futures::future::try_join_all(sends).await?;
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    ensure!(
+        distinct.len() as u64 == n,
+        "{} distinct event ids for {n} events",
+        distinct.len()
+    );
+    let after = writes(&ingest_commands()?);
+    let spent: HashMap<(String, String), u64> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let total: u64 = spent.values().sum();
+    ensure!(
+        total <= 2 * n,
+        "{total} writes for {n} concurrent events (not batched): {spent:?}"
+    );
+    ensure!(
+        !spent.contains_key(&("update".to_owned(), "events".to_owned())),
+        "the event document was updated after its insert: {spent:?}"
+    );
+    let db = herald_platform::mongo::connect(&ctx.mongo, "write-path-test").await?;
+    let store = herald_platform::store::EventStore::new(&db);
+    for id in &ids {
+        let id = herald_domain::EventId::parse(id).map_err(anyhow::Error::msg)?;
+        let found = store
+            .find(&id)
+            .await?
+            .context("an accepted event is not stored")?;
+        ensure!(
+            found.status == herald_domain::Status::Queued,
+            "{id}: {:?}",
+            found.status
+        );
+    }
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(15), running)

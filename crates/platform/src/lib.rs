@@ -2,6 +2,7 @@
 //! health/ready/metrics router, the HTTP plumbing (errors, bodies, middleware, API keys, rate limits, OpenAPI), and the Kafka and MongoDB builders that carry Herald's delivery guarantees.
 
 pub mod alerts;
+pub mod batch;
 pub mod config;
 pub mod health;
 pub mod http;

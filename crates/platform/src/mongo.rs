@@ -83,8 +83,10 @@ pub async fn ping(db: &Database, timeout: Duration) -> Result<()> {
 }
 
 /// Whether `error` is a unique-index violation (E11000), the signal of a duplicate insert.
+/// The server's error code for a write refused by a unique index.
+pub const DUPLICATE_KEY: i32 = 11000;
+
 pub fn is_duplicate_key(error: &Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
     match error.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::InsertMany(e) => e

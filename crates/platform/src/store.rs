@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::mongo::{self, is_duplicate_key, EVENTS};
 
+mod bulk;
 mod failure;
-mod idempotency;
 mod lifecycle;
 mod outbox;
 mod replay;
 pub mod retention;
 
+pub use bulk::Accepting;
 pub use failure::is_permanent;
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
@@ -176,6 +177,9 @@ pub enum Inserted {
     New,
     /// The event id (or idempotency key) was seen before: the event stored then.
     Existing(Box<EventRecord>),
+    /// A new event, now QUEUED, under the event id its idempotency key named: the key's first request recorded
+    /// the key and failed before its event. Retries of that request so converge on one event.
+    Adopted(EventId),
 }
 
 /// What a dispatcher may do with a lane message for attempt `n`.
@@ -242,9 +246,7 @@ impl EventStore {
         idempotency_key: Option<&str>,
     ) -> Result<Inserted> {
         if let Some(key) = idempotency_key {
-            let entry =
-                doc! { "_id": key, "eventId": record.event_id.as_str(), "createdAt": now_bson() };
-            if let Err(e) = self.keys.insert_one(entry).await {
+            if let Err(e) = self.keys.insert_one(bulk::key_entry(key, record)).await {
                 if !is_duplicate_key(&e) {
                     return Err(e);
                 }
@@ -264,7 +266,10 @@ impl EventStore {
                     adopted.event_id = EventId::parse(&first_id).map_err(|e| {
                         Error::custom(format!("stored idempotency key is corrupt: {e}"))
                     })?;
-                    return self.insert_record(&adopted).await;
+                    return Ok(match self.insert_record(&adopted).await? {
+                        Inserted::New => Inserted::Adopted(adopted.event_id),
+                        existing => existing,
+                    });
                 }
             }
         }

@@ -10,7 +10,7 @@ use herald_domain::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, Priority, Status,
 };
 use herald_platform::mongo;
-use herald_platform::store::{Claim, EventRecord, EventStore, Inserted};
+use herald_platform::store::{Accepting, Claim, EventRecord, EventStore, Inserted};
 use herald_test_support::TestContext;
 
 fn event(id: &str) -> Event {
@@ -59,7 +59,7 @@ async fn duplicates_and_idempotency_keys_return_the_first_event() -> Result<()> 
     ensure!(store.insert_accepted(&first, None).await? == Inserted::New);
     match store.insert_accepted(&first, None).await? {
         Inserted::Existing(found) => ensure!(found.event_id.as_str() == "dup-1"),
-        Inserted::New => anyhow::bail!("the same event id was inserted twice"),
+        other => anyhow::bail!("the same event id was inserted twice: {other:?}"),
     }
     // A different event id under a known idempotency key answers with the first event.
     let keyed = EventRecord::accepted(&event("key-1"));
@@ -72,9 +72,78 @@ async fn duplicates_and_idempotency_keys_return_the_first_event() -> Result<()> 
         Inserted::Existing(found) => {
             ensure!(found.event_id.as_str() == "key-1", "got {}", found.event_id)
         }
-        Inserted::New => anyhow::bail!("an idempotency key created two events"),
+        other => anyhow::bail!("an idempotency key created two events: {other:?}"),
     }
     ensure!(store.find(&EventId::parse("key-2")?).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_of_accepted_events_answers_each_as_its_own_insert_would() -> Result<()> {
+    let store = store("store-batch").await?;
+    store
+        .insert_accepted(&EventRecord::accepted(&event("batch-seen")), None)
+        .await?;
+    store
+        .insert_accepted(&EventRecord::accepted(&event("batch-keyed")), Some("bk-1"))
+        .await?;
+    let accepting = |id: &str, key: Option<&str>| Accepting {
+        record: EventRecord::accepted(&event(id)),
+        key: key.map(str::to_owned),
+    };
+    let batch = vec![
+        accepting("batch-new-1", None),
+        accepting("batch-seen", None),
+        accepting("batch-new-2", Some("bk-2")),
+        // A repeat of the keyed request above, under a new event id: answered with the first event.
+        accepting("batch-other", Some("bk-1")),
+        // The same new event twice in one batch: one of the two is the first.
+        accepting("batch-twice", None),
+        accepting("batch-twice", None),
+    ];
+    let answers: Vec<Inserted> = store
+        .insert_accepted_many(&batch)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    ensure!(answers[0] == Inserted::New, "{:?}", answers[0]);
+    ensure!(
+        matches!(&answers[1], Inserted::Existing(found) if found.event_id.as_str() == "batch-seen"),
+        "{:?}",
+        answers[1]
+    );
+    ensure!(answers[2] == Inserted::New, "{:?}", answers[2]);
+    ensure!(
+        matches!(&answers[3], Inserted::Existing(found) if found.event_id.as_str() == "batch-keyed"),
+        "{:?}",
+        answers[3]
+    );
+    let twice = [&answers[4], &answers[5]];
+    ensure!(
+        twice.iter().filter(|a| ***a == Inserted::New).count() == 1
+            && twice
+                .iter()
+                .filter(|a| matches!(a, Inserted::Existing(_)))
+                .count()
+                == 1,
+        "{twice:?}"
+    );
+    ensure!(store.find(&EventId::parse("batch-other")?).await?.is_none());
+    for id in ["batch-new-1", "batch-new-2", "batch-twice"] {
+        let found = store.find(&EventId::parse(id)?).await?;
+        ensure!(
+            found.is_some_and(|r| r.status == Status::Queued),
+            "{id} not QUEUED"
+        );
+    }
+    // Each new event has its outbox entry, for the sweeper should the publish fail.
+    let waiting = store
+        .unpublished_before(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await?;
+    let named: Vec<&str> = waiting.events.iter().map(|r| r.event_id.as_str()).collect();
+    for id in ["batch-new-1", "batch-new-2", "batch-twice"] {
+        ensure!(named.contains(&id), "{id} has no outbox entry: {named:?}");
+    }
     Ok(())
 }
 

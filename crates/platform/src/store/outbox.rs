@@ -30,6 +30,16 @@ fn key(event_id: &EventId, replay_count: u32) -> String {
     format!("{event_id}/{replay_count}")
 }
 
+/// The outbox entry of replay generation `replay_count` of an event.
+pub(super) fn entry(event_id: &EventId, replay_count: u32) -> Document {
+    doc! {
+        "_id": key(event_id, replay_count),
+        "eventId": event_id.as_str(),
+        "replayCount": i64::from(replay_count),
+        "createdAt": now_bson(),
+    }
+}
+
 /// The outbox's one index: the sweeper reads the oldest entries first.
 pub(super) async fn ensure_indexes(db: &Database) -> Result<()> {
     let index = IndexModel::builder()
@@ -60,13 +70,11 @@ impl EventStore {
     /// Records that replay generation `replay_count` of an event is to be published. Written again by a
     /// repeated request, which is fine: the entry is the same.
     pub(super) async fn add_to_outbox(&self, event_id: &EventId, replay_count: u32) -> Result<()> {
-        let entry = doc! {
-            "_id": key(event_id, replay_count),
-            "eventId": event_id.as_str(),
-            "replayCount": i64::from(replay_count),
-            "createdAt": now_bson(),
-        };
-        match self.outbox().insert_one(entry).await {
+        match self
+            .outbox()
+            .insert_one(entry(event_id, replay_count))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_duplicate_key(&e) => Ok(()),
             Err(e) => Err(e),
