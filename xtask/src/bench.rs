@@ -502,23 +502,38 @@ async fn run_scenarios(
                     results.insert("baseline".into(), json!({"kafka": kafka, "mongo": mongo}));
                 }
                 Scenario::Throughput => {
-                    let run = loadgen(
-                        out,
-                        "throughput",
-                        &strings(&[
-                            "--mix",
-                            "webhook=100",
-                            "--critical-pct",
-                            "10",
-                            "--connections",
-                            &connections,
-                            "--duration",
-                            &args.duration,
-                            "--drain",
-                            "600s",
-                        ]),
-                    )?;
+                    let throughput = strings(&[
+                        "--mix",
+                        "webhook=100",
+                        "--critical-pct",
+                        "10",
+                        "--connections",
+                        &connections,
+                        "--duration",
+                        &args.duration,
+                        "--drain",
+                        "600s",
+                    ]);
+                    let before = store_commands().await;
+                    let run = loadgen(out, "throughput", &throughput)?;
+                    let spent = spent_since(&before, &store_commands().await);
                     all_balanced &= keep("throughput", run, &mut results);
+                    with_store_commands(&mut results, "throughput", spent);
+                    // The same load with a second default-lane dispatcher beside the first.
+                    let second = [&crate::services::SECOND_DEFAULT_DISPATCHER];
+                    let started = crate::services::start_these(
+                        stack.procs(),
+                        &stack.test_env(),
+                        true,
+                        0,
+                        &second,
+                    )?;
+                    let before = store_commands().await;
+                    let run = loadgen(out, "throughput-two-dispatchers", &throughput);
+                    let spent = spent_since(&before, &store_commands().await);
+                    crate::services::stop(stack.procs(), &started)?;
+                    all_balanced &= keep("throughput-two-dispatchers", run?, &mut results);
+                    with_store_commands(&mut results, "throughput-two-dispatchers", spent);
                 }
                 Scenario::Priority => {
                     let idle = loadgen(
@@ -603,6 +618,65 @@ async fn run_scenarios(
     Ok((results, all_balanced))
 }
 
+/// `herald_store_commands_total` of each running service (summed over commands and collections), read from its
+/// `/metrics`: the store round trips it has spent since it started. A service that does not answer is left out.
+async fn store_commands() -> BTreeMap<String, f64> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    let mut services = crate::services::present();
+    services.push(&crate::services::SECOND_DEFAULT_DISPATCHER);
+    let mut counts = BTreeMap::new();
+    for service in services {
+        let url = format!("http://127.0.0.1:{}/metrics", service.port);
+        let Ok(response) = client.get(&url).send().await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        let total: f64 = text
+            .lines()
+            .filter(|line| line.starts_with("herald_store_commands_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        counts.insert(service.name.to_owned(), total);
+    }
+    counts
+}
+
+/// The commands each service spent between two readings of [`store_commands`].
+fn spent_since(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
+}
+
+/// Adds to scenario `name` the store commands its run cost, in all and per delivered event, per service.
+fn with_store_commands(
+    results: &mut BTreeMap<String, Value>,
+    name: &str,
+    spent: BTreeMap<String, f64>,
+) {
+    let Some(scenario) = results.get_mut(name) else {
+        return;
+    };
+    let delivered = num(scenario, &["report", "ledger", "delivered"]);
+    let per_event: BTreeMap<&String, f64> = spent.iter().map(|(k, v)| (k, v / delivered)).collect();
+    let total: f64 = spent.values().sum();
+    scenario["store_commands"] = json!({
+        "by_service": spent,
+        "per_delivered_event_by_service": per_event,
+        "per_delivered_event": total / delivered,
+    });
+}
+
 /// Keeps a loadgen run's report under `name`; whether its ledger balanced.
 fn keep(name: &str, run: LoadgenRun, results: &mut BTreeMap<String, Value>) -> bool {
     results.insert(
@@ -623,6 +697,8 @@ fn ratios(results: &BTreeMap<String, Value>) -> Value {
     let throughput = results.get("throughput").unwrap_or(&empty);
     let accepted = num(throughput, &["report", "accepted_per_sec"]);
     let delivered = num(throughput, &["report", "delivered_per_sec_overall"]);
+    let two = results.get("throughput-two-dispatchers").unwrap_or(&empty);
+    let delivered_two = num(two, &["report", "delivered_per_sec_overall"]);
     let critical_p99 = |name: &str| {
         num(
             results.get(name).unwrap_or(&empty),
@@ -634,6 +710,8 @@ fn ratios(results: &BTreeMap<String, Value>) -> Value {
         "accepted_per_sec_vs_kafka_records_per_sec": finite(accepted / kafka),
         "accepted_per_sec_vs_mongo_insert_one_per_sec": finite(accepted / mongo_single),
         "delivered_per_sec_vs_mongo_insert_one_per_sec": finite(delivered / mongo_single),
+        "delivered_per_sec_two_default_dispatchers_vs_one": finite(delivered_two / delivered),
+        "store_commands_per_delivered_event": finite(num(throughput, &["store_commands", "per_delivered_event"])),
         "critical_p99_flood_vs_idle": finite(critical_p99("priority-flood") / critical_p99("priority-idle")),
     })
 }

@@ -191,10 +191,32 @@ pub fn start_offset(
     release: bool,
     port_offset: u16,
 ) -> Result<Vec<&'static Service>> {
-    let services = present();
+    start_these(procs, stack_env, release, port_offset, &present())
+}
+
+/// A second default-lane dispatcher, which `cargo xtask bench` adds for its two-dispatcher throughput run.
+pub const SECOND_DEFAULT_DISPATCHER: Service = Service {
+    name: "dispatch-default-2",
+    krate: "dispatch",
+    bin: "herald-dispatch",
+    args: &["--lane", "default"],
+    port: 3014,
+    port_var: "HERALD_DISPATCH_PORT",
+    role: "default lane, health only",
+};
+
+/// Starts those of `services` that are not running, each on its port plus `port_offset`, and waits until each
+/// answers `/api/ready`. Returns the services it started.
+pub fn start_these(
+    procs: &Procs,
+    stack_env: &[(String, String)],
+    release: bool,
+    port_offset: u16,
+    services: &[&'static Service],
+) -> Result<Vec<&'static Service>> {
     let profile = if release { "release" } else { "debug" };
     let mut started = Vec::new();
-    for service in &services {
+    for service in services {
         if let Some(pid) = procs.running_pid(service.name, service.bin) {
             eprintln!("{:<20} already running (pid {pid})", service.name);
             continue;

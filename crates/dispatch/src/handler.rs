@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::provider::{Provider, Providers, SendError, UnknownProvider};
 use crate::stats::{Counter, Stats};
+use crate::steps::Steps;
 
 /// First and longest wait between two tries of a step that failed on MongoDB or Kafka.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -79,6 +80,8 @@ impl Permanence for kafka::Error {
 pub struct Handler {
     pub(crate) topics: Topics,
     pub(crate) store: EventStore,
+    /// The claim, delivery and record-only steps, batched across the messages in flight.
+    pub(crate) steps: Steps,
     pub(crate) producer: FutureProducer,
     pub(crate) providers: Providers,
     pub(crate) send_timeout: Duration,
@@ -140,7 +143,7 @@ impl Handler {
         let Some(channel) = event.channel else {
             let recorded = self
                 .durably("mark recorded", stop, || {
-                    self.store
+                    self.steps
                         .mark_recorded(&event.event_id, message.replay_count)
                 })
                 .await?;
@@ -161,8 +164,7 @@ impl Handler {
             let claimed_at = std::time::Instant::now();
             let claim = self
                 .durably("claim", stop, || {
-                    self.store
-                        .claim(&event.event_id, n, replay_count, self.lease)
+                    self.steps.claim(&event.event_id, n, replay_count)
                 })
                 .await?;
             let claim_ms = claimed_at.elapsed().as_millis() as u64;
@@ -242,7 +244,7 @@ impl Handler {
                         let recording = std::time::Instant::now();
                         let recorded = self
                             .durably("record delivered", &self.shutdown, || {
-                                self.store.record_claimed(&record, &attempt)
+                                self.steps.record_delivered(&record, &attempt)
                             })
                             .await?;
                         tracing::debug!(

@@ -14,6 +14,9 @@ pub mod handler;
 pub mod lane;
 pub mod provider;
 pub mod stats;
+mod steps;
+
+use steps::Steps;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +95,7 @@ impl App {
         let handler = Arc::new(Handler {
             topics: topics.clone(),
             store: store.clone(),
+            steps: Steps::spawn(&store, config.lease()),
             producer,
             providers,
             send_timeout: config.send_timeout,

@@ -21,7 +21,7 @@ mod outbox;
 mod replay;
 pub mod retention;
 
-pub use bulk::Accepting;
+pub use bulk::{Accepting, ClaimRequest};
 pub use failure::is_permanent;
 pub use lifecycle::{DeadLettered, Scheduled};
 pub use mongodb::error::Error;
@@ -196,6 +196,88 @@ pub enum Claim {
     Skip(Option<Box<EventRecord>>),
 }
 
+/// What a claim of attempt `attempt` makes of the event as it was read: a final answer, or the conditional
+/// update (and the claim generation) that takes it.
+enum Decision {
+    Done(Claim),
+    Take {
+        filter: Document,
+        generation: u32,
+        current: Box<EventRecord>,
+    },
+}
+
+fn decide(current: EventRecord, attempt: u32, replay_count: u32) -> Decision {
+    let previous = attempt.saturating_sub(1);
+    let stale = current.status.is_terminal()
+        || current.replay_count != replay_count
+        || current.attempt_count > attempt
+        || current.attempt_count < previous;
+    if stale {
+        return Decision::Done(Claim::Skip(Some(Box::new(current))));
+    }
+    if current.attempt_count == attempt {
+        return Decision::Done(if current.status == Status::Dispatching {
+            Claim::FollowUp(Box::new(current))
+        } else {
+            Claim::Skip(Some(Box::new(current)))
+        });
+    }
+    // attempt_count == attempt - 1: this attempt has not been recorded yet.
+    let mut filter = doc! {
+        "eventId": current.event_id.as_str(),
+        "attemptCount": i64::from(previous),
+        "replayCount": i64::from(replay_count),
+    };
+    if current.status == Status::Dispatching {
+        match current.lease_until {
+            Some(until) if until > Utc::now() => return Decision::Done(Claim::Leased(until)),
+            Some(until) => {
+                filter.insert("status", "DISPATCHING");
+                filter.insert("leaseUntil", bson::DateTime::from_chrono(until));
+            }
+            None => {
+                filter.insert("status", "DISPATCHING");
+                filter.insert("leaseUntil", Bson::Null);
+            }
+        }
+    } else {
+        filter.insert(
+            "status",
+            doc! { "$in": statuses(Status::Dispatching.predecessors()) },
+        );
+    }
+    // A takeover after an expired lease is the next generation of the same attempt.
+    let generation = if current.status == Status::Dispatching {
+        current.claim_generation + 1
+    } else {
+        0
+    };
+    Decision::Take {
+        filter,
+        generation,
+        current: Box::new(current),
+    }
+}
+
+/// The `_id` of a claim: one per (event, replay generation, attempt, takeover generation).
+fn claim_token(event_id: &EventId, replay_count: u32, attempt: u32, generation: u32) -> String {
+    format!(
+        "{}/{replay_count}/{attempt}/{generation}",
+        event_id.as_str()
+    )
+}
+
+/// The update that marks a claimed event DISPATCHING under a lease until `lease_until`, by claim `generation`.
+fn dispatching(lease_until: DateTime<Utc>, generation: u32) -> Document {
+    doc! { "$set": {
+        "status": "DISPATCHING",
+        "leaseUntil": bson::DateTime::from_chrono(lease_until),
+        "claimGeneration": i64::from(generation),
+        "updatedAt": now_bson(),
+    } }
+}
+
 fn to_bson<T: Serialize>(value: &T) -> Result<Bson> {
     bson::to_bson(value).map_err(|e| Error::custom(format!("cannot encode {e}")))
 }
@@ -303,21 +385,8 @@ impl EventStore {
     /// Record-only events: QUEUED to RECORDED, for a lane message of replay generation `replay_count`. False if
     /// it was already recorded, or the message is of an older replay generation.
     pub async fn mark_recorded(&self, event_id: &EventId, replay_count: u32) -> Result<bool> {
-        let entry = to_bson(&TimelineEntry::now("recorded"))?;
-        let result = self
-            .raw
-            .update_one(
-                doc! {
-                    "eventId": event_id.as_str(),
-                    "status": { "$in": statuses(Status::Recorded.predecessors()) },
-                    "replayCount": i64::from(replay_count),
-                },
-                doc! {
-                    "$set": { "status": "RECORDED", "updatedAt": now_bson() },
-                    "$push": { "timeline": entry },
-                },
-            )
-            .await?;
+        let (filter, update) = recorded_update(event_id, replay_count)?;
+        let result = self.raw.update_one(filter, update).await?;
         Ok(result.modified_count == 1)
     }
 
@@ -339,61 +408,22 @@ impl EventStore {
         let Some(current) = self.find(event_id).await? else {
             return Ok(Claim::Skip(None));
         };
-        let previous = attempt.saturating_sub(1);
-        let stale = current.status.is_terminal()
-            || current.replay_count != replay_count
-            || current.attempt_count > attempt
-            || current.attempt_count < previous;
-        if stale {
-            return Ok(Claim::Skip(Some(Box::new(current))));
-        }
-        if current.attempt_count == attempt {
-            return Ok(if current.status == Status::Dispatching {
-                Claim::FollowUp(Box::new(current))
-            } else {
-                Claim::Skip(Some(Box::new(current)))
-            });
-        }
-        // attempt_count == attempt - 1: this attempt has not been recorded yet.
-        let now = Utc::now();
+        let (filter, mut generation) = match decide(current, attempt, replay_count) {
+            Decision::Done(claim) => return Ok(claim),
+            Decision::Take {
+                filter,
+                generation,
+                current: _,
+            } => (filter, generation),
+        };
         let lease_length =
             chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-        let mut filter = doc! {
-            "eventId": event_id.as_str(),
-            "attemptCount": i64::from(previous),
-            "replayCount": i64::from(replay_count),
-        };
-        if current.status == Status::Dispatching {
-            match current.lease_until {
-                Some(until) if until > now => return Ok(Claim::Leased(until)),
-                Some(until) => {
-                    filter.insert("status", "DISPATCHING");
-                    filter.insert("leaseUntil", bson::DateTime::from_chrono(until));
-                }
-                None => {
-                    filter.insert("status", "DISPATCHING");
-                    filter.insert("leaseUntil", Bson::Null);
-                }
-            }
-        } else {
-            filter.insert(
-                "status",
-                doc! { "$in": statuses(Status::Dispatching.predecessors()) },
-            );
-        }
+        let now = Utc::now();
         // The claim itself is an insert under a unique key: atomic on every MongoDB-wire server. (A conditional
         // update is not on FerretDB 1.x, which reads and writes a document in two steps: two dispatchers could
         // both win.) A takeover after an expired lease is the next generation of the same attempt.
-        let mut generation = if current.status == Status::Dispatching {
-            current.claim_generation + 1
-        } else {
-            0
-        };
         let taken_at = loop {
-            let token = format!(
-                "{}/{replay_count}/{attempt}/{generation}",
-                event_id.as_str()
-            );
+            let token = claim_token(event_id, replay_count, attempt, generation);
             // Other dispatchers date the lease from this `at`, so the lease is dated from it here too.
             let taken_at = now_bson();
             match self
@@ -425,15 +455,7 @@ impl EventStore {
             .build();
         let claimed = self
             .events
-            .find_one_and_update(
-                filter,
-                doc! { "$set": {
-                    "status": "DISPATCHING",
-                    "leaseUntil": bson::DateTime::from_chrono(lease_until),
-                    "claimGeneration": i64::from(generation),
-                    "updatedAt": now_bson(),
-                } },
-            )
+            .find_one_and_update(filter, dispatching(lease_until, generation))
             .with_options(options)
             .await?;
         match claimed {
@@ -590,54 +612,76 @@ impl EventStore {
         generation: Option<u32>,
         next: Option<Status>,
     ) -> Result<bool> {
-        let previous = attempt.number.saturating_sub(1);
-        let mut set = doc! {
-            "attemptCount": i64::from(attempt.number),
-            "leaseUntil": Bson::Null,
-            "updatedAt": now_bson(),
-        };
-        let mut entries = vec![to_bson(&TimelineEntry {
-            at: attempt.ended_at,
-            kind: "attempt".into(),
-            attempt: Some(attempt.clone()),
-            detail: None,
-        })?];
-        match next {
-            Some(status) => {
-                set.insert("status", status.as_str());
-                entries.push(to_bson(&TimelineEntry {
-                    at: attempt.ended_at,
-                    kind: status.as_str().to_ascii_lowercase(),
-                    attempt: None,
-                    detail: None,
-                })?);
-            }
-            None => {
-                set.insert(
-                    "lastError",
-                    attempt.error.clone().map_or(Bson::Null, Bson::String),
-                );
-            }
-        }
-        let mut filter = doc! {
-            "eventId": event_id.as_str(),
-            "status": "DISPATCHING",
-            "attemptCount": i64::from(previous),
-            "replayCount": i64::from(replay_count),
-        };
-        if let Some(generation) = generation {
-            filter.insert("claimGeneration", i64::from(generation));
-        }
-        let result = self
-            .raw
-            .update_one(
-                filter,
-                doc! {
-                    "$set": set,
-                    "$push": { "attempts": to_bson(attempt)?, "timeline": { "$each": entries } },
-                },
-            )
-            .await?;
+        let (filter, update) = attempt_update(event_id, attempt, replay_count, generation, next)?;
+        let result = self.raw.update_one(filter, update).await?;
         Ok(result.modified_count == 1)
     }
+}
+
+/// The conditional update that takes a record-only event to RECORDED: its filter and its update.
+fn recorded_update(event_id: &EventId, replay_count: u32) -> Result<(Document, Document)> {
+    let entry = to_bson(&TimelineEntry::now("recorded"))?;
+    let filter = doc! {
+        "eventId": event_id.as_str(),
+        "status": { "$in": statuses(Status::Recorded.predecessors()) },
+        "replayCount": i64::from(replay_count),
+    };
+    let update = doc! {
+        "$set": { "status": "RECORDED", "updatedAt": now_bson() },
+        "$push": { "timeline": entry },
+    };
+    Ok((filter, update))
+}
+
+/// The conditional update that records `attempt` (see [`EventStore::record_claimed`]): its filter and its update.
+fn attempt_update(
+    event_id: &EventId,
+    attempt: &Attempt,
+    replay_count: u32,
+    generation: Option<u32>,
+    next: Option<Status>,
+) -> Result<(Document, Document)> {
+    let previous = attempt.number.saturating_sub(1);
+    let mut set = doc! {
+        "attemptCount": i64::from(attempt.number),
+        "leaseUntil": Bson::Null,
+        "updatedAt": now_bson(),
+    };
+    let mut entries = vec![to_bson(&TimelineEntry {
+        at: attempt.ended_at,
+        kind: "attempt".into(),
+        attempt: Some(attempt.clone()),
+        detail: None,
+    })?];
+    match next {
+        Some(status) => {
+            set.insert("status", status.as_str());
+            entries.push(to_bson(&TimelineEntry {
+                at: attempt.ended_at,
+                kind: status.as_str().to_ascii_lowercase(),
+                attempt: None,
+                detail: None,
+            })?);
+        }
+        None => {
+            set.insert(
+                "lastError",
+                attempt.error.clone().map_or(Bson::Null, Bson::String),
+            );
+        }
+    }
+    let mut filter = doc! {
+        "eventId": event_id.as_str(),
+        "status": "DISPATCHING",
+        "attemptCount": i64::from(previous),
+        "replayCount": i64::from(replay_count),
+    };
+    if let Some(generation) = generation {
+        filter.insert("claimGeneration", i64::from(generation));
+    }
+    let update = doc! {
+        "$set": set,
+        "$push": { "attempts": to_bson(attempt)?, "timeline": { "$each": entries } },
+    };
+    Ok((filter, update))
 }

@@ -6,12 +6,33 @@
 //! per step for the whole batch; the rare ones (a repeated key, a duplicate id) fall back to the one-event form.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use mongodb::bson::{doc, Document};
+use futures::TryStreamExt;
+use herald_domain::{Attempt, EventId, Status};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{Error, ErrorKind};
 
-use super::{outbox, EventRecord, EventStore, Inserted, Result};
+use super::{
+    attempt_update, claim_token, decide, dispatching, now_bson, outbox, recorded_update, Claim,
+    Decision, EventRecord, EventStore, Inserted, Result,
+};
 use crate::mongo::DUPLICATE_KEY;
+
+/// One lane message's claim: attempt `attempt` of an event in replay generation `replay_count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    pub event_id: EventId,
+    pub attempt: u32,
+    pub replay_count: u32,
+}
+
+/// A claim the batch took: its request, the event as read, and the update that marks it DISPATCHING.
+struct Taking {
+    position: usize,
+    filter: Document,
+    record: Box<EventRecord>,
+}
 
 /// One accepted event to record: the record and the request's `Idempotency-Key`, if any.
 #[derive(Debug, Clone)]
@@ -117,36 +138,28 @@ impl EventStore {
                 None => insertable.push(i),
             }
         }
-        let records: Result<Vec<Document>> = insertable
-            .iter()
-            .map(|&i| {
-                mongodb::bson::to_document(&batch[i].record)
-                    .map_err(|e| Error::custom(format!("cannot encode {e}")))
-            })
-            .collect();
-        match records {
-            Err(e) => {
-                for &i in &insertable {
-                    answers[i] = Some(Err(e.clone()));
+        let mut encoded = Vec::new();
+        let mut records = Vec::new();
+        for i in insertable {
+            match bson::to_document(&batch[i].record) {
+                Ok(record) => {
+                    encoded.push(i);
+                    records.push(record);
                 }
-            }
-            Ok(records) => {
-                let events = insert_each(&self.raw, records).await;
-                for (position, &i) in insertable.iter().enumerate() {
-                    answers[i] = Some(if events.duplicates.contains(&position) {
-                        self.existing(&batch[i].record).await
-                    } else if let Some(e) = events.failed.get(&position) {
-                        Err(e.clone())
-                    } else {
-                        Ok(Inserted::New)
-                    });
-                }
+                Err(e) => answers[i] = Some(Err(Error::custom(format!("cannot encode {e}")))),
             }
         }
-        answers
-            .into_iter()
-            .map(|answer| answer.unwrap_or_else(|| Err(Error::custom("no answer for an event"))))
-            .collect()
+        let events = insert_each(&self.raw, records).await;
+        for (position, &i) in encoded.iter().enumerate() {
+            answers[i] = Some(if events.duplicates.contains(&position) {
+                self.existing(&batch[i].record).await
+            } else if let Some(e) = events.failed.get(&position) {
+                Err(e.clone())
+            } else {
+                Ok(Inserted::New)
+            });
+        }
+        answered(answers)
     }
 
     /// The event stored under `record`'s id, which an insert just found there.
@@ -164,4 +177,282 @@ impl EventStore {
 /// The `idempotency_keys` document of `key`.
 pub(super) fn key_entry(key: &str, record: &EventRecord) -> Document {
     doc! { "_id": key, "eventId": record.event_id.as_str(), "createdAt": super::now_bson() }
+}
+
+impl EventStore {
+    /// [`Self::claim`] for many lane messages: one `find` of their events, one `insert_many` of their claims and
+    /// one `update` command marking them DISPATCHING, with one lease start for the batch. A message whose claim
+    /// is not the plain case (a takeover of an expired lease, a claim someone else holds, the same event twice
+    /// in the batch, a mark that did not land) takes the one-event path, which answers it exactly as before.
+    pub async fn claim_many(&self, batch: &[ClaimRequest], lease: Duration) -> Vec<Result<Claim>> {
+        let mut answers: Vec<Option<Result<Claim>>> = vec![None; batch.len()];
+        let found = match self.find_many(batch.iter().map(|r| &r.event_id)).await {
+            Ok(found) => found,
+            Err(e) => return vec![Err(e); batch.len()],
+        };
+        let mut found: HashMap<String, EventRecord> = found
+            .into_iter()
+            .map(|record| (record.event_id.as_str().to_owned(), record))
+            .collect();
+        let mut taking = Vec::new();
+        let mut alone = Vec::new();
+        let mut seen = HashSet::new();
+        for (position, request) in batch.iter().enumerate() {
+            if !seen.insert(request.event_id.as_str()) {
+                alone.push(position);
+                continue;
+            }
+            let Some(current) = found.remove(request.event_id.as_str()) else {
+                // Not there, or not decodable: the one-event path says which.
+                alone.push(position);
+                continue;
+            };
+            match decide(current, request.attempt, request.replay_count) {
+                Decision::Done(claim) => answers[position] = Some(Ok(claim)),
+                Decision::Take { generation, .. } if generation > 0 => alone.push(position),
+                Decision::Take {
+                    filter, current, ..
+                } => taking.push(Taking {
+                    position,
+                    filter,
+                    record: current,
+                }),
+            }
+        }
+        // The claims, under their unique keys (atomic on every server, see `claim`), all dated from one `at`.
+        let taken_at = now_bson();
+        let tokens = taking
+            .iter()
+            .map(|t| {
+                let request = &batch[t.position];
+                let token =
+                    claim_token(&request.event_id, request.replay_count, request.attempt, 0);
+                doc! { "_id": token, "at": taken_at }
+            })
+            .collect();
+        let claimed = insert_each(&self.claims, tokens).await;
+        let mut won = Vec::new();
+        for (index, t) in taking.into_iter().enumerate() {
+            if claimed.duplicates.contains(&index) {
+                alone.push(t.position);
+            } else if let Some(e) = claimed.failed.get(&index) {
+                answers[t.position] = Some(Err(e.clone()));
+            } else {
+                won.push(t);
+            }
+        }
+        let lease_length =
+            chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
+        let lease_until = taken_at.to_chrono() + lease_length;
+        let statements = won
+            .iter()
+            .map(|t| (t.filter.clone(), dispatching(lease_until, 0)))
+            .collect();
+        match self.update_each(statements).await {
+            Ok(matched) if matched == won.len() as u64 => {
+                for t in won {
+                    let mut record = t.record;
+                    record.status = Status::Dispatching;
+                    record.lease_until = Some(lease_until);
+                    record.claim_generation = 0;
+                    answers[t.position] = Some(Ok(Claim::Send(record)));
+                }
+            }
+            Ok(_) => {
+                // Some mark did not land (the event moved between the read and the write): those that did are
+                // ours; the others look again alone (and find their own claim held, as `claim` would).
+                let ids = won.iter().map(|t| &t.record.event_id);
+                match self.find_many(ids).await {
+                    Ok(now) => {
+                        let marked: HashMap<String, EventRecord> = now
+                            .into_iter()
+                            .filter(|r| {
+                                r.status == Status::Dispatching
+                                    && r.claim_generation == 0
+                                    && r.lease_until == Some(lease_until)
+                            })
+                            .map(|r| (r.event_id.as_str().to_owned(), r))
+                            .collect();
+                        for t in won {
+                            match marked.get(t.record.event_id.as_str()) {
+                                Some(record) => {
+                                    answers[t.position] =
+                                        Some(Ok(Claim::Send(Box::new(record.clone()))))
+                                }
+                                None => alone.push(t.position),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for t in won {
+                            answers[t.position] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for t in won {
+                    answers[t.position] = Some(Err(e.clone()));
+                }
+            }
+        }
+        for position in alone {
+            let request = &batch[position];
+            answers[position] = Some(
+                self.claim(
+                    &request.event_id,
+                    request.attempt,
+                    request.replay_count,
+                    lease,
+                )
+                .await,
+            );
+        }
+        answered(answers)
+    }
+
+    /// [`Self::record_claimed`] of deliveries, many at once: one `update` command. When some did not land (a
+    /// takeover, a lost claim), each of the batch is also recorded as a late delivery, which matches only those
+    /// still short of DELIVERED; true for each delivery now recorded under its claim or late.
+    pub async fn record_delivered_many(
+        &self,
+        batch: &[(EventRecord, Attempt)],
+    ) -> Vec<Result<bool>> {
+        let statements: Result<Vec<(Document, Document)>> = batch
+            .iter()
+            .map(|(claim, attempt)| {
+                attempt_update(
+                    &claim.event_id,
+                    attempt,
+                    claim.replay_count,
+                    Some(claim.claim_generation),
+                    Some(Status::Delivered),
+                )
+            })
+            .collect();
+        let statements = match statements {
+            Ok(statements) => statements,
+            Err(e) => return vec![Err(e); batch.len()],
+        };
+        match self.update_each(statements).await {
+            Ok(matched) if matched == batch.len() as u64 => vec![Ok(true); batch.len()],
+            Ok(_) => {
+                let mut answers = Vec::with_capacity(batch.len());
+                for (claim, attempt) in batch {
+                    let late = self
+                        .record_late_delivery(&claim.event_id, attempt, claim.replay_count)
+                        .await;
+                    answers.push(match late {
+                        Ok(true) => Ok(true),
+                        Ok(false) => self.holds_attempt(&claim.event_id, attempt).await,
+                        Err(e) => Err(e),
+                    });
+                }
+                answers
+            }
+            Err(e) => vec![Err(e); batch.len()],
+        }
+    }
+
+    /// [`Self::mark_recorded`] for many record-only events: one `update` command. When some did not land (already
+    /// recorded, or of an older replay generation), each is marked again alone, which says which.
+    pub async fn mark_recorded_many(&self, batch: &[(EventId, u32)]) -> Vec<Result<bool>> {
+        let statements: Result<Vec<(Document, Document)>> = batch
+            .iter()
+            .map(|(event_id, replay_count)| recorded_update(event_id, *replay_count))
+            .collect();
+        let statements = match statements {
+            Ok(statements) => statements,
+            Err(e) => return vec![Err(e); batch.len()],
+        };
+        match self.update_each(statements).await {
+            Ok(matched) if matched == batch.len() as u64 => vec![Ok(true); batch.len()],
+            Ok(_) => {
+                let mut answers = Vec::with_capacity(batch.len());
+                for (event_id, replay_count) in batch {
+                    answers.push(self.mark_recorded(event_id, *replay_count).await);
+                }
+                answers
+            }
+            Err(e) => vec![Err(e); batch.len()],
+        }
+    }
+
+    /// Whether the event's record holds `attempt` (its number and start), whoever wrote it.
+    async fn holds_attempt(&self, event_id: &EventId, attempt: &Attempt) -> Result<bool> {
+        Ok(self.find(event_id).await?.is_some_and(|record| {
+            record
+                .attempts
+                .iter()
+                .any(|a| a.number == attempt.number && a.started_at == attempt.started_at)
+        }))
+    }
+
+    /// The events of `ids`, without their timelines (which only grow and which no step here reads), in one `find`.
+    /// A document that does not decode is left out: its step then runs alone and meets the error there, so it
+    /// does not fail the rest of the batch.
+    async fn find_many<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a EventId>,
+    ) -> Result<Vec<EventRecord>> {
+        let ids: Vec<Bson> = ids.map(|id| Bson::String(id.as_str().to_owned())).collect();
+        let documents: Vec<Document> = self
+            .raw
+            .find(doc! { "eventId": { "$in": ids } })
+            .projection(doc! { "timeline": 0 })
+            .await?
+            .try_collect()
+            .await?;
+        Ok(documents
+            .into_iter()
+            .filter_map(|d| bson::from_document::<EventRecord>(d).ok())
+            .collect())
+    }
+
+    /// Runs `statements` (filter, update) as one unordered `update` command under the collection's write concern,
+    /// and answers how many matched. A statement the server refused counts as not matched: its caller's fallback
+    /// runs it alone, which reports its own error.
+    async fn update_each(&self, statements: Vec<(Document, Document)>) -> Result<u64> {
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let updates: Vec<Document> = statements
+            .into_iter()
+            .map(|(q, u)| doc! { "q": q, "u": u })
+            .collect();
+        let mut command = doc! {
+            "update": self.raw.name(),
+            "updates": updates,
+            "ordered": false,
+        };
+        if let Some(concern) = self.raw.write_concern() {
+            let concern = bson::to_document(concern)
+                .map_err(|e| Error::custom(format!("cannot encode {e}")))?;
+            command.insert("writeConcern", concern);
+        }
+        let db = self.raw.client().database(&self.raw.namespace().db);
+        let answer = db.run_command(command).await?;
+        if answer.contains_key("writeConcernError") {
+            // Written, maybe, but not as durably as asked: as if not written (every step here is conditional,
+            // so running it again is harmless).
+            return Err(Error::from(std::io::Error::other(format!(
+                "write concern not satisfied: {answer}"
+            ))));
+        }
+        let matched = match answer.get("n") {
+            Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Double(n)) => *n as u64,
+            _ => 0,
+        };
+        Ok(matched)
+    }
+}
+
+/// Every answer, in order; a slot left empty (a bug) is an error rather than a panic.
+fn answered<T>(answers: Vec<Option<Result<T>>>) -> Vec<Result<T>> {
+    answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|| Err(Error::custom("no answer for a batched step"))))
+        .collect()
 }
