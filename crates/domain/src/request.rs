@@ -898,6 +898,47 @@ mod tests {
     }
 
     #[test]
+    fn the_provider_names_the_notification_dispatchers_clients_use_are_accepted() {
+        let set = [
+            "HERALD_SENDGRID_API_KEY",
+            "HERALD_MAILGUN_API_KEY",
+            "HERALD_SMS_BASE_URL",
+            "HERALD_MESSAGEBIRD_ACCESS_KEY",
+            "HERALD_FCM_SERVICE_ACCOUNT_FILE",
+            "HERALD_ONESIGNAL_APP_ID",
+        ];
+        let rules = Rules {
+            providers: Arc::new(KnownProviders::configured(&Default::default(), |key| {
+                set.contains(&key).then_some("x")
+            })),
+            ..Rules::default()
+        };
+        for (channel, payload, names) in [
+            (
+                "email",
+                json!({"to": "a@example.com", "subject": "s", "text": "t"}),
+                ["sendgrid", "mailgun"],
+            ),
+            (
+                "sms",
+                json!({"phoneNumber": "+12025550123", "message": "m"}),
+                ["twilio", "messagebird"],
+            ),
+            (
+                "push",
+                json!({"token": "t", "title": "t", "body": "b"}),
+                ["firebase", "onesignal"],
+            ),
+        ] {
+            for name in names {
+                let body = json!({"channel": channel, "provider": name, "payload": payload});
+                let event = parse_event(&body, &rules).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                assert_eq!(event.chosen_provider(), Some(name));
+            }
+        }
+    }
+
+    #[test]
     fn a_template_fills_the_payload_and_a_missing_variable_is_named() {
         let templates = Templates::parse([
             (

@@ -188,39 +188,37 @@ impl Templates {
         let mut parts = BTreeMap::new();
         let mut problems: Vec<FieldError> = Vec::new();
         for (part, name) in set {
-            let rendered = self.env.get_template(name).and_then(|template| {
-                template
-                    .render(&context)
-                    .map_err(|e| (template, e))
-                    .or_else(|(template, e)| {
-                        let missing = missing_variables(&self.env, &template, data);
-                        if e.kind() == minijinja::ErrorKind::UndefinedError && !missing.is_empty() {
-                            for variable in missing {
-                                let field = format!("payload.data.{variable}");
-                                if !problems.iter().any(|p| p.field == field) {
-                                    problems.push(FieldError::new(
-                                        field,
-                                        format!("is required by the template {name}"),
-                                    ));
-                                }
-                            }
-                        } else {
-                            problems.push(FieldError::new(
-                                "payload.data",
-                                format!("the template {name} cannot be rendered: {}", describe(&e)),
-                            ));
-                        }
-                        Ok(String::new())
-                    })
-            });
-            match rendered {
+            // Every name in a set was compiled into the environment by `parse`.
+            let Ok(template) = self.env.get_template(name) else {
+                continue;
+            };
+            let error = match template.render(&context) {
                 Ok(text) => {
                     parts.insert(*part, text);
+                    continue;
                 }
-                Err(e) => problems.push(FieldError::new(
+                Err(error) => error,
+            };
+            // Rendering stops at the first undefined value; the template's variables name all of them.
+            let missing = missing_variables(&self.env, &template, data);
+            if error.kind() != minijinja::ErrorKind::UndefinedError || missing.is_empty() {
+                problems.push(FieldError::new(
                     "payload.data",
-                    format!("the template {name} is missing: {e}"),
-                )),
+                    format!(
+                        "the template {name} cannot be rendered: {}",
+                        describe(&error)
+                    ),
+                ));
+                continue;
+            }
+            for variable in missing {
+                let field = format!("payload.data.{variable}");
+                if !problems.iter().any(|p| p.field == field) {
+                    problems.push(FieldError::new(
+                        field,
+                        format!("is required by the template {name}"),
+                    ));
+                }
             }
         }
         if problems.is_empty() {
