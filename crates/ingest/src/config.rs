@@ -179,4 +179,30 @@ mod tests {
             assert!(text.contains(key), "{key} missing from: {text}");
         }
     }
+
+    #[test]
+    fn providers_come_from_the_dispatchers_variables_and_templates_from_their_folder() {
+        let config = read(&[
+            ("HERALD_MAILGUN_API_KEY", "key"),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.providers.names(herald_domain::Channel::Email),
+            ["mailgun", "sandbox", "smtp"]
+        );
+        assert_eq!(
+            config.providers.names(herald_domain::Channel::Sms),
+            ["backup", "sandbox"]
+        );
+        assert!(config.templates.is_empty());
+        let err = read(&[("HERALD_TEMPLATES_DIR", "/nonexistent/herald-templates")])
+            .expect_err("no such folder");
+        assert!(
+            err.to_string().contains(
+                "HERALD_TEMPLATES_DIR: cannot read the folder /nonexistent/herald-templates"
+            ),
+            "{err}"
+        );
+    }
 }

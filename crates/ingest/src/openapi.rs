@@ -144,3 +144,21 @@ pub struct AcceptedBody {
     pub status: String,
     pub priority: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_request_documents_provider_and_template_data() {
+        let schema = serde_json::to_value(<EventRequest as utoipa::PartialSchema>::schema())
+            .expect("a schema");
+        assert!(
+            schema["properties"]["provider"].is_object(),
+            "provider is documented: {schema}"
+        );
+        let email = serde_json::to_value(<EmailPayload as utoipa::PartialSchema>::schema())
+            .expect("a schema");
+        assert!(email["properties"]["data"].is_object(), "{email}");
+    }
+}
