@@ -69,7 +69,12 @@ impl SmsConfig {
                 // MessageBird sends first; the Twilio-shaped API is there too when it is configured.
                 SmsApi::MessageBird => default,
                 // `twilio` names the same API: its shape is Twilio's.
-                SmsApi::Twilio => backend(env, "HERALD_SMS_PROVIDER", "http, twilio", default),
+                SmsApi::Twilio => backend(
+                    env,
+                    "HERALD_SMS_PROVIDER",
+                    "http, twilio, messagebird",
+                    default,
+                ),
             },
             api,
             base_url,
