@@ -106,11 +106,17 @@ impl Herald {
         EventStore::ensure_indexes(&db).await?;
         let shutdown = CancellationToken::new();
 
-        let ingest = herald_ingest::App::build(herald_ingest::Config::for_test(
-            ctx.kafka.clone(),
-            ctx.mongo.clone(),
-        ))
-        .await?;
+        // Ingest reads the dispatchers' provider and template variables too, as a deployment gives them to both.
+        let mut delivery_env = EnvReader::from_map(
+            dispatch_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        let ingest_config = herald_ingest::Config::for_test(ctx.kafka.clone(), ctx.mongo.clone())
+            .with_delivery_env(&mut delivery_env);
+        delivery_env.finish()?;
+        let ingest = herald_ingest::App::build(ingest_config).await?;
         let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
         let mut services = Vec::new();
         let run = ingest.run_until_stopped(shutdown.clone());
@@ -261,6 +267,21 @@ impl Herald {
             .as_str()
             .context("eventId in the answer")?;
         Ok(EventId::parse(id)?)
+    }
+
+    /// `POST /event` with any body; returns the status and the JSON answer.
+    pub async fn post_event_raw(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<(StatusCode, serde_json::Value)> {
+        let response = self
+            .http
+            .post(format!("{}/event", self.ingest_url))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        Ok((status, response.json().await?))
     }
 
     /// Waits until the event is `status`, and returns its record.

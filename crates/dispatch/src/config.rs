@@ -11,7 +11,8 @@ use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, Telemetr
 
 pub use crate::provider::settings::{Backend, NamedProvider, Secret};
 pub use crate::provider::{
-    EmailConfig, PushBackend, PushConfig, SmsConfig, WebhookConfig, DEV_WEBHOOK_SECRET,
+    EmailApi, EmailConfig, MailgunConfig, MessageBirdConfig, PushBackend, PushConfig,
+    SendGridConfig, SmsApi, SmsConfig, WebhookConfig, DEV_WEBHOOK_SECRET,
 };
 
 /// The service name: Kafka client id, MongoDB app name, consumer group stem.
@@ -41,6 +42,13 @@ pub struct Config {
     pub sms: SmsConfig,
     pub webhook: WebhookConfig,
     pub push: PushConfig,
+    /// `HERALD_SENDGRID_*`, when `HERALD_SENDGRID_API_KEY` is set: SendGrid is then an email provider of this
+    /// dispatcher whichever sends first.
+    pub sendgrid: Option<SendGridConfig>,
+    /// `HERALD_MAILGUN_*`, when `HERALD_MAILGUN_API_KEY` is set: likewise for Mailgun.
+    pub mailgun: Option<MailgunConfig>,
+    /// `HERALD_MESSAGEBIRD_*`, when `HERALD_MESSAGEBIRD_ACCESS_KEY` is set: an SMS provider of this dispatcher.
+    pub messagebird: Option<MessageBirdConfig>,
     /// `HERALD_EMAIL_PROVIDERS`: more SMTP relays, by name (comma-separated; default none), each configured by
     /// `HERALD_SMTP_<NAME>_HOST` (required), `_PORT` (default 25, 587 with STARTTLS, 465 with TLS), `_TLS`,
     /// `_USERNAME`, `_PASSWORD` and `_FROM` (default `HERALD_SMTP_FROM`), `<NAME>` upper-cased with `-` as `_`.
@@ -125,6 +133,9 @@ impl Config {
             sms: SmsConfig::read(env),
             webhook: WebhookConfig::read(env),
             push: PushConfig::read(env),
+            sendgrid: SendGridConfig::read(env),
+            mailgun: MailgunConfig::read(env),
+            messagebird: MessageBirdConfig::read(env),
             email_extras: Vec::new(),
             sms_extras: Vec::new(),
             kafka: KafkaConfig::read(env, SERVICE),
@@ -134,6 +145,17 @@ impl Config {
         };
         config.email_extras = EmailConfig::read_extras(env, &config.email.smtp.from);
         config.sms_extras = SmsConfig::read_extras(env);
+        match config.email.api {
+            Some(EmailApi::SendGrid) if config.sendgrid.is_none() => env.problem(
+                "HERALD_SENDGRID_API_KEY",
+                "is required when HERALD_EMAIL_PROVIDER is sendgrid",
+            ),
+            Some(EmailApi::Mailgun) if env.raw("HERALD_MAILGUN_API_KEY").is_none() => env.problem(
+                "HERALD_MAILGUN_API_KEY",
+                "is required when HERALD_EMAIL_PROVIDER is mailgun",
+            ),
+            _ => {}
+        }
         config
     }
 
@@ -318,6 +340,57 @@ mod tests {
             "HERALD_SMS_BACKUP_ACCOUNT_ID: is required for the provider 'backup' of HERALD_SMS_PROVIDERS",
             "HERALD_SMS_BACKUP_AUTH_TOKEN",
             "HERALD_SMS_BACKUP_FROM",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn http_email_and_messagebird_are_read_and_required_when_chosen() {
+        let config = read(
+            &[
+                ("HERALD_EMAIL_PROVIDER", "SendGrid"),
+                ("HERALD_SENDGRID_API_KEY", "SG.s3cret"),
+                ("HERALD_MAILGUN_API_KEY", "mg-s3cret"),
+                ("HERALD_MAILGUN_DOMAIN", "mg.example.com"),
+                ("HERALD_SMS_PROVIDER", "messagebird"),
+                ("HERALD_MESSAGEBIRD_ACCESS_KEY", "mb-s3cret"),
+                ("HERALD_MESSAGEBIRD_ORIGINATOR", "Herald"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect("valid");
+        assert_eq!(config.email.api, Some(EmailApi::SendGrid));
+        assert_eq!(config.email.backend, Backend::Real);
+        assert_eq!(
+            config.mailgun.as_ref().map(|m| m.domain.as_str()),
+            Some("mg.example.com")
+        );
+        assert_eq!(config.sms.api, SmsApi::MessageBird);
+        assert_eq!(
+            config.sms.backend,
+            Backend::Sandbox,
+            "no Twilio-shaped API configured"
+        );
+        let shown = format!("{config:?}");
+        for secret in ["SG.s3cret", "mg-s3cret", "mb-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        let err = read(
+            &[
+                ("HERALD_EMAIL_PROVIDER", "mailgun"),
+                ("HERALD_SMS_PROVIDER", "messagebird"),
+                ("HERALD_SENDGRID_API_KEY", "SG.x"),
+                ("HERALD_SENDGRID_BASE_URL", "ftp://x"),
+            ],
+            Some(Lane::Default),
+        )
+        .expect_err("incomplete");
+        let text = err.to_string();
+        for key in [
+            "HERALD_MAILGUN_API_KEY: is required when HERALD_EMAIL_PROVIDER is mailgun",
+            "HERALD_MESSAGEBIRD_ACCESS_KEY: is required when HERALD_SMS_PROVIDER is messagebird",
+            "HERALD_SENDGRID_BASE_URL: must be an http",
         ] {
             assert!(text.contains(key), "{key} missing from: {text}");
         }

@@ -5,9 +5,12 @@
 
 mod email;
 mod fcm;
+mod mailgun;
+mod messagebird;
 mod onesignal;
 mod push;
 mod sandbox;
+mod sendgrid;
 pub(crate) mod settings;
 mod sms;
 mod webhook;
@@ -25,12 +28,15 @@ use herald_domain::{Channel, ErrorClass, Event, Message};
 use crate::config::Config;
 use settings::Backend;
 
-pub use email::{EmailConfig, SmtpProvider};
+pub use email::{EmailApi, EmailConfig, SmtpProvider};
 pub use fcm::{FcmConfig, FcmProvider, ServiceAccount, FCM_SCOPE};
+pub use mailgun::{MailgunConfig, MailgunProvider};
+pub use messagebird::{MessageBirdConfig, MessageBirdProvider};
 pub use onesignal::{OneSignalConfig, OneSignalProvider};
 pub use push::{PushBackend, PushConfig};
 pub use sandbox::{Sandbox, SANDBOX};
-pub use sms::{HttpSmsProvider, SmsConfig};
+pub use sendgrid::{SendGridConfig, SendGridProvider};
+pub use sms::{HttpSmsProvider, SmsApi, SmsConfig};
 pub use webhook::{sign, WebhookConfig, WebhookProvider, DEV_WEBHOOK_SECRET};
 
 /// A provider accepted the event.
@@ -204,6 +210,50 @@ pub(crate) fn http_client(
         })
 }
 
+/// `{base}/{segments...}`: where an HTTP provider's API call goes, under a configurable base URL (which may have
+/// a path of its own).
+pub(crate) fn api_endpoint(
+    channel: Channel,
+    base: &url::Url,
+    segments: &[&str],
+) -> Result<url::Url, BuildError> {
+    let mut endpoint = base.clone();
+    endpoint
+        .path_segments_mut()
+        .map_err(|()| BuildError {
+            channel,
+            message: format!("{base} cannot be a base URL"),
+        })?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(endpoint)
+}
+
+/// Another name of a provider (`twilio` for `http-sms`, `firebase` for `fcm`): it sends through the provider it
+/// names, and its attempts record the name that chose it, so that the attempts show what the client or the retry
+/// rules asked for.
+#[derive(Debug)]
+struct Alias {
+    name: String,
+    target: Arc<dyn Provider>,
+}
+
+#[async_trait]
+impl Provider for Alias {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(
+        &self,
+        event: &Event,
+        message: &Message,
+        attempt: u32,
+    ) -> Result<Delivered, SendError> {
+        self.target.send(event, message, attempt).await
+    }
+}
+
 /// The providers of one channel, by name: the configured one, the named extras and the sandbox.
 #[derive(Debug, Clone)]
 struct ChannelProviders {
@@ -226,10 +276,13 @@ impl ChannelProviders {
         self.by_name.insert(provider.name().to_owned(), provider);
     }
 
-    /// Makes the configured provider answer to `alias` too (its attempts keep its own name).
-    fn alias(&mut self, alias: &str) {
-        self.by_name
-            .insert(alias.to_owned(), Arc::clone(&self.configured));
+    /// Makes `target` answer to `alias` too, recording the alias in the attempts it sends.
+    fn alias(&mut self, alias: &str, target: &Arc<dyn Provider>) {
+        let alias = Alias {
+            name: alias.to_owned(),
+            target: Arc::clone(target),
+        };
+        self.by_name.insert(alias.name.clone(), Arc::new(alias));
     }
 }
 
@@ -264,22 +317,69 @@ impl Providers {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let send_timeout = config.send_timeout;
         let connect_timeout = config.webhook.connect_timeout;
-        let email: Arc<dyn Provider> = match config.email.backend {
-            Backend::Real => Arc::new(SmtpProvider::build(
+        let missing = |channel: Channel, name: &str| BuildError {
+            channel,
+            message: format!("{name} is the {channel} provider but is not configured"),
+        };
+        let email_client = http_client(Channel::Email, connect_timeout, send_timeout)?;
+        let from = &config.email.smtp.from;
+        let sendgrid = config
+            .sendgrid
+            .as_ref()
+            .map(|c| SendGridProvider::build(c, from.clone(), email_client.clone()))
+            .transpose()?
+            .map(|p| Arc::new(p) as Arc<dyn Provider>);
+        let mailgun = config
+            .mailgun
+            .as_ref()
+            .map(|c| MailgunProvider::build(c, from.clone(), email_client.clone()))
+            .transpose()?
+            .map(|p| Arc::new(p) as Arc<dyn Provider>);
+        let smtp: Option<Arc<dyn Provider>> = match config.email.backend {
+            Backend::Real => Some(Arc::new(SmtpProvider::build(
                 names::SMTP,
                 &config.email,
                 send_timeout,
-            )?),
-            Backend::Sandbox => Arc::new(Sandbox::new(Channel::Email)),
+            )?)),
+            Backend::Sandbox => None,
         };
-        let sms: Arc<dyn Provider> = match config.sms.backend {
-            Backend::Real => Arc::new(HttpSmsProvider::build(
+        let email: Arc<dyn Provider> = match (config.email.backend, config.email.api) {
+            (Backend::Sandbox, _) => Arc::new(Sandbox::new(Channel::Email)),
+            (Backend::Real, None) => smtp
+                .clone()
+                .ok_or_else(|| missing(Channel::Email, names::SMTP))?,
+            (Backend::Real, Some(EmailApi::SendGrid)) => sendgrid
+                .clone()
+                .ok_or_else(|| missing(Channel::Email, names::SENDGRID))?,
+            (Backend::Real, Some(EmailApi::Mailgun)) => mailgun
+                .clone()
+                .ok_or_else(|| missing(Channel::Email, names::MAILGUN))?,
+        };
+        let http_sms: Option<Arc<dyn Provider>> = match config.sms.backend {
+            Backend::Real => Some(Arc::new(HttpSmsProvider::build(
                 names::HTTP_SMS,
                 &config.sms,
                 connect_timeout,
                 send_timeout,
-            )?),
-            Backend::Sandbox => Arc::new(Sandbox::new(Channel::Sms)),
+            )?)),
+            Backend::Sandbox => None,
+        };
+        let messagebird = config
+            .messagebird
+            .as_ref()
+            .map(|c| {
+                let client = http_client(Channel::Sms, connect_timeout, send_timeout)?;
+                MessageBirdProvider::build(c, client)
+            })
+            .transpose()?
+            .map(|p| Arc::new(p) as Arc<dyn Provider>);
+        let sms: Arc<dyn Provider> = match config.sms.api {
+            SmsApi::MessageBird => messagebird
+                .clone()
+                .ok_or_else(|| missing(Channel::Sms, names::MESSAGEBIRD))?,
+            SmsApi::Twilio => http_sms
+                .clone()
+                .unwrap_or_else(|| Arc::new(Sandbox::new(Channel::Sms))),
         };
         let webhook: Arc<dyn Provider> = match config.webhook.backend {
             Backend::Real => Arc::new(WebhookProvider::build(&config.webhook, send_timeout)?),
@@ -298,13 +398,13 @@ impl Providers {
             .as_ref()
             .map(|os| OneSignalProvider::build(os, push_client.clone()).map(Arc::new))
             .transpose()?;
-        let missing = |name: &str| BuildError {
-            channel: Channel::Push,
-            message: format!("{name} is the push provider but is not configured"),
-        };
         let push: Arc<dyn Provider> = match config.push.backend {
-            PushBackend::Fcm => fcm.clone().ok_or_else(|| missing(names::FCM))?,
-            PushBackend::OneSignal => onesignal.clone().ok_or_else(|| missing(names::ONESIGNAL))?,
+            PushBackend::Fcm => fcm
+                .clone()
+                .ok_or_else(|| missing(Channel::Push, names::FCM))?,
+            PushBackend::OneSignal => onesignal
+                .clone()
+                .ok_or_else(|| missing(Channel::Push, names::ONESIGNAL))?,
             PushBackend::Sandbox => Arc::new(Sandbox::new(Channel::Push)),
         };
         let mut providers = Self {
@@ -313,27 +413,34 @@ impl Providers {
             webhook: ChannelProviders::new(Channel::Webhook, webhook),
             push: ChannelProviders::new(Channel::Push, push),
         };
-        // Both push providers serve whichever sends first, so a retry rule can fall back from one to the other.
-        for extra in [
-            fcm.map(|p| p as Arc<dyn Provider>),
-            onesignal.map(|p| p as Arc<dyn Provider>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            providers.push.add(extra);
+        // Every configured provider of a channel serves whichever sends first, so that a client's `provider` or a
+        // retry rule can pick it.
+        for extra in [smtp, sendgrid, mailgun].into_iter().flatten() {
+            providers.email.add(extra);
         }
         for extra in &config.email_extras {
             let relay = SmtpProvider::build(&extra.name, &extra.config, send_timeout)?;
             providers.email.add(Arc::new(relay));
         }
-        if config.sms.backend == Backend::Real {
-            providers.sms.alias(names::TWILIO);
+        if let Some(http_sms) = &http_sms {
+            providers.sms.add(Arc::clone(http_sms));
+            providers.sms.alias(names::TWILIO, http_sms);
+        }
+        if let Some(messagebird) = messagebird {
+            providers.sms.add(messagebird);
         }
         for extra in &config.sms_extras {
             let api =
                 HttpSmsProvider::build(&extra.name, &extra.config, connect_timeout, send_timeout)?;
             providers.sms.add(Arc::new(api));
+        }
+        if let Some(fcm) = fcm {
+            let fcm = fcm as Arc<dyn Provider>;
+            providers.push.alias(names::FIREBASE, &fcm);
+            providers.push.add(fcm);
+        }
+        if let Some(onesignal) = onesignal {
+            providers.push.add(onesignal);
         }
         Ok(providers)
     }
@@ -418,8 +525,8 @@ mod tests {
         assert_eq!(name(Channel::Sms, Some("backup")), Ok("backup".into()));
         assert_eq!(
             name(Channel::Sms, Some("twilio")),
-            Ok("http-sms".into()),
-            "twilio names the API of HERALD_SMS_*"
+            Ok("twilio".into()),
+            "twilio names the API of HERALD_SMS_*, and its attempts record the name that chose it"
         );
         assert_eq!(name(Channel::Sms, Some("sandbox")), Ok("sandbox".into()));
         assert_eq!(name(Channel::Email, None), Ok("smtp".into()));
@@ -430,5 +537,73 @@ mod tests {
             unknown.to_string(),
             "no email provider named 'backup' in this dispatcher (it has: relay-2, sandbox, smtp)"
         );
+    }
+
+    #[tokio::test]
+    async fn the_registry_has_exactly_the_providers_ingest_accepts() {
+        let fcm_key = service_account_file();
+        let env: Vec<(&str, &str)> = vec![
+            ("HERALD_EMAIL_PROVIDER", "sendgrid"),
+            ("HERALD_SENDGRID_API_KEY", "SG.x"),
+            ("HERALD_MAILGUN_API_KEY", "mg"),
+            ("HERALD_MAILGUN_DOMAIN", "mg.example.com"),
+            ("HERALD_SMS_PROVIDER", "messagebird"),
+            ("HERALD_MESSAGEBIRD_ACCESS_KEY", "mb"),
+            ("HERALD_SMS_FROM", "+15550001111"),
+            ("HERALD_FCM_SERVICE_ACCOUNT_FILE", fcm_key.as_str()),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+            ("HERALD_SMS_BACKUP_BASE_URL", "http://127.0.0.1:9/b"),
+            ("HERALD_SMS_BACKUP_ACCOUNT_ID", "AC2"),
+            ("HERALD_SMS_BACKUP_AUTH_TOKEN", "t2"),
+            ("HERALD_SMS_BACKUP_FROM", "+15550002222"),
+        ];
+        let built = providers(&env);
+        let vars: std::collections::HashMap<&str, &str> = env.iter().copied().collect();
+        let extras = BTreeMap::from([(Channel::Sms, vec!["backup".to_owned()])]);
+        let known = names::KnownProviders::configured(&extras, |key| vars.get(key).copied());
+        for channel in Channel::ALL {
+            assert_eq!(
+                built.names(*channel),
+                known.names(*channel),
+                "{channel}: the dispatcher and ingest read the same variables alike"
+            );
+        }
+        let name = |channel, requested| {
+            built
+                .select(channel, requested)
+                .map(|p| p.name().to_owned())
+        };
+        assert_eq!(name(Channel::Email, None), Ok("sendgrid".into()));
+        assert_eq!(name(Channel::Email, Some("mailgun")), Ok("mailgun".into()));
+        assert_eq!(name(Channel::Sms, None), Ok("messagebird".into()));
+        assert_eq!(
+            name(Channel::Push, Some("firebase")),
+            Ok("firebase".into()),
+            "firebase sends through FCM under the name the client chose"
+        );
+        std::fs::remove_file(&fcm_key).ok();
+    }
+
+    /// A service-account key file FCM's provider can load (its key is only used to sign, never checked here).
+    fn service_account_file() -> String {
+        let path = std::env::temp_dir().join(format!("herald-sa-{}.json", std::process::id()));
+        let key = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-quiet",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl");
+        let account = serde_json::json!({
+            "type": "service_account", "project_id": "p", "private_key_id": "k",
+            "private_key": String::from_utf8_lossy(&key.stdout), "client_email": "a@p.iam.gserviceaccount.com",
+            "token_uri": "http://127.0.0.1:9/token",
+        });
+        std::fs::write(&path, account.to_string()).expect("written");
+        path.display().to_string()
     }
 }

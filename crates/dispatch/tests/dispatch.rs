@@ -8,6 +8,7 @@ mod dispatch {
     mod concurrency;
     mod crash;
     mod failures;
+    mod http_apis;
     mod instances;
     mod panic;
     mod push;

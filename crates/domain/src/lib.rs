@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod provider;
 pub mod request;
 pub mod retry;
+pub mod template;
 pub mod topics;
 
 pub use error::{ErrorBody, FieldError};

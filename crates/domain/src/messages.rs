@@ -24,20 +24,21 @@ pub struct LaneMessage {
     /// from before a replay is stale and ignored.
     #[serde(default)]
     pub replay_count: u32,
-    /// A provider the retry rules chose (fallback); the channel's configured provider when absent.
+    /// The provider for this attempt: the client's choice for a first attempt, the retry rules' after that; the
+    /// channel's configured provider when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     pub enqueued_at: DateTime<Utc>,
 }
 
 impl LaneMessage {
-    /// The first attempt of a newly accepted event.
+    /// The first attempt of a newly accepted (or replayed) event, through the provider its client chose.
     pub fn first(event: Event) -> Self {
         Self {
+            provider: event.chosen_provider().map(str::to_owned),
             event,
             attempt: 1,
             replay_count: 0,
-            provider: None,
             enqueued_at: Utc::now(),
         }
     }

@@ -15,24 +15,32 @@ pub const SMTP: &str = "smtp";
 pub const HTTP_SMS: &str = "http-sms";
 /// Another name of [`HTTP_SMS`]: the SMS API Herald speaks has Twilio's shape.
 pub const TWILIO: &str = "twilio";
+/// SendGrid's v3 Mail Send API (`HERALD_SENDGRID_*`).
+pub const SENDGRID: &str = "sendgrid";
+/// Mailgun's messages API (`HERALD_MAILGUN_*`).
+pub const MAILGUN: &str = "mailgun";
+/// MessageBird's SMS API (`HERALD_MESSAGEBIRD_*`).
+pub const MESSAGEBIRD: &str = "messagebird";
 /// Signed HTTP webhooks.
 pub const WEBHOOK: &str = "webhook";
 /// Firebase Cloud Messaging's HTTP v1 API (`HERALD_FCM_*`).
 pub const FCM: &str = "fcm";
+/// Another name of [`FCM`], the one the notification dispatchers' clients use.
+pub const FIREBASE: &str = "firebase";
 /// OneSignal's REST API (`HERALD_ONESIGNAL_*`).
 pub const ONESIGNAL: &str = "onesignal";
 
 /// Longest provider name.
 pub const MAX_NAME_LEN: usize = 32;
 
-/// The names every dispatcher knows for `channel` whatever its configuration: the channel's built-in provider and
-/// the sandbox.
+/// The names a dispatcher may know for `channel`: the channel's built-in providers (each there when configured,
+/// see [`configured`]) and the sandbox.
 pub fn builtin(channel: Channel) -> &'static [&'static str] {
     match channel {
-        Channel::Email => &[SMTP, SANDBOX],
-        Channel::Sms => &[HTTP_SMS, TWILIO, SANDBOX],
+        Channel::Email => &[SMTP, SENDGRID, MAILGUN, SANDBOX],
+        Channel::Sms => &[HTTP_SMS, TWILIO, MESSAGEBIRD, SANDBOX],
         Channel::Webhook => &[WEBHOOK, SANDBOX],
-        Channel::Push => &[FCM, ONESIGNAL, SANDBOX],
+        Channel::Push => &[FCM, FIREBASE, ONESIGNAL, SANDBOX],
     }
 }
 
@@ -90,6 +98,52 @@ pub fn env_segment(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
+/// The built-in providers a process configured with `var` (an environment lookup) has for `channel`: the one
+/// place that says which variables make which provider, read alike by the dispatchers (which build them) and by
+/// ingest (which accepts a client's `provider` only among them). A provider is there when its defining variable
+/// is set: `smtp` unless `HERALD_EMAIL_PROVIDER` is `sandbox`, `sendgrid` with `HERALD_SENDGRID_API_KEY`,
+/// `mailgun` with `HERALD_MAILGUN_API_KEY`, `http-sms` (and `twilio`) with `HERALD_SMS_BASE_URL`, `messagebird`
+/// with `HERALD_MESSAGEBIRD_ACCESS_KEY`, `webhook` unless `HERALD_WEBHOOK_PROVIDER` is `sandbox`, `fcm` (and
+/// `firebase`) with `HERALD_FCM_SERVICE_ACCOUNT_FILE`, `onesignal` with `HERALD_ONESIGNAL_APP_ID`; the sandbox
+/// always.
+pub fn configured<'a>(
+    channel: Channel,
+    var: impl Fn(&str) -> Option<&'a str>,
+) -> Vec<&'static str> {
+    let set = |key: &str| var(key).is_some_and(|v| !v.trim().is_empty());
+    let not_sandbox = |key: &str| !var(key).is_some_and(|v| v.trim().eq_ignore_ascii_case(SANDBOX));
+    let candidates: &[(&'static str, bool)] = &match channel {
+        Channel::Email => vec![
+            (SMTP, not_sandbox("HERALD_EMAIL_PROVIDER")),
+            (SENDGRID, set("HERALD_SENDGRID_API_KEY")),
+            (MAILGUN, set("HERALD_MAILGUN_API_KEY")),
+        ],
+        Channel::Sms => {
+            let http = set("HERALD_SMS_BASE_URL") && not_sandbox("HERALD_SMS_PROVIDER");
+            vec![
+                (HTTP_SMS, http),
+                (TWILIO, http),
+                (MESSAGEBIRD, set("HERALD_MESSAGEBIRD_ACCESS_KEY")),
+            ]
+        }
+        Channel::Webhook => vec![(WEBHOOK, not_sandbox("HERALD_WEBHOOK_PROVIDER"))],
+        Channel::Push => {
+            let fcm = set("HERALD_FCM_SERVICE_ACCOUNT_FILE");
+            vec![
+                (FCM, fcm),
+                (FIREBASE, fcm),
+                (ONESIGNAL, set("HERALD_ONESIGNAL_APP_ID")),
+            ]
+        }
+    };
+    candidates
+        .iter()
+        .filter(|(_, present)| *present)
+        .map(|(name, _)| *name)
+        .chain([SANDBOX])
+        .collect()
+}
+
 /// Every provider name known per channel: the built-in ones and the configured extras.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownProviders {
@@ -105,6 +159,26 @@ impl KnownProviders {
                 let mut names: Vec<String> =
                     builtin(*channel).iter().map(|n| (*n).to_owned()).collect();
                 names.extend(extras.get(channel).into_iter().flatten().cloned());
+                (*channel, names)
+            })
+            .collect();
+        Self { by_channel }
+    }
+
+    /// The providers a process configured by `var` has ([`configured`]), plus `extras`.
+    pub fn configured<'a>(
+        extras: &BTreeMap<Channel, Vec<String>>,
+        var: impl Fn(&str) -> Option<&'a str>,
+    ) -> Self {
+        let by_channel = Channel::ALL
+            .iter()
+            .map(|channel| {
+                let mut names: Vec<String> = configured(*channel, &var)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                names.extend(extras.get(channel).into_iter().flatten().cloned());
+                names.sort();
                 (*channel, names)
             })
             .collect();
@@ -162,5 +236,25 @@ mod tests {
         assert!(known.has(Channel::Webhook, "sandbox"));
         assert!(known.has_any("backup"));
         assert!(!known.has_any("pigeon"));
+    }
+
+    #[test]
+    fn configured_providers_follow_their_variables() {
+        let vars = BTreeMap::from([
+            ("HERALD_SENDGRID_API_KEY", "SG.x"),
+            ("HERALD_MESSAGEBIRD_ACCESS_KEY", "live_x"),
+            ("HERALD_WEBHOOK_PROVIDER", "Sandbox"),
+        ]);
+        let var = |key: &str| vars.get(key).copied();
+        assert_eq!(configured(Channel::Email, var), [SMTP, SENDGRID, SANDBOX]);
+        assert_eq!(configured(Channel::Sms, var), [MESSAGEBIRD, SANDBOX]);
+        assert_eq!(configured(Channel::Webhook, var), [SANDBOX]);
+        assert_eq!(configured(Channel::Push, var), [SANDBOX]);
+        let extras = BTreeMap::from([(Channel::Sms, vec!["backup".to_owned()])]);
+        let known = KnownProviders::configured(&extras, var);
+        assert_eq!(
+            known.names(Channel::Sms),
+            ["backup", "messagebird", "sandbox"]
+        );
     }
 }

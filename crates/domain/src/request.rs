@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
@@ -19,6 +20,8 @@ use validator::{ValidateLength, ValidateNonControlCharacter};
 use crate::error::FieldError;
 use crate::event::{Channel, Event, EventId, Priority};
 use crate::message::{Email, Message, Push, Sms, Webhook};
+use crate::provider::KnownProviders;
+use crate::template::Templates;
 
 mod dropin;
 
@@ -43,6 +46,7 @@ pub const EVENT_FIELDS: &[&str] = &[
     "priority",
     "payload",
     "metadata",
+    "provider",
 ];
 
 /// The fields of `POST /api/logs`.
@@ -87,10 +91,14 @@ impl fmt::Display for Region {
 }
 
 /// The settings validation depends on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Rules {
     /// Region of phone numbers written in national form. Default `US`.
     pub default_region: Region,
+    /// The providers a client may name in `provider`, per channel. Default: every built-in name.
+    pub providers: Arc<KnownProviders>,
+    /// The message templates by event type. Default: none.
+    pub templates: Arc<Templates>,
 }
 
 /// The value of an `Idempotency-Key` header: 1 to 255 printable ASCII characters.
@@ -159,27 +167,84 @@ pub fn parse_event(body: &Value, rules: &Rules) -> Result<Event, Vec<FieldError>
         });
     let payload = problems.object(map, "", "payload", Need::Required);
     let metadata = problems.object(map, "", "metadata", Need::Optional);
+    let provider = problems
+        .string(map, "", "provider", Need::Optional)
+        .or_else(|| chosen_in(metadata));
+    let provider = match (provider, channel) {
+        (Some(name), Ok(Some(channel))) => problems.provider(&name, channel, &rules.providers),
+        (Some(_), Ok(None)) => {
+            problems.push(
+                "provider",
+                "only an event with a channel is sent through a provider",
+            );
+            None
+        }
+        _ => None,
+    };
+    let locale = metadata
+        .and_then(|m| m.get("locale"))
+        .and_then(Value::as_str);
 
     let payload = match (payload, channel) {
-        (Some(payload), Ok(Some(channel))) => problems
-            .channel_payload(payload, channel, rules.default_region)
-            .map(|message| message.to_payload()),
+        (Some(payload), Ok(Some(channel))) => {
+            let before = problems.0.len();
+            let templated = event_type.as_deref().and_then(|event_type| {
+                problems.templated(payload, event_type, locale, channel, &rules.templates)
+            });
+            // A template that could not be rendered leaves its parts missing: saying so again would only confuse.
+            (problems.0.len() == before)
+                .then(|| {
+                    problems.channel_payload(
+                        templated.as_ref().unwrap_or(payload),
+                        channel,
+                        rules.default_region,
+                    )
+                })
+                .flatten()
+                .map(|message| message.to_payload())
+        }
         (Some(payload), Ok(None)) => Some(Value::Object(payload.clone())),
         _ => None,
     };
 
     match (payload, channel, priority) {
-        (Some(payload), Ok(channel), Some(priority)) if problems.is_empty() => Ok(Event {
-            event_id: event_id.unwrap_or_else(EventId::generate),
-            user_id,
-            event_type,
-            channel,
-            priority,
-            payload,
-            metadata: metadata.map(|m| Value::Object(m.clone())),
-            created_at: now(),
-        }),
+        (Some(payload), Ok(channel), Some(priority)) if problems.is_empty() => {
+            let mut metadata = metadata.cloned();
+            if let Some(provider) = provider {
+                metadata
+                    .get_or_insert_with(Map::new)
+                    .insert(PROVIDER_KEY.into(), Value::String(provider));
+            }
+            Ok(Event {
+                event_id: event_id.unwrap_or_else(EventId::generate),
+                user_id,
+                event_type,
+                channel,
+                priority,
+                payload,
+                metadata: metadata.map(Value::Object),
+                created_at: now(),
+            })
+        }
         _ => Err(problems.into_sorted()),
+    }
+}
+
+/// Where an accepted event keeps the provider its client chose (`provider` on `POST /event`), in its
+/// `metadata`: the metadata is stored and travels with the event wherever it goes (Kafka, MongoDB, a replay),
+/// so every first attempt, retry decision and replay sees the choice. A client may also set it there itself;
+/// it is checked alike.
+pub const PROVIDER_KEY: &str = "heraldProvider";
+
+/// The provider a client put in the metadata itself, when it is a string.
+fn chosen_in(metadata: Option<&Map<String, Value>>) -> Option<String> {
+    metadata?.get(PROVIDER_KEY)?.as_str().map(str::to_owned)
+}
+
+impl Event {
+    /// The provider the client chose for the first attempt, if any (see [`PROVIDER_KEY`]).
+    pub fn chosen_provider(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get(PROVIDER_KEY)?.as_str()
     }
 }
 
@@ -375,6 +440,71 @@ impl Problems {
             return None;
         }
         Some(value)
+    }
+
+    /// A client's `provider` for `channel`, lower-cased, if the dispatchers have it (`firebase`, FCM's other
+    /// name, among them); otherwise a problem listing the ones they have.
+    fn provider(&mut self, name: &str, channel: Channel, known: &KnownProviders) -> Option<String> {
+        let name = name.trim().to_ascii_lowercase();
+        if known.has(channel, &name) {
+            return Some(name);
+        }
+        self.push(
+            "provider",
+            format!(
+                "unknown {channel} provider '{name}', expected one of: {}",
+                known.names(channel).join(", ")
+            ),
+        );
+        None
+    }
+
+    /// The payload with the parts of the event type's template set filled in (an explicit part in the payload
+    /// wins), and its `data` taken out for the channels whose messages have none; `None` when there is no set
+    /// (or the rendering had problems, which are recorded).
+    fn templated(
+        &mut self,
+        payload: &Map<String, Value>,
+        event_type: &str,
+        locale: Option<&str>,
+        channel: Channel,
+        templates: &Templates,
+    ) -> Option<Map<String, Value>> {
+        if templates.is_empty() {
+            return None;
+        }
+        let data = match payload.get("data") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(data)) => data.clone(),
+            // The push reader reports a mistyped `data`; for the others it is the templates' input only.
+            Some(other) => {
+                if channel != Channel::Push {
+                    self.push(
+                        "payload.data",
+                        format!("must be an object, not {}", kind(other)),
+                    );
+                }
+                return None;
+            }
+        };
+        let rendered = match templates.render(event_type, locale, channel, &data) {
+            Ok(rendered) => rendered?,
+            Err(problems) => {
+                self.0.extend(problems);
+                return None;
+            }
+        };
+        let mut filled = payload.clone();
+        if channel != Channel::Push {
+            filled.remove("data");
+        }
+        for (part, text) in rendered.parts {
+            let explicit = filled.get(part.field()).is_some_and(|v| !v.is_null());
+            if !explicit {
+                filled.insert(part.field().to_owned(), Value::String(text));
+            }
+        }
+        Some(filled)
     }
 
     /// Checks and normalises the payload of a channel into its [`Message`]; `None` if it has problems (they
@@ -689,6 +819,7 @@ mod tests {
 
         let gb = Rules {
             default_region: "gb".parse().expect("a region"),
+            ..Rules::default()
         };
         let body =
             json!({"channel": "sms", "payload": {"phoneNumber": "020 7946 0018", "message": "hi"}});
@@ -711,6 +842,151 @@ mod tests {
                 "{raw}: {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_provider_is_checked_against_the_channels_and_kept_in_the_metadata() {
+        let extras =
+            std::collections::BTreeMap::from([(Channel::Email, vec!["eu-relay".to_owned()])]);
+        let rules = Rules {
+            providers: Arc::new(KnownProviders::configured(&extras, |key| {
+                (key == "HERALD_SENDGRID_API_KEY").then_some("SG.x")
+            })),
+            ..Rules::default()
+        };
+        let mut body = email_body();
+        body["provider"] = json!("SendGrid");
+        body["metadata"] = json!({"ip": "10.0.0.1"});
+        let event = parse_event(&body, &rules).expect("valid");
+        assert_eq!(event.chosen_provider(), Some("sendgrid"));
+        assert_eq!(
+            event.metadata,
+            Some(json!({"ip": "10.0.0.1", "heraldProvider": "sendgrid"}))
+        );
+        assert_eq!(
+            crate::LaneMessage::first(event).provider.as_deref(),
+            Some("sendgrid")
+        );
+
+        body["provider"] = json!("mailgun");
+        let problems = parse_event(&body, &rules).expect_err("not configured");
+        assert_eq!(
+            problems,
+            [FieldError::new(
+                "provider",
+                "unknown email provider 'mailgun', expected one of: eu-relay, sandbox, sendgrid, smtp"
+            )]
+        );
+        // Set in the metadata by hand, it is checked alike.
+        let mut by_hand = email_body();
+        by_hand["metadata"] = json!({"heraldProvider": "pigeon"});
+        assert_eq!(
+            parse_event(&by_hand, &rules).expect_err("unknown")[0].field,
+            "provider"
+        );
+        let record_only = json!({"payload": {}, "provider": "smtp"});
+        assert_eq!(
+            parse_event(&record_only, &rules).expect_err("no channel")[0].message,
+            "only an event with a channel is sent through a provider"
+        );
+        assert_eq!(
+            parse_event(&email_body(), &rules)
+                .expect("valid")
+                .chosen_provider(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_provider_names_the_notification_dispatchers_clients_use_are_accepted() {
+        let set = [
+            "HERALD_SENDGRID_API_KEY",
+            "HERALD_MAILGUN_API_KEY",
+            "HERALD_SMS_BASE_URL",
+            "HERALD_MESSAGEBIRD_ACCESS_KEY",
+            "HERALD_FCM_SERVICE_ACCOUNT_FILE",
+            "HERALD_ONESIGNAL_APP_ID",
+        ];
+        let rules = Rules {
+            providers: Arc::new(KnownProviders::configured(&Default::default(), |key| {
+                set.contains(&key).then_some("x")
+            })),
+            ..Rules::default()
+        };
+        for (channel, payload, names) in [
+            (
+                "email",
+                json!({"to": "a@example.com", "subject": "s", "text": "t"}),
+                ["sendgrid", "mailgun"],
+            ),
+            (
+                "sms",
+                json!({"phoneNumber": "+12025550123", "message": "m"}),
+                ["twilio", "messagebird"],
+            ),
+            (
+                "push",
+                json!({"token": "t", "title": "t", "body": "b"}),
+                ["firebase", "onesignal"],
+            ),
+        ] {
+            for name in names {
+                let body = json!({"channel": channel, "provider": name, "payload": payload});
+                let event = parse_event(&body, &rules).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                assert_eq!(event.chosen_provider(), Some(name));
+            }
+        }
+    }
+
+    #[test]
+    fn a_template_fills_the_payload_and_a_missing_variable_is_named() {
+        let templates = Templates::parse([
+            (
+                "otp.sms.message".to_owned(),
+                "Your code is {{ code }}".to_owned(),
+            ),
+            ("otp.push.title".to_owned(), "Code".to_owned()),
+            ("otp.push.body".to_owned(), "{{ code }}".to_owned()),
+        ])
+        .expect("valid");
+        let rules = Rules {
+            templates: Arc::new(templates),
+            ..Rules::default()
+        };
+        let sms = json!({"eventType": "otp", "channel": "sms",
+            "payload": {"phoneNumber": "+12025550123", "data": {"code": "123456"}}});
+        let event = parse_event(&sms, &rules).expect("valid");
+        assert_eq!(
+            event.payload,
+            json!({"phoneNumber": "+12025550123", "message": "Your code is 123456"}),
+            "the rendered message is stored, the variables are not"
+        );
+        let push = json!({"eventType": "otp", "channel": "push",
+            "payload": {"token": "t1", "data": {"code": "42"}}});
+        let event = parse_event(&push, &rules).expect("valid");
+        assert_eq!(event.payload["title"], "Code");
+        assert_eq!(event.payload["body"], "42");
+        assert_eq!(
+            event.payload["data"],
+            json!({"code": "42"}),
+            "push data is the app's too"
+        );
+        let missing = json!({"eventType": "otp", "channel": "sms",
+            "payload": {"phoneNumber": "+12025550123"}});
+        assert_eq!(
+            parse_event(&missing, &rules).expect_err("no code"),
+            [FieldError::new(
+                "payload.data.code",
+                "is required by the template otp.sms.message"
+            )]
+        );
+        let untemplated = json!({"eventType": "welcome", "channel": "sms",
+            "payload": {"phoneNumber": "+12025550123", "data": {}}});
+        let problems = parse_event(&untemplated, &rules).expect_err("no template: data is unknown");
+        assert!(
+            problems.iter().any(|p| p.field == "payload.data"),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -793,7 +1069,7 @@ mod tests {
             vec![
                 FieldError::new(
                     "chanel",
-                    "unknown field, expected one of: eventId, userId, eventType, channel, priority, payload, metadata"
+                    "unknown field, expected one of: eventId, userId, eventType, channel, priority, payload, metadata, provider"
                 ),
                 FieldError::new(
                     "channel",

@@ -120,15 +120,24 @@ impl Policy {
     }
 
     /// The provider for attempt `next`: after `switch_after` failures on one provider, the next in the list.
-    pub fn provider_for(&self, next: u32) -> Option<&str> {
-        if self.providers.is_empty() {
-            return None;
-        }
+    ///
+    /// `chosen` is the provider the client named for the first attempt: the list goes on from there (from its
+    /// place in the list, or from the list's start after it when the list does not name it), and without a list
+    /// the chosen provider serves every attempt, as the configured one would.
+    pub fn provider_for<'a>(&'a self, next: u32, chosen: Option<&'a str>) -> Option<&'a str> {
+        let order: Vec<&str> = match chosen {
+            None => self.providers.iter().map(String::as_str).collect(),
+            Some(chosen) => match self.providers.iter().position(|p| p == chosen) {
+                Some(at) => self.providers[at..].iter().map(String::as_str).collect(),
+                None => std::iter::once(chosen)
+                    .chain(self.providers.iter().map(String::as_str))
+                    .collect(),
+            },
+        };
+        let last = order.len().checked_sub(1)?;
         let failures = next.saturating_sub(1);
         let index = (failures / self.switch_after.max(1)) as usize;
-        self.providers
-            .get(index.min(self.providers.len() - 1))
-            .map(String::as_str)
+        order.get(index.min(last)).copied()
     }
 }
 
@@ -269,7 +278,9 @@ impl RetryRules {
         Decision::Retry {
             attempt: next,
             delay: Duration::from_millis(delay_ms),
-            provider: policy.provider_for(next).map(str::to_owned),
+            provider: policy
+                .provider_for(next, failure.chosen_provider)
+                .map(str::to_owned),
         }
     }
 }
@@ -334,6 +345,8 @@ pub struct Failure<'a> {
     pub channel: Channel,
     pub event_type: Option<&'a str>,
     pub provider: &'a str,
+    /// The provider the client chose for the first attempt (`Event::chosen_provider`), if any.
+    pub chosen_provider: Option<&'a str>,
     pub error_class: ErrorClass,
     pub http_status: Option<u16>,
     pub retry_after: Option<Duration>,
@@ -376,6 +389,7 @@ mod tests {
             channel: Channel::Webhook,
             event_type: None,
             provider: "webhook",
+            chosen_provider: None,
             error_class: class,
             http_status: Some(500),
             retry_after: None,
@@ -439,9 +453,35 @@ mod tests {
             ..Policy::default()
         };
         let chosen: Vec<_> = (1..=8)
-            .map(|n| policy.provider_for(n).unwrap_or("-"))
+            .map(|n| policy.provider_for(n, None).unwrap_or("-"))
             .collect();
         assert_eq!(chosen, ["a", "a", "b", "b", "c", "c", "c", "c"]);
+    }
+
+    #[test]
+    fn the_fallback_order_goes_on_from_the_clients_choice() {
+        let policy = Policy {
+            providers: vec!["a".into(), "b".into(), "c".into()],
+            ..Policy::default()
+        };
+        let order = |chosen| -> Vec<&str> {
+            (1..=4)
+                .map(|n| policy.provider_for(n, chosen).unwrap_or("-"))
+                .collect()
+        };
+        assert_eq!(order(Some("b")), ["b", "c", "c", "c"]);
+        assert_eq!(
+            order(Some("x")),
+            ["x", "a", "b", "c"],
+            "a choice outside the list comes first"
+        );
+        let no_list = Policy::default();
+        assert_eq!(
+            no_list.provider_for(3, Some("x")),
+            Some("x"),
+            "without a list the choice stays"
+        );
+        assert_eq!(no_list.provider_for(3, None), None);
     }
 
     #[test]
@@ -491,8 +531,8 @@ mod tests {
         assert_eq!(
             shown,
             [
-                "channels.email.providers: unknown provider 'backup', expected one of: smtp, sandbox",
-                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, fcm, http-sms, onesignal, sandbox, smtp, twilio, webhook",
+                "channels.email.providers: unknown provider 'backup', expected one of: smtp, sendgrid, mailgun, sandbox",
+                "event_types.otp.providers: unknown provider 'pigeon', expected one of: backup, fcm, firebase, http-sms, mailgun, messagebird, onesignal, sandbox, sendgrid, smtp, twilio, webhook",
             ]
         );
         assert!(RetryRules::default()
@@ -559,7 +599,7 @@ mod tests {
                 ..RulesFile::default()
             }).expect("valid");
             let retry_after = retry_after_ms.map(Duration::from_millis);
-            let input = Failure { channel, event_type: None, provider: "p", error_class, http_status: None, retry_after, attempt };
+            let input = Failure { channel, event_type: None, provider: "p", chosen_provider: None, error_class, http_status: None, retry_after, attempt };
             match rules.decide(&input, jitter) {
                 Decision::Retry { attempt: next, delay, .. } => {
                     prop_assert_eq!(error_class, ErrorClass::Retryable);

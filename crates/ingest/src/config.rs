@@ -1,7 +1,11 @@
 //! The service's configuration, read from environment variables with every bad field reported at once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use herald_domain::provider::KnownProviders;
+use herald_domain::template::Templates;
 
 use herald_domain::request::{Region, Rules};
 use herald_platform::http::rate_limit::RateLimitConfig;
@@ -40,6 +44,13 @@ pub struct Config {
     pub http: HttpConfig,
     /// `HERALD_RATE_LIMIT_PER_SEC` and `HERALD_RATE_LIMIT_BURST`: see [`RateLimitConfig`].
     pub rate_limit: RateLimitConfig,
+    /// The providers a `POST /event` may name in `provider`, per channel: those the dispatchers configured by
+    /// the same provider variables have (`HERALD_SENDGRID_API_KEY`, `HERALD_SMS_BASE_URL`, ...,
+    /// `HERALD_EMAIL_PROVIDERS`, `HERALD_SMS_PROVIDERS`; only their presence is read here), and the sandbox.
+    pub providers: Arc<KnownProviders>,
+    /// `HERALD_TEMPLATES_DIR`: the message templates by event type (`herald_domain::template`); default none.
+    /// A bad template keeps ingest from starting.
+    pub templates: Arc<Templates>,
 }
 
 impl Config {
@@ -66,6 +77,8 @@ impl Config {
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
             rate_limit: RateLimitConfig::read(env),
+            providers: Arc::new(herald_platform::templates::read_providers(env)),
+            templates: herald_platform::templates::read_templates(env),
         };
         for (key, is_zero) in [
             ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
@@ -99,7 +112,17 @@ impl Config {
     pub fn rules(&self) -> Rules {
         Rules {
             default_region: self.default_region,
+            providers: Arc::clone(&self.providers),
+            templates: Arc::clone(&self.templates),
         }
+    }
+
+    /// The provider and template settings of `env` (the variables a dispatcher reads), on top of these: for
+    /// tests and embedding, which start from [`Config::for_test`].
+    pub fn with_delivery_env(mut self, env: &mut EnvReader) -> Self {
+        self.providers = Arc::new(herald_platform::templates::read_providers(env));
+        self.templates = herald_platform::templates::read_templates(env);
+        self
     }
 }
 
@@ -155,5 +178,31 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from: {text}");
         }
+    }
+
+    #[test]
+    fn providers_come_from_the_dispatchers_variables_and_templates_from_their_folder() {
+        let config = read(&[
+            ("HERALD_MAILGUN_API_KEY", "key"),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            config.providers.names(herald_domain::Channel::Email),
+            ["mailgun", "sandbox", "smtp"]
+        );
+        assert_eq!(
+            config.providers.names(herald_domain::Channel::Sms),
+            ["backup", "sandbox"]
+        );
+        assert!(config.templates.is_empty());
+        let err = read(&[("HERALD_TEMPLATES_DIR", "/nonexistent/herald-templates")])
+            .expect_err("no such folder");
+        assert!(
+            err.to_string().contains(
+                "HERALD_TEMPLATES_DIR: cannot read the folder /nonexistent/herald-templates"
+            ),
+            "{err}"
+        );
     }
 }

@@ -54,10 +54,19 @@ pub struct EventRequest {
     /// record-only event.
     pub payload: BTreeMap<String, Value>,
     /// Anything else to keep with the event (an object); alert rules can group by its fields (`metadata.ip`).
+    /// `metadata.locale` (`fr`, `fr-CA`) picks a template variant; the chosen `provider` is kept here as
+    /// `heraldProvider`.
     pub metadata: Option<BTreeMap<String, Value>>,
+    /// The provider of the first attempt, among those the dispatchers have for the channel (`smtp`,
+    /// `sendgrid`, `mailgun`, `http-sms`, `twilio`, `messagebird`, `fcm`, `firebase`, `onesignal`, `webhook`,
+    /// `sandbox` and the named extras); an unknown one is a 400 listing them. The retry rules' fallback order
+    /// goes on from it. Default: the channel's configured provider.
+    #[schema(example = "sendgrid")]
+    pub provider: Option<String>,
 }
 
-/// The payload of an email.
+/// The payload of an email. With a template set for the event type, `subject`, `text` and `html` may be left
+/// out (each given one wins over the template's) and `data` holds the template's variables.
 #[derive(Debug, ToSchema)]
 pub struct EmailPayload {
     /// The recipient's address.
@@ -67,6 +76,8 @@ pub struct EmailPayload {
     /// The plain-text body; `text`, `html` or both.
     pub text: Option<String>,
     pub html: Option<String>,
+    /// The variables of the event type's template (`HERALD_TEMPLATES_DIR`); not kept once rendered.
+    pub data: Option<BTreeMap<String, Value>>,
 }
 
 /// The payload of an SMS.
@@ -75,8 +86,10 @@ pub struct EmailPayload {
 pub struct SmsPayload {
     /// E.164 (`+14155550123`), or national form in the configured default region; stored as E.164.
     pub phone_number: String,
-    /// At most 1600 characters.
+    /// At most 1600 characters; may be left out when the event type has an SMS template.
     pub message: String,
+    /// The variables of the event type's template (`HERALD_TEMPLATES_DIR`); not kept once rendered.
+    pub data: Option<BTreeMap<String, Value>>,
 }
 
 /// The payload of a webhook.
@@ -102,7 +115,8 @@ pub struct PushPayload {
     pub title: String,
     /// At most 2048 characters.
     pub body: String,
-    /// String keys and values for the app, at most 3072 bytes (FCM's reserved keys are refused).
+    /// String keys and values for the app, at most 3072 bytes (FCM's reserved keys are refused); also the
+    /// variables of the event type's push template, which may then stand in for `title` and `body`.
     pub data: Option<BTreeMap<String, String>>,
 }
 
@@ -129,4 +143,22 @@ pub struct AcceptedBody {
     /// event, where it is now.
     pub status: String,
     pub priority: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_request_documents_provider_and_template_data() {
+        let schema = serde_json::to_value(<EventRequest as utoipa::PartialSchema>::schema())
+            .expect("a schema");
+        assert!(
+            schema["properties"]["provider"].is_object(),
+            "provider is documented: {schema}"
+        );
+        let email = serde_json::to_value(<EmailPayload as utoipa::PartialSchema>::schema())
+            .expect("a schema");
+        assert!(email["properties"]["data"].is_object(), "{email}");
+    }
 }

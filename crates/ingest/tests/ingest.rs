@@ -7,6 +7,7 @@ mod ingest {
     pub mod http;
     pub mod idempotency;
     pub mod outages;
+    pub mod startup;
     pub mod support;
     pub mod validation;
 }

@@ -12,6 +12,7 @@ pub mod shutdown;
 pub mod smtp;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 
 pub use config::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 pub use shutdown::{shutdown_signal, shutdown_signal_within};

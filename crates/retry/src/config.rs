@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(err.problems.len(), 1, "{err}");
         assert!(
             err.to_string()
-                .contains("channels.email.providers: unknown provider 'relay', expected one of: smtp, sandbox"),
+                .contains("channels.email.providers: unknown provider 'relay', expected one of: smtp, sendgrid, mailgun, sandbox"),
             "{err}"
         );
         let err = Config::read(env("")).expect_err("backup and relay are unknown");

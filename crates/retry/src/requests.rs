@@ -154,6 +154,7 @@ pub async fn decide_and_apply(
         channel,
         event_type: request.event.event_type.as_deref(),
         provider: &failed.provider,
+        chosen_provider: request.event.chosen_provider(),
         error_class: failed.error_class.unwrap_or(ErrorClass::Retryable),
         http_status: failed.http_status,
         // The request's own value, or the attempt's (recorded with it, so it survives a dispatcher's crash).

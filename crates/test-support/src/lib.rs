@@ -6,6 +6,7 @@
 //! 3. neither: the test fails with a message naming the command that starts the stack. Never a silent skip.
 
 pub mod http;
+pub mod message_fakes;
 pub mod plain_kafka;
 pub mod push_fakes;
 pub mod secure_kafka;

@@ -309,7 +309,13 @@ async fn onesignal(
             format!("authorization {auth:?}"),
         );
     }
+    // OneSignal takes only a UUID as the key it deduplicates resends on.
+    let key_ok = body.get("idempotency_key").is_none_or(|key| {
+        key.as_str()
+            .is_some_and(|k| uuid::Uuid::parse_str(k).is_ok())
+    });
     if body["app_id"] != ONESIGNAL_APP_ID
+        || !key_ok
         || !body["include_subscription_ids"].is_array()
         || !body["contents"]["en"].is_string()
     {

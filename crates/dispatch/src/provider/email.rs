@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_domain::message::Email;
 use herald_domain::outcome::{Observation, TransportFailure};
-use herald_domain::provider::env_segment;
+use herald_domain::provider::{self as names, env_segment};
 use herald_domain::{Channel, Event, Message};
 use herald_platform::smtp::SmtpConfig;
 use herald_platform::EnvReader;
@@ -17,11 +17,21 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::settings::{backend, read_extra_names, required, Backend, NamedProvider};
 use super::{wrong_channel, BuildError, Delivered, Provider, SendError};
 
+/// An HTTP email API that sends first instead of SMTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailApi {
+    SendGrid,
+    Mailgun,
+}
+
 /// The email channel.
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
-    /// `HERALD_EMAIL_PROVIDER`: `smtp` or `sandbox`. Default `smtp`.
+    /// `HERALD_EMAIL_PROVIDER`: `smtp`, `sendgrid`, `mailgun` or `sandbox`: which provider takes an email's first
+    /// attempt. Default `smtp`. `sandbox` here is the only way to have no SMTP provider.
     pub backend: Backend,
+    /// `sendgrid` or `mailgun` in `HERALD_EMAIL_PROVIDER` (`backend` is then `Real`).
+    pub api: Option<EmailApi>,
     /// `HERALD_SMTP_*`: the server, as herald-alert reads it too (`herald_platform::smtp`).
     pub smtp: SmtpConfig,
 }
@@ -29,8 +39,19 @@ pub struct EmailConfig {
 impl EmailConfig {
     /// `HERALD_EMAIL_PROVIDER` and `HERALD_SMTP_*`.
     pub(crate) fn read(env: &mut EnvReader) -> Self {
+        let key = "HERALD_EMAIL_PROVIDER";
+        let api = match env.raw(key).map(str::to_ascii_lowercase).as_deref() {
+            Some(names::SENDGRID) => Some(EmailApi::SendGrid),
+            Some(names::MAILGUN) => Some(EmailApi::Mailgun),
+            _ => None,
+        };
+        let backend = match api {
+            Some(_) => Backend::Real,
+            None => backend(env, key, "smtp, sendgrid, mailgun", Backend::Real),
+        };
         Self {
-            backend: backend(env, "HERALD_EMAIL_PROVIDER", "smtp", Backend::Real),
+            backend,
+            api,
             smtp: SmtpConfig::read(env),
         }
     }
@@ -48,6 +69,7 @@ impl EmailConfig {
                 let host = required(env, &format!("{prefix}HOST"), list, &name).unwrap_or_default();
                 let config = EmailConfig {
                     backend: Backend::Real,
+                    api: None,
                     smtp: SmtpConfig::read_relay(env, &prefix, host, from),
                 };
                 NamedProvider { name, config }

@@ -2,6 +2,10 @@
 //! `{app_id, target_channel: "push", include_subscription_ids, headings, contents, data}`, one request for every
 //! token of the message.
 //!
+//! Each request carries an `idempotency_key` made of the event id and the attempt number, so that a resend of the
+//! same attempt (a dispatcher that crashed after sending, whose claim another took over) is deduplicated by
+//! OneSignal (for 30 days) instead of reaching the devices twice; a retry, a new attempt, gets a new key.
+//!
 //! OneSignal answers 200 even when no recipient could take the message: an answer without a notification `id`
 //! (with `errors` such as "All included players are not subscribed") is a permanent failure. Other answers are
 //! judged like every HTTP answer (400 permanent, 429 and 5xx retryable with their `Retry-After`).
@@ -52,6 +56,22 @@ impl OneSignalConfig {
     }
 }
 
+/// The `idempotency_key` of an attempt: OneSignal wants a v3 or v4 UUID, so this is a v4-shaped UUID whose bits
+/// are a SHA-256 of the event id and the attempt number, the same for every send of that attempt.
+pub(crate) fn idempotency_key(event: &Event, attempt: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(event.event_id.as_str())
+        .chain_update([0])
+        .chain_update(attempt.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// Sends push messages through OneSignal.
 #[derive(Debug)]
 pub struct OneSignalProvider {
@@ -89,15 +109,16 @@ impl Provider for OneSignalProvider {
 
     async fn send(
         &self,
-        _event: &Event,
+        event: &Event,
         message: &Message,
-        _attempt: u32,
+        attempt: u32,
     ) -> Result<Delivered, SendError> {
         let Message::Push(push) = message else {
             return Err(wrong_channel(Channel::Push, message));
         };
         let mut body = json!({
             "app_id": self.app_id,
+            "idempotency_key": idempotency_key(event, attempt),
             "target_channel": "push",
             "include_subscription_ids": push.tokens(),
             "headings": {"en": push.title()},
@@ -135,5 +156,34 @@ impl Provider for OneSignalProvider {
                     .unwrap_or_default()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idempotency_key_is_a_uuid_per_event_and_attempt() {
+        let event = |id: &str| -> Event {
+            serde_json::from_value(json!({
+                "eventId": id, "channel": "push", "payload": {}, "createdAt": "2026-01-01T00:00:00Z"
+            }))
+            .expect("an event")
+        };
+        let key = idempotency_key(&event("e-1"), 1);
+        let parsed = uuid::Uuid::parse_str(&key).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(
+            key,
+            idempotency_key(&event("e-1"), 1),
+            "a resend has the same key"
+        );
+        assert_ne!(
+            key,
+            idempotency_key(&event("e-1"), 2),
+            "a retry has its own"
+        );
+        assert_ne!(key, idempotency_key(&event("e-2"), 1));
     }
 }

@@ -43,11 +43,12 @@ pub struct NamedProvider<C> {
     pub config: C,
 }
 
-/// Reads a channel's `HERALD_<CHANNEL>_PROVIDER`: `real` (the name of the real implementation) or `sandbox`.
+/// Reads a channel's `HERALD_<CHANNEL>_PROVIDER`: one of `real` (the comma-separated names of the real
+/// implementations) or `sandbox`.
 pub(crate) fn backend(env: &mut EnvReader, key: &str, real: &str, default: Backend) -> Backend {
     match env.raw(key).map(str::to_ascii_lowercase) {
         None => default,
-        Some(raw) if raw == real => Backend::Real,
+        Some(raw) if real.split(", ").any(|name| name == raw) => Backend::Real,
         Some(raw) if raw == "sandbox" => Backend::Sandbox,
         Some(raw) => {
             env.problem(

@@ -17,12 +17,24 @@ use super::{
     judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
 };
 
+/// Which SMS API takes an SMS's first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsApi {
+    /// The Twilio-shaped API of `HERALD_SMS_*` (`http-sms`), or the sandbox when `backend` says so.
+    Twilio,
+    /// MessageBird (`HERALD_MESSAGEBIRD_*`).
+    MessageBird,
+}
+
 /// The SMS channel.
 #[derive(Debug, Clone)]
 pub struct SmsConfig {
-    /// `HERALD_SMS_PROVIDER`: `http` or `sandbox`. Default `http` when `HERALD_SMS_BASE_URL` is set, else
-    /// `sandbox`.
+    /// `HERALD_SMS_PROVIDER`: `http` (or `twilio`), `messagebird` or `sandbox`. Default `http` when
+    /// `HERALD_SMS_BASE_URL` is set, else `messagebird` when `HERALD_MESSAGEBIRD_ACCESS_KEY` is, else `sandbox`.
+    /// `backend` says whether the Twilio-shaped API of `HERALD_SMS_*` is built.
     pub backend: Backend,
+    /// Which API sends first.
+    pub api: SmsApi,
     /// `HERALD_SMS_BASE_URL`: the SMS API's base URL; messages are POSTed to
     /// `{base}/Accounts/{account}/Messages.json`. Required for `http`.
     pub base_url: Option<Url>,
@@ -38,21 +50,33 @@ impl SmsConfig {
     /// `HERALD_SMS_PROVIDER` and `HERALD_SMS_*`.
     pub(crate) fn read(env: &mut EnvReader) -> Self {
         let base_url = read_url(env, "HERALD_SMS_BASE_URL");
-        let default = if env.raw("HERALD_SMS_BASE_URL").is_some() {
+        let has_base_url = env.raw("HERALD_SMS_BASE_URL").is_some();
+        let default = if has_base_url {
             Backend::Real
         } else {
             Backend::Sandbox
         };
+        let raw = env.raw("HERALD_SMS_PROVIDER").map(str::to_ascii_lowercase);
+        let api = match raw.as_deref() {
+            Some(names::MESSAGEBIRD) => SmsApi::MessageBird,
+            None if !has_base_url && env.raw("HERALD_MESSAGEBIRD_ACCESS_KEY").is_some() => {
+                SmsApi::MessageBird
+            }
+            _ => SmsApi::Twilio,
+        };
         let config = SmsConfig {
-            // `twilio` names the same API: its shape is Twilio's.
-            backend: if env
-                .raw("HERALD_SMS_PROVIDER")
-                .is_some_and(|raw| raw.eq_ignore_ascii_case(names::TWILIO))
-            {
-                Backend::Real
-            } else {
-                backend(env, "HERALD_SMS_PROVIDER", "http", default)
+            backend: match api {
+                // MessageBird sends first; the Twilio-shaped API is there too when it is configured.
+                SmsApi::MessageBird => default,
+                // `twilio` names the same API: its shape is Twilio's.
+                SmsApi::Twilio => backend(
+                    env,
+                    "HERALD_SMS_PROVIDER",
+                    "http, twilio, messagebird",
+                    default,
+                ),
             },
+            api,
             base_url,
             account_id: env.optional_string("HERALD_SMS_ACCOUNT_ID"),
             auth_token: env
@@ -74,6 +98,12 @@ impl SmsConfig {
                 env.problem(key, "is required when HERALD_SMS_PROVIDER is http");
             }
         }
+        if config.api == SmsApi::MessageBird && env.raw("HERALD_MESSAGEBIRD_ACCESS_KEY").is_none() {
+            env.problem(
+                "HERALD_MESSAGEBIRD_ACCESS_KEY",
+                "is required when HERALD_SMS_PROVIDER is messagebird",
+            );
+        }
         config
     }
 
@@ -89,6 +119,7 @@ impl SmsConfig {
                 }
                 let config = SmsConfig {
                     backend: Backend::Real,
+                    api: SmsApi::Twilio,
                     base_url: read_url(env, &key("BASE_URL")),
                     account_id: required(env, &key("ACCOUNT_ID"), list, &name),
                     auth_token: required(env, &key("AUTH_TOKEN"), list, &name).map(Secret::new),

@@ -163,11 +163,21 @@ async fn fcm_answers_are_classified_and_onesignal_gets_its_key() -> Result<()> {
         attempt.error_class == Some(ErrorClass::Permanent),
         "{attempt:?}"
     );
-    let sent = fakes
+    let mut sent = fakes
         .onesignal_notifications()
         .into_iter()
         .find(|n| n["include_subscription_ids"] == json!(["sub-1", "sub-2"]))
         .unwrap_or_default();
+    // The attempt's idempotency key (a UUID OneSignal deduplicates a resend on), then the notification itself.
+    let key = sent
+        .as_object_mut()
+        .and_then(|n| n.remove("idempotency_key"))
+        .unwrap_or_default();
+    ensure!(
+        key.as_str()
+            .is_some_and(|k| uuid::Uuid::parse_str(k).is_ok()),
+        "{key}"
+    );
     ensure!(
         sent == json!({"app_id": "os-app-1", "target_channel": "push", "include_subscription_ids": ["sub-1", "sub-2"],
             "headings": {"en": "Hello"}, "contents": {"en": "World"}, "data": {"k": "v"}}),

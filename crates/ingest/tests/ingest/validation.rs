@@ -109,7 +109,7 @@ async fn unknown_field() -> Result<()> {
         "ingest-unknown-field",
         json!({"chanel": "email", "payload": {}}),
         json!([{"field": "chanel",
-            "message": "unknown field, expected one of: eventId, userId, eventType, channel, priority, payload, metadata"}]),
+            "message": "unknown field, expected one of: eventId, userId, eventType, channel, priority, payload, metadata, provider"}]),
     )
     .await
 }
