@@ -370,6 +370,7 @@ mod tests {
         );
         let rules = Rules {
             default_region: Region::default(),
+            ..Rules::default()
         };
         for _ in 0..500 {
             let request = generator.next_request();
