@@ -25,7 +25,7 @@ use crate::AppState;
             date-time with a zone, or a date), down to its hour"),
         ("startDate" = Option<String>, Query, description = "Another name for `from`"),
         ("to" = Option<String>, Query, description = "Only events created at or before this time (a date: up to \
-            its end)"),
+            its end), up to the end of its hour"),
         ("endDate" = Option<String>, Query, description = "Another name for `to`"),
     ),
     responses(
