@@ -323,6 +323,8 @@ fn query(stack: &Stack, args: &BenchArgs) -> Result<Value> {
         .args(["--requests", &args.query_requests.to_string()])
         .args(["--budget-secs", "30"])
         .args(["--database", "herald_bench"])
+        .arg("--json")
+        .arg(target_dir().join("bench").join("query.json"))
         .envs(
             stack
                 .test_env()
@@ -333,6 +335,8 @@ fn query(stack: &Stack, args: &BenchArgs) -> Result<Value> {
     if args.reuse_seed {
         cmd.arg("--reuse");
     }
+    // A file left by an earlier run must not pass for this one's.
+    let _ = std::fs::remove_file(target_dir().join("bench").join("query.json"));
     // The seed's progress ("seeded N events in S s") goes to stderr: keep it for the report too.
     let log = std::fs::File::create(target_dir().join("bench").join("query-seed.log"))?;
     cmd.stderr(Stdio::from(log));
@@ -363,9 +367,15 @@ fn query(stack: &Stack, args: &BenchArgs) -> Result<Value> {
             .unwrap_or("query_bench failed")
             .to_owned()
     });
+    // One entry per request kind, `{"name", "p50_ms", "p99_ms", "matches", "n", "n_failed"}`, as query_bench wrote it.
+    let entries: Value = std::fs::read_to_string(target_dir().join("bench").join("query.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
     Ok(json!({
         "events": args.events,
         "seed": seeded,
+        "entries": entries,
         "wall_secs": started.elapsed().as_secs_f64(),
         "output": text,
         "failed": failure,

@@ -96,6 +96,10 @@ pub struct StatusMessage {
     pub replay_count: u32,
     /// When the step happened.
     pub at: DateTime<Utc>,
+    /// When the event was accepted (its `createdAt`), so that a consumer can count the step in the hour the event
+    /// belongs to (herald-query's stats). Absent in messages from before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
     /// The attempt's error, or why the event was dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -117,6 +121,7 @@ impl StatusMessage {
             attempt,
             replay_count,
             at: Utc::now(),
+            created_at: Some(event.created_at),
             error: None,
             metadata: event.metadata.clone(),
         }
@@ -166,6 +171,7 @@ mod tests {
         assert_eq!(json["eventId"], "e1");
         assert_eq!(json["replayCount"], 1);
         assert_eq!(json["metadata"]["ip"], "10.0.0.1");
+        assert_eq!(json["createdAt"], "2024-01-01T00:00:00Z");
         assert!(json.get("channel").is_none());
         let back: StatusMessage = serde_json::from_value(json).expect("deserializable");
         assert_eq!(back, status);

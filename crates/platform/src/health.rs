@@ -97,6 +97,20 @@ pub fn openapi_router(service: &'static str, readiness: Readiness) -> OpenApiRou
     })
 }
 
+/// [`openapi_router`] for an HTTP service that also runs self-watching Kafka consumers (herald-query's stats
+/// consumer): `/api/ready` is also 503 while one of them is stuck or being rebuilt, naming it.
+pub fn openapi_router_with_consumers(
+    service: &'static str,
+    readiness: Readiness,
+    consumers: watch::Health,
+) -> OpenApiRouter {
+    openapi_router_of(Ready {
+        service,
+        readiness,
+        consumers: Some(consumers),
+    })
+}
+
 fn openapi_router_of(ready_state: Ready) -> OpenApiRouter {
     crate::http::metrics::install();
     OpenApiRouter::new()

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::events::{Found, NO_CHANNEL};
+use crate::logs::reader::{Found, NO_CHANNEL};
+use crate::logs::view::EventSummary;
 use crate::openapi::ErrorBody;
-use crate::view::EventSummary;
 use crate::AppState;
 
 /// Most events one answer reads: past it the answer says `truncated`.
@@ -291,7 +291,7 @@ pub async fn dead_letters(state: &AppState) -> mongodb::error::Result<DeadLetter
 pub fn parse_minutes(raw: Option<&str>) -> Result<u32, Vec<FieldError>> {
     let mut minutes = DEFAULT_MINUTES;
     let mut problems = Vec::new();
-    for (name, value) in crate::params::pairs(raw) {
+    for (name, value) in crate::logs::params::pairs(raw) {
         match name.as_str() {
             "minutes" => match value.parse::<u32>() {
                 Ok(n) if (1..=MAX_MINUTES).contains(&n) => minutes = n,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use herald_platform::http::HttpConfig;
+use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use url::Url;
 
@@ -25,9 +26,15 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
     pub mongo: MongoConfig,
-    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`]. Only
-    /// `GET /api/lanes` (the lanes' consumer lag) uses Kafka.
+    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`]. The stats
+    /// consumer (the status topic) and `GET /api/lanes` (the lanes' consumer lag) use Kafka.
     pub kafka: KafkaConfig,
+    /// `HERALD_QUERY_STATS_CONSUMER`: whether this process keeps the hourly stats buckets from the status topic
+    /// (`true`/`false`). Default true; one process per installation is enough, more share the work (one group).
+    /// [`Config::for_test`] turns it off.
+    pub stats_consumer: bool,
+    /// `HERALD_KAFKA_CONSUMER_STALL_MS`, `HERALD_KAFKA_CONSUMER_CHECK_MS`: how the stats consumer watches itself.
+    pub watch: WatchConfig,
     /// `HERALD_QUERY_REPLAY_URL`: where herald-replay answers, for the console's replays (which it forwards with
     /// the signed-in key). Default `http://127.0.0.1:3005`.
     pub replay_url: Url,
@@ -55,6 +62,8 @@ impl Config {
             request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             mongo: MongoConfig::read(env),
             kafka: KafkaConfig::read(env, "herald-query"),
+            stats_consumer: env.flag("HERALD_QUERY_STATS_CONSUMER", true),
+            watch: WatchConfig::read(env),
             replay_url: env.parse(
                 "HERALD_QUERY_REPLAY_URL",
                 Url::parse("http://127.0.0.1:3005").expect("a valid default"),
@@ -77,6 +86,8 @@ impl Config {
         let mut config = Self::read(&mut env);
         config.port = 0;
         config.mongo = mongo;
+        // A test that counts stats turns it on, with its own topics.
+        config.stats_consumer = false;
         config
     }
 }
@@ -107,6 +118,7 @@ mod tests {
         assert!(config.mask.is_empty());
         assert_eq!(config.request_timeout, Duration::from_millis(10_000));
         assert_eq!(config.mongo.database, "herald");
+        assert!(config.stats_consumer);
     }
 
     #[test]

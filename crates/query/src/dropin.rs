@@ -16,10 +16,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ApiError;
+use crate::logs::params::{self, ListQuery, Position};
+use crate::logs::routes::find_event;
+use crate::logs::view::EventSummary;
 use crate::openapi::ErrorBody;
-use crate::params::{self, ListQuery, Position};
-use crate::routes::find_event;
-use crate::view::EventSummary;
 use crate::AppState;
 
 /// Most processed events one `GET /events/processed` answers with.

@@ -15,6 +15,8 @@ use mongodb::error::ErrorKind;
 pub enum Error {
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] herald_platform::kafka::Error),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -33,6 +35,8 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     /// 404: no event has this id.
     EventNotFound,
+    /// 404: no alert has this id.
+    AlertNotFound,
     /// 503: MongoDB did not answer.
     Unavailable,
     /// 503: Kafka did not answer (only `GET /api/lanes` asks it).
@@ -82,6 +86,7 @@ impl ApiError {
                 ErrorBody::with_details("Validation failed", details),
             ),
             ApiError::EventNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Event not found")),
+            ApiError::AlertNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Alert not found")),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 one(

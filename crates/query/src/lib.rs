@@ -1,9 +1,10 @@
 //! `herald-query`: Herald's read API.
 //!
-//! It lists events with filters and two kinds of pagination (`GET /api/logs`), shows one event with its
-//! attempts and timeline (`GET /api/logs/{id}`) and counts events (`GET /api/stats`), straight from the `events`
-//! collection the other services write. It never writes an event and needs no Kafka: readiness is a MongoDB
-//! ping. Configured payload and metadata fields are masked in every answer. The OpenAPI 3.1 document is at
+//! It lists events with filters and two kinds of pagination (`GET /api/logs`) and shows one event with its
+//! attempts and timeline (`GET /api/logs/{id}`), straight from the `events` collection the other services
+//! write, and counts events (`GET /api/stats`) from hourly buckets its stats consumer keeps from the status topic
+//! (see [`stats`]). It never writes an event. Readiness is a MongoDB ping, and the stats consumer not being
+//! stuck. Configured payload and metadata fields are masked in every answer. The OpenAPI 3.1 document is at
 //! `/api/openapi.json`, Swagger UI at `/api/docs`. It also serves the web console (`/console`, see [`console`]),
 //! and reads each lane's consumer lag from Kafka for `GET /api/lanes`.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use herald_platform::health::Readiness;
+use herald_platform::kafka::{self, watch};
 use herald_platform::mongo;
 use herald_platform::store::EventStore;
 use mongodb::Database;
@@ -23,16 +25,14 @@ pub mod activity;
 pub mod alerts;
 pub mod config;
 pub mod console;
-pub mod cursor;
 pub mod dropin;
 pub mod error;
-pub mod events;
 pub mod lanes;
+pub mod logs;
 pub mod mask;
 pub mod openapi;
-pub mod params;
 mod routes;
-pub mod view;
+pub mod stats;
 
 pub use config::Config;
 pub use error::{ApiError, Error, Result};
@@ -47,11 +47,14 @@ const INDEX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 pub struct AppState {
     db: Database,
     kafka: herald_platform::KafkaConfig,
-    reader: events::EventReader,
-    alerts: alerts::AlertReader,
+    reader: logs::reader::EventReader,
+    alerts: alerts::reader::AlertReader,
+    stats: stats::reader::StatsReader,
     mask: Arc<mask::Masker>,
     request_timeout: Duration,
     readiness: Arc<Readiness>,
+    /// The stats consumer's health, for `/api/ready`.
+    consumers: watch::Health,
 }
 
 /// A built service: listening, not yet serving.
@@ -62,6 +65,17 @@ pub struct App {
     router: Router,
     db: Database,
     indexes_ready: bool,
+    /// The stats consumer, when this process runs it.
+    stats: Option<StatsConsumer>,
+}
+
+/// What the stats consumer runs with.
+#[derive(Debug)]
+struct StatsConsumer {
+    kafka: herald_platform::KafkaConfig,
+    watch: watch::WatchConfig,
+    folder: stats::consumer::Folder,
+    consumers: watch::Health,
 }
 
 impl App {
@@ -69,11 +83,26 @@ impl App {
     /// the listener.
     pub async fn build(config: Config) -> Result<Self> {
         let db = mongo::connect(&config.mongo, "herald-query").await?;
+        let consumers = watch::Health::default();
+        let stats = match config.stats_consumer {
+            true => Some(StatsConsumer {
+                kafka: config.kafka.clone(),
+                watch: config.watch,
+                folder: stats::consumer::Folder {
+                    buckets: stats::buckets::Buckets::new(&db),
+                    producer: kafka::build_producer(&config.kafka)?,
+                    dead_letters: config.kafka.topics().dead_letters(),
+                },
+                consumers: consumers.clone(),
+            }),
+            false => None,
+        };
         let state = AppState {
             db: db.clone(),
             kafka: config.kafka.clone(),
-            reader: events::EventReader::new(&db, config.request_timeout),
-            alerts: alerts::AlertReader::new(&db, config.request_timeout),
+            reader: logs::reader::EventReader::new(&db, config.request_timeout),
+            alerts: alerts::reader::AlertReader::new(&db, config.request_timeout),
+            stats: stats::reader::StatsReader::new(&db, config.request_timeout),
             mask: Arc::new(config.mask.clone()),
             request_timeout: config.request_timeout,
             readiness: Arc::new(Readiness {
@@ -81,6 +110,7 @@ impl App {
                 mongo: Some(db.clone()),
                 timeout: None,
             }),
+            consumers,
         };
         // Starting without MongoDB is allowed (`/api/ready` says so); the indexes are then created later.
         let indexes_ready = ensure_indexes(&db).await;
@@ -102,6 +132,7 @@ impl App {
             router,
             db,
             indexes_ready,
+            stats,
         })
     }
 
@@ -110,9 +141,31 @@ impl App {
         self.address.port()
     }
 
-    /// Serves requests until `shutdown` is cancelled; then stops accepting connections and finishes the requests
-    /// in flight.
+    /// Serves requests (and runs the stats consumer) until `shutdown` is cancelled; then stops accepting
+    /// connections, finishes the requests in flight and commits the consumer's stored offsets. A consumer that
+    /// fails stops the service with its error.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+        let stop = shutdown.child_token();
+        let consumer = self.stats.map(|stats| {
+            let topic = stats.kafka.topics().status();
+            let watch = watch::Watch::new(
+                stats::consumer::group_id(&stats.kafka),
+                vec![topic],
+                &stats.consumers,
+            );
+            let checks = watch.spawn_checks(stats.kafka.clone(), stats.watch, stop.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let consumed =
+                    stats::consumer::run(stats.kafka, watch, stats.folder, stop.clone()).await;
+                checks.abort();
+                if let Err(e) = &consumed {
+                    tracing::error!(error = %e, "the stats consumer failed; stopping");
+                    stop.cancel();
+                }
+                consumed
+            })
+        });
         let stop_indexer = shutdown.child_token();
         let indexer = (!self.indexes_ready).then(|| {
             tokio::spawn(ensure_indexes_until_done(
@@ -122,8 +175,9 @@ impl App {
         });
         tracing::info!(address = %self.address, "herald-query listening");
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
             .await;
+        stop.cancel();
         stop_indexer.cancel();
         if let Some(Err(e)) = match indexer {
             Some(task) => Some(task.await),
@@ -131,8 +185,19 @@ impl App {
         } {
             tracing::error!(error = %e, "the index task panicked");
         }
+        let consumed = match consumer {
+            Some(task) => match task.await {
+                Ok(consumed) => consumed.map_err(Error::Kafka),
+                Err(e) => {
+                    tracing::error!(error = %e, "the stats consumer panicked");
+                    Ok(())
+                }
+            },
+            None => Ok(()),
+        };
         tracing::info!("herald-query stopped");
-        served.map_err(Error::Serve)
+        served.map_err(Error::Serve)?;
+        consumed
     }
 }
 
@@ -142,7 +207,10 @@ impl App {
 /// timeouts (the listing, the creation, the listing again).
 async fn ensure_indexes(db: &Database) -> bool {
     let created = match mongo::ping(db, INDEX_PING_TIMEOUT).await {
-        Ok(()) => EventStore::ensure_indexes(db).await,
+        Ok(()) => match EventStore::ensure_indexes(db).await {
+            Ok(()) => stats::buckets::Buckets::ensure_indexes(db).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match created {

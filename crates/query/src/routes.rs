@@ -1,17 +1,15 @@
-//! The HTTP API: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats`, `GET /api/stats/minutes`,
+//! The service's router: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats`, `GET /api/stats/minutes`,
 //! `GET /api/stats/dead-letters`, `GET /api/lanes`, the alerts (each needing a key with the `read` scope), the
 //! health and metrics routes, the documentation and the console; the middleware is platform's standard stack.
+//! Each resource's handlers are in its own folder (`logs/routes.rs`, `alerts/routes.rs`).
 //!
 //! Routes are only added through [`OpenApiRouter::routes`], which records each handler's `#[utoipa::path]`
 //! operation as it adds the route: the document and the router are built from the same list.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
 use axum::middleware;
-use axum::{Json, Router};
-use herald_domain::{EventId, FieldError};
+use axum::Router;
 use herald_platform::health;
 use herald_platform::http::auth::{self, Required};
 use herald_platform::http::{self, Scope, Standard};
@@ -20,13 +18,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::config::Config;
-use crate::cursor::Cursor;
-use crate::error::{ApiError, TIMEOUT_HINT};
-use crate::events::Found;
-use crate::openapi::{ApiDoc, ErrorBody};
-use crate::params::{self, ListParams, Position};
-use crate::view::{EventDetail, EventSummary, LogPage, Pagination, Stats};
-use crate::AppState;
+use crate::error::TIMEOUT_HINT;
+use crate::openapi::ApiDoc;
+use crate::{alerts, logs, stats, AppState};
 
 /// Every route of the service with its middleware, the OpenAPI document among them.
 pub fn router(state: AppState, config: &Config) -> Router {
@@ -35,22 +29,23 @@ pub fn router(state: AppState, config: &Config) -> Router {
         scope: Scope::Read,
     };
     let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(list_logs))
-        .routes(routes!(get_log))
-        .routes(routes!(stats))
+        .routes(routes!(logs::routes::list_logs))
+        .routes(routes!(logs::routes::get_log))
+        .routes(routes!(stats::routes::stats))
         .routes(routes!(crate::activity::per_minute))
         .routes(routes!(crate::activity::dead_letter_summary))
         .routes(routes!(crate::lanes::lanes))
-        .routes(routes!(crate::alerts::list_alerts))
-        .routes(routes!(crate::alerts::get_alert))
+        .routes(routes!(alerts::routes::list_alerts))
+        .routes(routes!(alerts::routes::get_alert))
         .routes(routes!(crate::dropin::list_processed))
         .routes(routes!(crate::dropin::list_user_logs))
         .routes(routes!(crate::dropin::get_user_log))
         .route_layer(middleware::from_fn_with_state(read, auth::require))
         .with_state(state.clone())
-        .merge(health::openapi_router(
+        .merge(health::openapi_router_with_consumers(
             "herald-query",
             (*state.readiness).clone(),
+            state.consumers.clone(),
         ))
         .split_for_parts();
     let docs = http::openapi::finish(document);
@@ -66,153 +61,4 @@ pub fn router(state: AppState, config: &Config) -> Router {
         http: &config.http,
     }
     .apply(api.merge(docs).merge(console))
-}
-
-/// List events.
-///
-/// Filters combine (all must match). Offset pagination (`page`) and keyset pagination (`cursor`, from the
-/// previous page's `nextCursor`, which costs the same on every page and never skips or repeats an event while new
-/// ones arrive). `total` and `pages` are given on the last page, and on any page with `total=true` (which counts
-/// every matching event); otherwise they are null.
-#[utoipa::path(
-    get,
-    path = "/api/logs",
-    tag = "logs",
-    security(("apiKey" = []), ("bearer" = [])),
-    params(ListParams),
-    responses(
-        (status = 200, description = "A page of events", body = LogPage),
-        (status = 400, description = "Bad parameters: each one is named in `details` (unknown or repeated \
-            parameter, limit outside 1..100, page 0 or too deep, unknown status/channel/priority, bad date, \
-            bad cursor or one made for other filters, cursor together with page)", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
-        (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
-    )
-)]
-async fn list_logs(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<LogPage>, ApiError> {
-    let query = params::parse_list(params::pairs(raw.as_deref())).map_err(ApiError::Validation)?;
-    let mongo = |e| ApiError::from_mongo(e, state.request_timeout);
-    let page = state.reader.page(&query).await.map_err(mongo)?;
-    // The total is given when the page tells it (the last offset page) and counted only when asked for
-    // (`total=true`): a count reads every matching event (on FerretDB, fetches it), which an unselective list
-    // cannot afford on every page, and a cursor walk has no use for it.
-    let told = match query.position {
-        Position::Page(number) if !page.more && (number == 1 || !page.events.is_empty()) => {
-            Some(query.offset() + page.events.len() as u64)
-        }
-        _ => None,
-    };
-    let total = match told {
-        Some(total) => Some(total),
-        None if query.with_total => Some(state.reader.count(&query.filters).await.map_err(mongo)?),
-        None => None,
-    };
-    let next_cursor = match page.events.last() {
-        Some(last) if page.more => Some(
-            Cursor::after(
-                query.order,
-                &query.filters,
-                last.record.created_at,
-                last.record.event_id.clone(),
-            )
-            .encode(),
-        ),
-        _ => None,
-    };
-    let pagination = Pagination {
-        page: match query.position {
-            Position::Page(page) => Some(page),
-            Position::After(_) => None,
-        },
-        limit: query.limit,
-        total,
-        pages: total.map(|total| total.div_ceil(u64::from(query.limit))),
-        next_cursor,
-    };
-    let data = page
-        .events
-        .into_iter()
-        .map(|found| EventSummary::new(found, &state.mask))
-        .collect();
-    Ok(Json(LogPage { data, pagination }))
-}
-
-/// Show one event with its attempts and timeline.
-#[utoipa::path(
-    get,
-    path = "/api/logs/{id}",
-    tag = "logs",
-    security(("apiKey" = []), ("bearer" = [])),
-    params(("id" = String, Path, description = "The event id", max_length = 128)),
-    responses(
-        (status = 200, description = "The event, its attempts and every step of its timeline, in order", body = EventDetail),
-        (status = 400, description = "The id cannot be an event id", body = ErrorBody),
-        (status = 404, description = "No event has this id", body = ErrorBody,
-            example = json!({"error": "Event not found", "details": []})),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
-        (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
-    )
-)]
-async fn get_log(
-    State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Json<EventDetail>, ApiError> {
-    let found = find_event(&state, id).await?;
-    Ok(Json(EventDetail::new(found, &state.mask)))
-}
-
-/// The event a route's `{id}` names: 400 when it cannot be an event id, 404 when no event has it.
-pub(crate) async fn find_event(
-    state: &AppState,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Found, ApiError> {
-    let id = id.map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.body_text())]))?;
-    let id = EventId::parse(&id)
-        .map_err(|e| ApiError::Validation(vec![FieldError::new("id", e.to_string())]))?;
-    state
-        .reader
-        .find(&id)
-        .await
-        .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?
-        .ok_or(ApiError::EventNotFound)
-}
-
-/// Count events by status, channel and priority.
-#[utoipa::path(
-    get,
-    path = "/api/stats",
-    tag = "stats",
-    security(("apiKey" = []), ("bearer" = [])),
-    params(
-        ("from" = Option<String>, Query, description = "Only events created at or after this time (ISO 8601 \
-            date-time with a zone, or a date)"),
-        ("startDate" = Option<String>, Query, description = "Another name for `from`"),
-        ("to" = Option<String>, Query, description = "Only events created at or before this time (a date: up to \
-            its end)"),
-        ("endDate" = Option<String>, Query, description = "Another name for `to`"),
-    ),
-    responses(
-        (status = 200, description = "The counts", body = Stats),
-        (status = 400, description = "Bad parameters, each one named", body = ErrorBody),
-        (status = 401, description = "No API key, or an unknown one", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
-        (status = 503, description = "MongoDB did not answer, or not within the request timeout", body = ErrorBody),
-    )
-)]
-async fn stats(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<Stats>, ApiError> {
-    let query = params::parse_stats(params::pairs(raw.as_deref())).map_err(ApiError::Validation)?;
-    let counts = state
-        .reader
-        .counts(&query.range)
-        .await
-        .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?;
-    Ok(Json(Stats::from(counts)))
 }

@@ -3,8 +3,9 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use herald_domain::{Channel, EventId, FieldError, Priority};
+use herald_platform::http::params::{self, Problems};
 use herald_platform::store::DeadLetterFilter;
 use serde_json::Value;
 
@@ -51,12 +52,12 @@ const FILTER_FIELDS: [&str; 6] = [
 #[derive(Default)]
 struct Reader {
     filter: DeadLetterFilter,
-    problems: Vec<FieldError>,
+    problems: Problems,
 }
 
 impl Reader {
     fn problem(&mut self, field: &str, message: impl Into<String>) {
-        self.problems.push(FieldError::new(field, message));
+        self.problems.add(field, message);
     }
 
     /// Reads one filter field; false if `field` is not one.
@@ -88,18 +89,7 @@ impl Reader {
     }
 
     fn parse_time(&mut self, field: &str, raw: &str) -> Option<DateTime<Utc>> {
-        match raw.parse::<DateTime<FixedOffset>>() {
-            Ok(time) => Some(time.with_timezone(&Utc)),
-            Err(_) => {
-                self.problem(
-                    field,
-                    format!(
-                        "'{raw}' is not an ISO 8601 date-time with a time zone, such as 2024-05-01T12:00:00Z"
-                    ),
-                );
-                None
-            }
-        }
+        self.problems.check(field, params::parse_date_time(raw))
     }
 
     /// The event ids of `eventIds`, each reported under its index.
@@ -163,16 +153,8 @@ impl Reader {
                 self.problem("since", "must not be later than until");
             }
         }
-        if self.problems.is_empty() {
-            Ok(self.filter)
-        } else {
-            self.problems.sort_by(|a, b| {
-                a.field
-                    .cmp(&b.field)
-                    .then_with(|| a.message.cmp(&b.message))
-            });
-            Err(self.problems)
-        }
+        let Reader { filter, problems } = self;
+        problems.finish(|| filter)
     }
 }
 

@@ -20,10 +20,10 @@ use super::chart::{self, Line};
 use super::session::{check_post, Viewer};
 use super::{render, ConsoleError, ConsoleState};
 use crate::activity::{self, Series, Window};
-use crate::alerts::{self, AlertView};
-use crate::cursor::Cursor;
-use crate::params;
-use crate::view::{EventDetail, EventSummary};
+use crate::alerts::{self, view::AlertView};
+use crate::logs::cursor::Cursor;
+use crate::logs::params;
+use crate::logs::view::{EventDetail, EventSummary};
 
 /// How often the live views reload themselves, in seconds.
 const OVERVIEW_REFRESH_SECS: u32 = 5;
@@ -131,7 +131,7 @@ pub async fn overview(
 ) -> Result<Response, ConsoleError> {
     let app = &state.app;
     let window = Window::ending(Utc::now(), activity::DEFAULT_MINUTES);
-    let latest = alerts::AlertQuery {
+    let latest = alerts::params::AlertQuery {
         rule: None,
         group: None,
         range: params::Range::default(),
@@ -685,7 +685,7 @@ pub async fn alerts(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ConsoleError> {
-    let query = alerts::parse_list(filled(raw.as_deref())).map_err(|problems| {
+    let query = alerts::params::parse_list(filled(raw.as_deref())).map_err(|problems| {
         let text: Vec<String> = problems
             .iter()
             .map(|p| format!("{}: {}", p.field, p.message))
@@ -766,7 +766,7 @@ mod tests {
                 .expect("an event"),
             )
         };
-        let found = crate::events::Found {
+        let found = crate::logs::reader::Found {
             record,
             dead_letter_reason: None,
             dead_lettered_at: None,

@@ -1,25 +1,36 @@
-//! `GET /api/stats` counts the seed by status, channel and priority, within a range or not.
+//! `GET /api/stats` counts the events created within whole hours by status, channel and priority: the terminal
+//! ones from the buckets the stats consumer folds from the status topic, the ones in flight from the events; a
+//! batch folded twice counts once, and an undecodable status message does not stop the counting.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
-use herald_domain::{Channel, Priority, Status};
+use herald_domain::{Channel, Priority, Status, StatusMessage, StatusOutcome};
+use herald_platform::kafka;
 use herald_platform::store::EventRecord;
-use herald_test_support::TestContext;
+use herald_query::logs::Range;
+use herald_query::stats::buckets::{hour_at_or_after, hour_of, Buckets, Step};
+use herald_query::stats::reader::StatsReader;
+use herald_test_support::{eventually, TestContext};
 use serde_json::{json, Value};
 
 use super::support::{database, seed, Service};
 
-/// The answer `/api/stats` must give for the records created within [from, to].
+/// The answer `/api/stats` must give for the records created within the whole hours of [from, before).
 fn expected(
     records: &[EventRecord],
     from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
 ) -> Value {
+    let from = from.map(hour_of);
+    let before = before.map(hour_at_or_after);
     let within: Vec<&EventRecord> = records
         .iter()
-        .filter(|r| from.is_none_or(|f| r.created_at >= f) && to.is_none_or(|t| r.created_at <= t))
+        .filter(|r| {
+            from.is_none_or(|f| r.created_at >= f) && before.is_none_or(|b| r.created_at < b)
+        })
         .collect();
     let count = |pred: &dyn Fn(&EventRecord) -> bool| within.iter().filter(|r| pred(r)).count();
     let by_status: BTreeMap<&str, usize> = Status::ALL
@@ -35,13 +46,21 @@ fn expected(
         .iter()
         .map(|p| (p.as_str(), count(&|r| r.priority == *p)))
         .collect();
-    json!({
+    let mut answer = json!({
         "total": within.len(),
         "byStatus": by_status,
         "byChannel": by_channel,
         "byPriority": by_priority,
         "deadLettersWaiting": count(&|r| r.status == Status::DeadLettered),
-    })
+    });
+    let millis = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    if let Some(from) = from {
+        answer["countedFrom"] = json!(millis(from));
+    }
+    if let Some(before) = before {
+        answer["countedBefore"] = json!(millis(before));
+    }
+    answer
 }
 
 fn at(raw: &str) -> DateTime<Utc> {
@@ -50,25 +69,67 @@ fn at(raw: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The steps the writers publish for a record in its (terminal) state: a failed attempt before some deliveries,
+/// a dead letter replayed into a delivery for others; nothing for an event in flight.
+fn steps_of(i: usize, record: &EventRecord) -> Vec<StatusMessage> {
+    let event = record.event();
+    let step = |outcome, attempt, replay| StatusMessage::new(&event, outcome, attempt, replay);
+    match record.status {
+        Status::Delivered if i % 4 == 0 => vec![
+            step(StatusOutcome::DeadLettered, 3, 0),
+            step(StatusOutcome::Failed, 1, 1),
+            step(StatusOutcome::Delivered, 2, 1),
+        ],
+        Status::Delivered => vec![
+            step(StatusOutcome::Failed, 1, 0),
+            step(StatusOutcome::Delivered, 2, 0),
+        ],
+        Status::Recorded => vec![step(StatusOutcome::Recorded, 0, 0)],
+        Status::DeadLettered => vec![step(StatusOutcome::DeadLettered, 3, 0)],
+        _ => Vec::new(),
+    }
+}
+
 #[tokio::test]
-async fn stats_count_the_seed_by_status_channel_and_priority() -> Result<()> {
+async fn stats_count_the_status_topic_and_the_events_in_flight_by_whole_hours() -> Result<()> {
     let ctx = TestContext::new("query-stats").await?;
-    let service = Service::start(&ctx, |_| {}).await?;
     let records = seed(&database(&ctx).await?, 2_000).await?;
+    let producer = kafka::build_producer(&ctx.kafka)?;
+    let topic = ctx.topics.status();
+    // A poison message first: it is dead-lettered and the counting goes on behind it.
+    kafka::send(&producer, &topic, "poison", b"{not json", None).await?;
+    for (i, record) in records.iter().enumerate() {
+        for status in steps_of(i, record) {
+            let payload = serde_json::to_vec(&status)?;
+            kafka::send(&producer, &topic, record.event_id.as_str(), &payload, None).await?;
+        }
+    }
+    let service = Service::start(&ctx, |config| config.stats_consumer = true).await?;
 
-    let all = service.ok("/api/stats").await?;
-    assert_eq!(all, expected(&records, None, None));
-    assert_eq!(all["total"], json!(2_000));
+    let want = expected(&records, None, None);
+    assert_eq!(want["total"], json!(2_000));
+    eventually(
+        Duration::from_secs(60),
+        "the stats to count every step",
+        || async {
+            let all = service.ok("/api/stats").await.map_err(|e| e.to_string())?;
+            (all == want).then_some(()).ok_or_else(|| all.to_string())
+        },
+    )
+    .await;
 
+    // A range is widened to whole hours: 08:30 counts from 08:00, 17:45:10.250 up to 18:00.
     let window = service
         .ok("/api/stats?from=2024-05-03T08:30:00Z&to=2024-05-06T17:45:10.250Z")
         .await?;
     let expected_window = expected(
         &records,
         Some(at("2024-05-03T08:30:00Z")),
-        Some(at("2024-05-06T17:45:10.250Z")),
+        Some(at("2024-05-06T17:45:10.251Z")),
     );
     assert_eq!(window, expected_window);
+    assert_eq!(window["countedFrom"], json!("2024-05-03T08:00:00.000Z"));
+    assert_eq!(window["countedBefore"], json!("2024-05-06T18:00:00.000Z"));
     assert!(
         expected_window["total"].as_u64() < Some(2_000)
             && expected_window["total"].as_u64() > Some(0)
@@ -82,11 +143,49 @@ async fn stats_count_the_seed_by_status_channel_and_priority() -> Result<()> {
         expected(
             &records,
             Some(at("2024-05-02T00:00:00Z")),
-            Some(at("2024-05-04T23:59:59.999Z"))
+            Some(at("2024-05-05T00:00:00Z"))
         )
     );
 
     let empty = service.ok("/api/stats?from=2030-01-01").await?;
-    assert_eq!(empty, expected(&[], None, None));
+    assert_eq!(empty["total"], json!(0));
     service.stop().await
+}
+
+#[tokio::test]
+async fn a_batch_folded_again_counts_once() -> Result<()> {
+    let ctx = TestContext::new("query-stats-refold").await?;
+    let db = database(&ctx).await?;
+    Buckets::ensure_indexes(&db).await?;
+    let all = seed(&db, 300).await?;
+    let records: Vec<EventRecord> = all
+        .iter()
+        .filter(|r| r.status.is_terminal())
+        .cloned()
+        .collect();
+    let mut steps = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        for status in steps_of(i, record) {
+            steps.push(Step {
+                partition: (i % 2) as i32,
+                offset: steps.len() as i64,
+                status,
+            });
+        }
+    }
+    let buckets = Buckets::new(&db);
+    let (first, rest) = steps.split_at(steps.len() / 2);
+    buckets.apply(first).await?;
+    // A crash after the fold and before the offsets were stored: the batch comes again, with more behind it.
+    buckets.apply(&steps).await?;
+    buckets.apply(rest).await?;
+    let reader = StatsReader::new(&db, Duration::from_secs(10));
+    let counts = reader.counts(&Range::default()).await?.counts;
+    let n = |status: Status| all.iter().filter(|r| r.status == status).count() as u64;
+    // The events in flight are counted from the events, the others from the buckets.
+    assert_eq!(counts.total, all.len() as u64);
+    for status in Status::ALL.iter().copied() {
+        assert_eq!(counts.by_status[status.as_str()], n(status), "{status:?}");
+    }
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! Every bad parameter is answered 400 in the standard shape, with a detail naming it; never 500.
 
 use anyhow::{ensure, Result};
-use herald_query::cursor::Cursor;
-use herald_query::params::{Filters, SortOrder};
+use herald_query::logs::cursor::Cursor;
+use herald_query::logs::{Filters, SortOrder};
 use herald_test_support::TestContext;
 use serde_json::json;
 

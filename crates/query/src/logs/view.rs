@@ -1,7 +1,5 @@
 //! What the API answers with: events as JSON (camelCase, times as ISO 8601 strings at millisecond precision,
-//! payload and metadata masked), the pagination block and the stats. Each type is also its OpenAPI schema.
-
-use std::collections::BTreeMap;
+//! payload and metadata masked) and the pagination block. Each type is also its OpenAPI schema.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use herald_domain::{Attempt, AttemptOutcome, Channel, ErrorClass, Priority, Status};
@@ -10,7 +8,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::events::{Counts, Found};
+use super::reader::Found;
 use crate::mask::Masker;
 
 fn iso<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -272,42 +270,6 @@ pub struct Pagination {
 pub struct LogPage {
     pub data: Vec<EventSummary>,
     pub pagination: Pagination,
-}
-
-/// Counts of the events created within the asked range (all events without one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    pub total: u64,
-    /// Every status, 0 included.
-    #[schema(example = json!({"PENDING": 0, "QUEUED": 3, "DISPATCHING": 1, "RETRY_SCHEDULED": 2,
-        "DELIVERED": 950, "DEAD_LETTERED": 4, "RECORDED": 40}))]
-    pub by_status: BTreeMap<String, u64>,
-    /// Every channel, 0 included; `none` counts record-only events.
-    #[schema(example = json!({"email": 600, "sms": 200, "webhook": 160, "none": 40}))]
-    pub by_channel: BTreeMap<String, u64>,
-    /// Every priority, 0 included.
-    #[schema(example = json!({"critical": 100, "default": 900}))]
-    pub by_priority: BTreeMap<String, u64>,
-    /// Events DEAD_LETTERED now: what a replay would bring back.
-    pub dead_letters_waiting: u64,
-}
-
-impl From<Counts> for Stats {
-    fn from(counts: Counts) -> Self {
-        let dead_letters_waiting = counts
-            .by_status
-            .get(Status::DeadLettered.as_str())
-            .copied()
-            .unwrap_or(0);
-        Self {
-            total: counts.total,
-            by_status: counts.by_status,
-            by_channel: counts.by_channel,
-            by_priority: counts.by_priority,
-            dead_letters_waiting,
-        }
-    }
 }
 
 #[cfg(test)]

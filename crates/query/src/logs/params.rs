@@ -1,12 +1,13 @@
 //! The query parameters of `GET /api/logs` and `GET /api/stats`, read from the raw query string so that every
 //! problem (an unknown or repeated name, a bad value, a forbidden combination) is reported at once, by name.
 
-use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use herald_domain::request::{MAX_EVENT_TYPE_LEN, MAX_USER_ID_LEN};
-use herald_domain::{Channel, FieldError, Priority, Status};
+use herald_domain::FieldError;
+use herald_platform::http::params::{parse_bound, Bound, Problems};
 use utoipa::IntoParams;
 
-use crate::cursor::Cursor;
+use super::cursor::Cursor;
+pub use super::{Filters, Range, SortOrder};
 
 /// Largest page size.
 pub const MAX_LIMIT: u32 = 100;
@@ -15,43 +16,6 @@ pub const DEFAULT_LIMIT: u32 = 10;
 /// Deepest offset page mode reaches (`(page - 1) * limit`): skipping is work the server does for every skipped
 /// event, so deeper walks use the cursor, which costs the same on every page.
 pub const MAX_OFFSET: u64 = 10_000;
-
-/// The order of a list, on `createdAt` with `eventId` as the tie-break.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SortOrder {
-    #[default]
-    NewestFirst,
-    OldestFirst,
-}
-
-impl SortOrder {
-    pub fn as_param(self) -> &'static str {
-        match self {
-            SortOrder::NewestFirst => "-createdAt",
-            SortOrder::OldestFirst => "createdAt",
-        }
-    }
-}
-
-/// A range of `createdAt`, at the millisecond precision events are stored with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Range {
-    /// Inclusive lower bound.
-    pub from: Option<DateTime<Utc>>,
-    /// Exclusive upper bound.
-    pub before: Option<DateTime<Utc>>,
-}
-
-/// What a list is narrowed to; every field set must match.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Filters {
-    pub user_id: Option<String>,
-    pub event_type: Option<String>,
-    pub channel: Option<Channel>,
-    pub priority: Option<Priority>,
-    pub status: Option<Status>,
-    pub range: Range,
-}
 
 /// Where a page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,34 +106,6 @@ pub struct ListParams {
     total: Option<String>,
 }
 
-/// Collects the problems of one request.
-#[derive(Debug, Default)]
-struct Problems(Vec<FieldError>);
-
-impl Problems {
-    fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(FieldError::new(field, message));
-    }
-
-    /// `Some(value)` if `parse` accepts it, recording the problem otherwise.
-    fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
-        parsed.map_err(|message| self.add(field, message)).ok()
-    }
-
-    fn finish<T>(mut self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            self.0.sort_by(|a, b| {
-                a.field
-                    .cmp(&b.field)
-                    .then_with(|| a.message.cmp(&b.message))
-            });
-            Err(self.0)
-        }
-    }
-}
-
 /// Splits a raw query string into its name/value pairs, percent-decoded.
 pub fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
@@ -253,13 +189,13 @@ pub fn parse_list(pairs: Vec<(String, String)>) -> Result<ListQuery, Vec<FieldEr
     .and_then(|(name, v)| label(&mut problems, name, v, MAX_EVENT_TYPE_LEN));
     let channel = raw
         .channel
-        .and_then(|v| problems.check("channel", v.parse().map_err(|e| format!("{e}"))));
+        .and_then(|v| problems.check("channel", v.parse::<herald_domain::Channel>()));
     let priority = raw
         .priority
-        .and_then(|v| problems.check("priority", v.parse().map_err(|e| format!("{e}"))));
+        .and_then(|v| problems.check("priority", v.parse::<herald_domain::Priority>()));
     let status = raw
         .status
-        .and_then(|v| problems.check("status", v.parse().map_err(|e| format!("{e}"))));
+        .and_then(|v| problems.check("status", v.parse::<herald_domain::Status>()));
     let range = range(
         &mut problems,
         ("from", raw.from),
@@ -323,7 +259,7 @@ pub fn parse_list(pairs: Vec<(String, String)>) -> Result<ListQuery, Vec<FieldEr
         }
         (None, Some(cursor)) => {
             // The filters can only be compared once they are all valid.
-            if problems.0.is_empty() && !cursor.fits(&filters) {
+            if problems.is_empty() && !cursor.fits(&filters) {
                 problems.add(
                     "cursor",
                     "was made for other filters; repeat the filters of the request that returned it",
@@ -423,15 +359,15 @@ fn range(
     to: (&str, Option<String>),
     end_date: (&str, Option<String>),
 ) -> Option<Range> {
-    let n_before = problems.0.len();
+    let n_before = problems.len();
     let from = alias(problems, from, start_date).and_then(|(name, v)| {
         problems
-            .check(name, parse_time(&v, Bound::Start))
+            .check(name, parse_bound(&v, Bound::Start))
             .map(|t| (name, t))
     });
     let to = alias(problems, to, end_date).and_then(|(name, v)| {
         problems
-            .check(name, parse_time(&v, Bound::End))
+            .check(name, parse_bound(&v, Bound::End))
             .map(|t| (name, t))
     });
     if let (Some((_, from)), Some((name, before))) = (from, to) {
@@ -439,48 +375,16 @@ fn range(
             problems.add(name, "must not be before from");
         }
     }
-    (problems.0.len() == n_before).then(|| Range {
+    (problems.len() == n_before).then(|| Range {
         from: from.map(|(_, t)| t),
         before: to.map(|(_, t)| t),
     })
 }
 
-/// Which end of a range a time is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bound {
-    /// Inclusive start: the first stored millisecond at or after the time.
-    Start,
-    /// Inclusive end, returned as the exclusive bound one millisecond after the last stored millisecond at or
-    /// before the time (a date: the next midnight).
-    End,
-}
-
-/// An ISO 8601 date-time with a zone, or a date (UTC), as the bound it stands for.
-fn parse_time(raw: &str, bound: Bound) -> Result<DateTime<Utc>, String> {
-    let millis = Duration::milliseconds(1);
-    if let Ok(at) = DateTime::parse_from_rfc3339(raw) {
-        let at = at.with_timezone(&Utc);
-        let floor = at.trunc_subsecs(3);
-        return Ok(match bound {
-            Bound::Start if floor < at => floor + millis,
-            Bound::Start => floor,
-            Bound::End => floor + millis,
-        });
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        let date = match bound {
-            Bound::Start => Some(date),
-            Bound::End => date.succ_opt(),
-        };
-        if let Some(midnight) = date.and_then(|d| d.and_hms_opt(0, 0, 0)) {
-            return Ok(midnight.and_utc());
-        }
-    }
-    Err("must be an ISO 8601 date-time with a zone (2024-05-01T12:00:00Z, 2024-05-01T14:00:00+02:00) or a date (2024-05-01)".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+    use herald_domain::{Channel, Priority, Status};
     use utoipa::openapi::path::ParameterIn;
 
     use super::*;

@@ -1,5 +1,5 @@
-//! Reads of the `events` collection: a filtered page (by offset or after a cursor), its total, one event, and
-//! the counts of `/api/stats`. Nothing here writes.
+//! Reads of the `events` collection: a filtered page (by offset or after a cursor), its total and one event.
+//! Nothing here writes.
 //!
 //! Every list is sorted on (`createdAt`, `eventId`) and filtered on at most one indexed field plus `createdAt`, so
 //! that one of the `<field>_createdAt_eventId` indexes (or `createdAt_eventId`) serves both the filter and the
@@ -12,10 +12,11 @@ use chrono::{DateTime, Utc};
 use herald_domain::{Channel, EventId, Priority, Status};
 use herald_platform::mongo::EVENTS;
 use herald_platform::store::EventRecord;
-use mongodb::bson::{self, doc, Bson, Document, RawDocument, RawDocumentBuf};
+use mongodb::bson::{self, doc, Document, RawDocument, RawDocumentBuf};
 use mongodb::{Collection, Database};
 
-use crate::params::{Filters, ListQuery, Position, Range, SortOrder};
+use super::params::{ListQuery, Position};
+use super::{Filters, Range, SortOrder};
 
 pub use mongodb::error::Error;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -131,56 +132,27 @@ impl EventReader {
             .await?;
         found.map(|raw| Found::decode(&raw)).transpose()
     }
-
-    /// The counts of the events created within `range`, from one `$group` pass.
-    ///
-    /// One aggregation rather than a `count_documents` per status, channel and priority: FerretDB cannot use an
-    /// index for either and moves every matching document out of PostgreSQL, so thirteen counts touch the
-    /// collection three times over; measured with `examples/query_bench.rs` at 100,000 events, the aggregation
-    /// took 18 s and the counts 73 s. (MongoDB would answer the counts from the `<field>_createdAt` indexes.)
-    pub async fn counts(&self, range: &Range) -> Result<Counts> {
-        let pipeline = vec![
-            doc! { "$match": range_filter(range) },
-            doc! { "$group": {
-                "_id": { "status": "$status", "channel": "$channel", "priority": "$priority" },
-                "n": { "$sum": 1 },
-            } },
-        ];
-        let mut cursor = self
-            .events
-            .aggregate(pipeline)
-            .max_time(self.max_time)
-            .await?;
-        let mut counts = Counts::zero();
-        while cursor.advance().await? {
-            let group = cursor.deserialize_current()?;
-            let key = group.get_document("_id").ok();
-            let text = |name: &str| key.and_then(|k| k.get_str(name).ok()).map(str::to_owned);
-            let n = match group.get("n") {
-                Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-                Some(Bson::Double(n)) => *n as u64,
-                _ => 0,
-            };
-            counts.total += n;
-            *counts
-                .by_status
-                .entry(text("status").unwrap_or_else(|| "unknown".into()))
-                .or_default() += n;
-            *counts
-                .by_channel
-                .entry(text("channel").unwrap_or_else(|| NO_CHANNEL.into()))
-                .or_default() += n;
-            *counts
-                .by_priority
-                .entry(text("priority").unwrap_or_else(|| Priority::default().as_str().into()))
-                .or_default() += n;
-        }
-        Ok(counts)
-    }
 }
 
 impl Counts {
+    /// The counts of a tally, every known status, channel and priority present (at 0 if none); `total` is the
+    /// sum of the statuses. A counter below 0 (a replay's step counted before the dead letter it replaced, which
+    /// the buckets' order rules out) reads as 0.
+    pub fn from_tally(tally: crate::stats::buckets::Tally) -> Self {
+        let mut counts = Self::zero();
+        for (from, into) in [
+            (tally.by_status, &mut counts.by_status),
+            (tally.by_channel, &mut counts.by_channel),
+            (tally.by_priority, &mut counts.by_priority),
+        ] {
+            for (name, n) in from {
+                *into.entry(name).or_default() += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        counts.total = counts.by_status.values().sum();
+        counts
+    }
+
     /// Every known status, channel and priority at 0, so that an answer always has every key.
     fn zero() -> Self {
         let zeros = |names: Vec<&str>| names.into_iter().map(|n| (n.to_owned(), 0)).collect();
@@ -290,7 +262,7 @@ pub fn page_filter(query: &ListQuery) -> Document {
 
 #[cfg(test)]
 mod tests {
-    use crate::cursor::Cursor;
+    use crate::logs::cursor::Cursor;
 
     use super::*;
 

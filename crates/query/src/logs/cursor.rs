@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use herald_domain::EventId;
 use sha2::{Digest, Sha256};
 
-use crate::params::{Filters, SortOrder};
+use super::{Filters, SortOrder};
 
 /// The format version, first in every cursor, so the format can change without misreading old cursors.
 const VERSION: &str = "1";

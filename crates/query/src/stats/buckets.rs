@@ -1,0 +1,310 @@
+//! The hourly buckets of `stats_hours`: per hour of event creation (UTC), how many events are delivered, recorded
+//! and dead-lettered, by status, channel and priority, and per status-topic partition the last offset folded in.
+//!
+//! Accuracy: each status message is counted once. A bucket remembers, per partition, the highest offset it has
+//! counted, and a message at or below it is skipped, so a batch redelivered after a crash (folded, offsets not yet
+//! stored) changes nothing; the update is conditional on the offsets read, so two folds of one bucket cannot
+//! both apply. What is counted is what the writers publish: a step a dispatcher published twice (it crashed
+//! between the publish and storing its own offset) is counted twice, and a step is counted once the consumer has
+//! read it (seconds behind MongoDB). A replay's final step moves its event out of `DEAD_LETTERED` (a replay
+//! starts from a dead letter), so an event is counted once, in its latest terminal state; while a replay is in
+//! flight its event is still counted as a dead letter.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use herald_domain::{Priority, Status, StatusMessage, StatusOutcome};
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+
+use crate::logs::reader::NO_CHANNEL;
+
+/// The collection of the buckets.
+pub const STATS_HOURS: &str = "stats_hours";
+
+/// Why folding steps into the buckets failed; every case is transient (the batch is folded again).
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("bucket {0} changed while it was being updated")]
+    Changed(String),
+}
+
+/// A status message and where it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub partition: i32,
+    pub offset: i64,
+    pub status: StatusMessage,
+}
+
+/// What steps add to one bucket, by counter name (`s.DELIVERED`, `c.email`, `p.critical`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta(BTreeMap<String, i64>);
+
+impl Delta {
+    fn bump(&mut self, key: String, by: i64) {
+        *self.0.entry(key).or_default() += by;
+    }
+
+    /// Adds one step: a terminal step of a new event counts it under its status, channel and priority; one of a
+    /// replay (which started from a dead letter) moves it from `DEAD_LETTERED` to its new status. A failed
+    /// attempt changes no count.
+    pub fn add(&mut self, status: &StatusMessage) {
+        let to = match status.outcome {
+            StatusOutcome::Delivered => Status::Delivered,
+            StatusOutcome::Recorded => Status::Recorded,
+            StatusOutcome::DeadLettered => Status::DeadLettered,
+            StatusOutcome::Failed => return,
+        };
+        self.bump(format!("s.{}", to.as_str()), 1);
+        if status.replay_count > 0 {
+            self.bump(format!("s.{}", Status::DeadLettered.as_str()), -1);
+        } else {
+            let channel = status.channel.map_or(NO_CHANNEL, |c| c.as_str());
+            self.bump(format!("c.{channel}"), 1);
+            self.bump(format!("p.{}", status.priority.as_str()), 1);
+        }
+    }
+
+    /// The non-zero counters, as a `$inc` document.
+    fn increments(&self) -> Document {
+        self.0
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(k, n)| (k.clone(), Bson::Int64(*n)))
+            .collect()
+    }
+}
+
+/// The start of the hour `at` falls in.
+pub fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+}
+
+/// The first hour that starts at or after `at`.
+pub fn hour_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
+    let start = hour_of(at);
+    if start == at {
+        start
+    } else {
+        start + TimeDelta::hours(1)
+    }
+}
+
+/// A bucket's id: its hour, `2026-12-02T01`.
+fn bucket_id(hour: DateTime<Utc>) -> String {
+    hour.format("%Y-%m-%dT%H").to_string()
+}
+
+/// The hour of creation a step is counted in: the event's `createdAt`, or the step's own time for a message from
+/// before `createdAt` was published.
+fn hour_of_step(status: &StatusMessage) -> DateTime<Utc> {
+    hour_of(status.created_at.unwrap_or(status.at))
+}
+
+/// Read and write access to `stats_hours`.
+#[derive(Debug, Clone)]
+pub struct Buckets {
+    hours: Collection<Document>,
+}
+
+impl Buckets {
+    pub fn new(db: &Database) -> Self {
+        Self {
+            hours: db.collection(STATS_HOURS),
+        }
+    }
+
+    /// The index a range of hours is read with (idempotent).
+    pub async fn ensure_indexes(db: &Database) -> mongodb::error::Result<()> {
+        let index = IndexModel::builder()
+            .keys(doc! { "hour": 1 })
+            .options(IndexOptions::builder().name("hour".to_owned()).build())
+            .build();
+        herald_platform::mongo::ensure_indexes(db, STATS_HOURS, vec![index]).await
+    }
+
+    /// Folds `steps` into their buckets: one read and one conditional update per bucket touched, skipping every
+    /// step a bucket has already counted. On `Err` some buckets may be updated and others not; folding the same
+    /// steps again completes it without counting any twice.
+    pub async fn apply(&self, steps: &[Step]) -> Result<(), BucketError> {
+        let mut by_hour: BTreeMap<DateTime<Utc>, Vec<&Step>> = BTreeMap::new();
+        for step in steps {
+            by_hour
+                .entry(hour_of_step(&step.status))
+                .or_default()
+                .push(step);
+        }
+        for (hour, steps) in by_hour {
+            self.apply_to(hour, &steps).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_to(&self, hour: DateTime<Utc>, steps: &[&Step]) -> Result<(), BucketError> {
+        let id = bucket_id(hour);
+        let stored = self
+            .hours
+            .find_one(doc! { "_id": &id })
+            .projection(doc! { "o": 1 })
+            .await?;
+        let counted: HashMap<String, i64> = stored
+            .as_ref()
+            .and_then(|bucket| bucket.get_document("o").ok())
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(p, v)| Some((p.clone(), as_i64(v)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut delta = Delta::default();
+        let mut last: BTreeMap<String, i64> = BTreeMap::new();
+        for step in steps {
+            let partition = step.partition.to_string();
+            if counted.get(&partition).is_some_and(|o| step.offset <= *o) {
+                continue;
+            }
+            delta.add(&step.status);
+            let entry = last.entry(partition).or_insert(step.offset);
+            *entry = (*entry).max(step.offset);
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        // The update applies only if no partition it advances moved since the read.
+        let mut filter = doc! { "_id": &id };
+        let mut set = doc! {};
+        for (partition, offset) in &last {
+            let key = format!("o.{partition}");
+            match counted.get(partition) {
+                Some(o) => filter.insert(&key, *o),
+                None => filter.insert(&key, doc! { "$exists": false }),
+            };
+            set.insert(key, *offset);
+        }
+        let mut update =
+            doc! { "$set": set, "$setOnInsert": { "hour": bson::DateTime::from_chrono(hour) } };
+        let increments = delta.increments();
+        if !increments.is_empty() {
+            update.insert("$inc", increments);
+        }
+        let result = self
+            .hours
+            .update_one(filter, update)
+            .upsert(stored.is_none())
+            .await;
+        match result {
+            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => Ok(()),
+            Ok(_) => Err(BucketError::Changed(id)),
+            // Another fold created the bucket first: read it again.
+            Err(e) if is_duplicate_key(&e) => Err(BucketError::Changed(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Counts read from buckets or from events, by status, channel (`none` for record-only events) and priority.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub by_status: BTreeMap<String, i64>,
+    pub by_channel: BTreeMap<String, i64>,
+    pub by_priority: BTreeMap<String, i64>,
+}
+
+impl Tally {
+    /// Adds a bucket's counters.
+    pub fn add_bucket(&mut self, bucket: &Document) {
+        for (field, map) in [
+            ("s", &mut self.by_status),
+            ("c", &mut self.by_channel),
+            ("p", &mut self.by_priority),
+        ] {
+            if let Ok(counters) = bucket.get_document(field) {
+                for (name, n) in counters {
+                    *map.entry(name.clone()).or_default() += as_i64(n).unwrap_or(0);
+                }
+            }
+        }
+    }
+
+    /// Adds `n` events of one status, channel and priority.
+    pub fn add(&mut self, status: &str, channel: &str, priority: &str, n: i64) {
+        *self.by_status.entry(status.to_owned()).or_default() += n;
+        *self.by_channel.entry(channel.to_owned()).or_default() += n;
+        *self.by_priority.entry(priority.to_owned()).or_default() += n;
+    }
+}
+
+/// The default priority's name, for events stored without one.
+pub fn default_priority() -> &'static str {
+    Priority::default().as_str()
+}
+
+fn as_i64(value: &Bson) -> Option<i64> {
+    match value {
+        Bson::Int32(n) => Some(i64::from(*n)),
+        Bson::Int64(n) => Some(*n),
+        Bson::Double(n) => Some(*n as i64),
+        _ => None,
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_domain::{Channel, Event, EventId};
+
+    use super::*;
+
+    fn status(outcome: StatusOutcome, replay_count: u32) -> StatusMessage {
+        let event = Event {
+            event_id: EventId::parse("e1").expect("valid"),
+            user_id: None,
+            event_type: None,
+            channel: Some(Channel::Sms),
+            priority: Priority::Critical,
+            payload: serde_json::json!({}),
+            metadata: None,
+            created_at: Utc::now(),
+        };
+        StatusMessage::new(&event, outcome, 1, replay_count)
+    }
+
+    #[test]
+    fn a_terminal_step_counts_its_event_once_and_a_replay_moves_it() {
+        let mut delta = Delta::default();
+        delta.add(&status(StatusOutcome::Failed, 0));
+        assert_eq!(delta.increments(), doc! {});
+        delta.add(&status(StatusOutcome::DeadLettered, 0));
+        assert_eq!(
+            delta.increments(),
+            doc! { "c.sms": 1_i64, "p.critical": 1_i64, "s.DEAD_LETTERED": 1_i64 }
+        );
+        delta.add(&status(StatusOutcome::Delivered, 1));
+        assert_eq!(
+            delta.increments(),
+            doc! { "c.sms": 1_i64, "p.critical": 1_i64, "s.DELIVERED": 1_i64 }
+        );
+    }
+
+    #[test]
+    fn hours_are_utc_hours() {
+        let at = DateTime::parse_from_rfc3339("2024-05-03T08:30:00.250Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+        assert_eq!(bucket_id(hour_of(at)), "2024-05-03T08");
+        assert_eq!(bucket_id(hour_at_or_after(at)), "2024-05-03T09");
+        assert_eq!(hour_at_or_after(hour_of(at)), hour_of(at));
+    }
+}
