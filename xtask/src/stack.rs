@@ -227,8 +227,9 @@ impl Stack {
             Err(e) => {
                 for &(part, pid) in started.iter().rev() {
                     // A part spawned an instant ago may not have exec'd yet: until it has, its command line is
-                    // this process's, without the part's marker, and `stop` would take it for gone.
-                    let grace = Instant::now() + Duration::from_secs(3);
+                    // this process's, without the part's marker, and `stop` would take it for gone. On a loaded
+                    // machine the exec of a large binary has taken over 3 s (FerretDB, in xtask's stack_up test).
+                    let grace = Instant::now() + Duration::from_secs(15);
                     while self.running_pid(part).is_none()
                         && Instant::now() < grace
                         && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
