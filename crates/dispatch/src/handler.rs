@@ -163,9 +163,7 @@ impl Handler {
         loop {
             let claimed_at = std::time::Instant::now();
             let claim = self
-                .durably("claim", stop, || {
-                    self.steps.claim(&event.event_id, n, replay_count)
-                })
+                .durably("claim", stop, || self.steps.claim(event, n, replay_count))
                 .await?;
             let claim_ms = claimed_at.elapsed().as_millis() as u64;
             match claim {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use herald_domain::{Attempt, EventId};
+use herald_domain::{Attempt, Event, EventId};
 use herald_platform::batch::{Batcher, Limits, Stopped};
 use herald_platform::store::{self, Claim, ClaimRequest, EventRecord, EventStore};
 
@@ -64,12 +64,12 @@ impl Steps {
     /// [`EventStore::claim`], in a batch.
     pub(crate) async fn claim(
         &self,
-        event_id: &EventId,
+        event: &Event,
         attempt: u32,
         replay_count: u32,
     ) -> store::Result<Claim> {
         let request = ClaimRequest {
-            event_id: event_id.clone(),
+            event: event.clone(),
             attempt,
             replay_count,
         };

@@ -200,11 +200,7 @@ pub enum Claim {
 /// update (and the claim generation) that takes it.
 enum Decision {
     Done(Claim),
-    Take {
-        filter: Document,
-        generation: u32,
-        current: Box<EventRecord>,
-    },
+    Take { filter: Document, generation: u32 },
 }
 
 fn decide(current: EventRecord, attempt: u32, replay_count: u32) -> Decision {
@@ -253,11 +249,7 @@ fn decide(current: EventRecord, attempt: u32, replay_count: u32) -> Decision {
     } else {
         0
     };
-    Decision::Take {
-        filter,
-        generation,
-        current: Box::new(current),
-    }
+    Decision::Take { filter, generation }
 }
 
 /// The `_id` of a claim: one per (event, replay generation, attempt, takeover generation).
@@ -410,11 +402,7 @@ impl EventStore {
         };
         let (filter, mut generation) = match decide(current, attempt, replay_count) {
             Decision::Done(claim) => return Ok(claim),
-            Decision::Take {
-                filter,
-                generation,
-                current: _,
-            } => (filter, generation),
+            Decision::Take { filter, generation } => (filter, generation),
         };
         let lease_length =
             chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));

@@ -8,30 +8,49 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use herald_domain::{Attempt, EventId, Status};
+use herald_domain::{Attempt, Event, EventId, Status};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{Error, ErrorKind};
 
 use super::{
-    attempt_update, claim_token, decide, dispatching, now_bson, outbox, recorded_update, Claim,
-    Decision, EventRecord, EventStore, Inserted, Result,
+    attempt_update, claim_token, dispatching, now_bson, outbox, recorded_update, statuses, Claim,
+    EventRecord, EventStore, Inserted, Result,
 };
 use crate::mongo::DUPLICATE_KEY;
 
-/// One lane message's claim: attempt `attempt` of an event in replay generation `replay_count`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One lane message's claim: attempt `attempt` of `event` (as the lane message carries it) in replay generation
+/// `replay_count`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRequest {
-    pub event_id: EventId,
+    pub event: Event,
     pub attempt: u32,
     pub replay_count: u32,
 }
 
-/// A claim the batch took: its request, the event as read, and the update that marks it DISPATCHING.
-struct Taking {
-    position: usize,
-    filter: Document,
-    record: Box<EventRecord>,
+/// The filter of a claim in the plain case: attempt `attempt` is next, from a state DISPATCHING may follow.
+fn plain_claim_filter(request: &ClaimRequest) -> Document {
+    doc! {
+        "eventId": request.event.event_id.as_str(),
+        "attemptCount": i64::from(request.attempt.saturating_sub(1)),
+        "replayCount": i64::from(request.replay_count),
+        "status": { "$in": statuses(Status::Dispatching.predecessors()) },
+    }
+}
+
+/// The record a plain claim leaves: the event as accepted, DISPATCHING under this claim. (What the sender and
+/// the record of the attempt read from it: the event, its replay count, attempt count, lease and generation.)
+fn claimed_record(
+    request: &ClaimRequest,
+    lease_until: chrono::DateTime<chrono::Utc>,
+) -> EventRecord {
+    let mut record = EventRecord::accepted(&request.event);
+    record.timeline.clear();
+    record.status = Status::Dispatching;
+    record.attempt_count = request.attempt.saturating_sub(1);
+    record.replay_count = request.replay_count;
+    record.claim_generation = 0;
+    record.lease_until = Some(lease_until);
+    record
 }
 
 /// One accepted event to record: the record and the request's `Idempotency-Key`, if any.
@@ -180,65 +199,52 @@ pub(super) fn key_entry(key: &str, record: &EventRecord) -> Document {
 }
 
 impl EventStore {
-    /// [`Self::claim`] for many lane messages: one `find` of their events, one `insert_many` of their claims and
-    /// one `update` command marking them DISPATCHING, with one lease start for the batch. A message whose claim
-    /// is not the plain case (a takeover of an expired lease, a claim someone else holds, the same event twice
-    /// in the batch, a mark that did not land) takes the one-event path, which answers it exactly as before.
+    /// [`Self::claim`] for many lane messages, without reading the events first: each is claimed as if it were
+    /// in the plain case (attempt `n` of a QUEUED or RETRY_SCHEDULED event, next in line), with one
+    /// `insert_many` of claims and one multi-statement `update` marking them DISPATCHING, under one lease start.
+    /// The lane message carries the event as accepted (payload included), so no read is needed to send it.
+    ///
+    /// Anything else takes the one-event path, which reads the event and answers exactly as [`Self::claim`]: a
+    /// claim someone else holds (a redelivery, another dispatcher, a takeover), the same event twice in the batch,
+    /// or a mark that did not land (the event was not in the plain case: stale, terminal, already recorded). A
+    /// claim inserted for a message that turns out stale is never wanted by anyone (its attempt is past) and is
+    /// pruned with the others after a day.
     pub async fn claim_many(&self, batch: &[ClaimRequest], lease: Duration) -> Vec<Result<Claim>> {
         let mut answers: Vec<Option<Result<Claim>>> = vec![None; batch.len()];
-        let found = match self.find_many(batch.iter().map(|r| &r.event_id)).await {
-            Ok(found) => found,
-            Err(e) => return vec![Err(e); batch.len()],
-        };
-        let mut found: HashMap<String, EventRecord> = found
-            .into_iter()
-            .map(|record| (record.event_id.as_str().to_owned(), record))
-            .collect();
-        let mut taking = Vec::new();
         let mut alone = Vec::new();
         let mut seen = HashSet::new();
+        let mut taking = Vec::new();
         for (position, request) in batch.iter().enumerate() {
-            if !seen.insert(request.event_id.as_str()) {
+            if seen.insert(request.event.event_id.as_str()) {
+                taking.push(position);
+            } else {
                 alone.push(position);
-                continue;
-            }
-            let Some(current) = found.remove(request.event_id.as_str()) else {
-                // Not there, or not decodable: the one-event path says which.
-                alone.push(position);
-                continue;
-            };
-            match decide(current, request.attempt, request.replay_count) {
-                Decision::Done(claim) => answers[position] = Some(Ok(claim)),
-                Decision::Take { generation, .. } if generation > 0 => alone.push(position),
-                Decision::Take {
-                    filter, current, ..
-                } => taking.push(Taking {
-                    position,
-                    filter,
-                    record: current,
-                }),
             }
         }
         // The claims, under their unique keys (atomic on every server, see `claim`), all dated from one `at`.
         let taken_at = now_bson();
         let tokens = taking
             .iter()
-            .map(|t| {
-                let request = &batch[t.position];
-                let token =
-                    claim_token(&request.event_id, request.replay_count, request.attempt, 0);
+            .map(|&i| {
+                let request = &batch[i];
+                let token = claim_token(
+                    &request.event.event_id,
+                    request.replay_count,
+                    request.attempt,
+                    0,
+                );
                 doc! { "_id": token, "at": taken_at }
             })
             .collect();
         let claimed = insert_each(&self.claims, tokens).await;
         let mut won = Vec::new();
-        for (index, t) in taking.into_iter().enumerate() {
+        for (index, &i) in taking.iter().enumerate() {
             if claimed.duplicates.contains(&index) {
-                alone.push(t.position);
+                alone.push(i);
             } else if let Some(e) = claimed.failed.get(&index) {
-                answers[t.position] = Some(Err(e.clone()));
+                answers[i] = Some(Err(e.clone()));
             } else {
-                won.push(t);
+                won.push(i);
             }
         }
         let lease_length =
@@ -246,53 +252,42 @@ impl EventStore {
         let lease_until = taken_at.to_chrono() + lease_length;
         let statements = won
             .iter()
-            .map(|t| (t.filter.clone(), dispatching(lease_until, 0)))
+            .map(|&i| (plain_claim_filter(&batch[i]), dispatching(lease_until, 0)))
             .collect();
         match self.update_each(statements).await {
             Ok(matched) if matched == won.len() as u64 => {
-                for t in won {
-                    let mut record = t.record;
-                    record.status = Status::Dispatching;
-                    record.lease_until = Some(lease_until);
-                    record.claim_generation = 0;
-                    answers[t.position] = Some(Ok(Claim::Send(record)));
+                for i in won {
+                    answers[i] = Some(Ok(Claim::Send(Box::new(claimed_record(
+                        &batch[i],
+                        lease_until,
+                    )))));
                 }
             }
             Ok(_) => {
-                // Some mark did not land (the event moved between the read and the write): those that did are
-                // ours; the others look again alone (and find their own claim held, as `claim` would).
-                let ids = won.iter().map(|t| &t.record.event_id);
-                match self.find_many(ids).await {
-                    Ok(now) => {
-                        let marked: HashMap<String, EventRecord> = now
-                            .into_iter()
-                            .filter(|r| {
-                                r.status == Status::Dispatching
-                                    && r.claim_generation == 0
-                                    && r.lease_until == Some(lease_until)
-                            })
-                            .map(|r| (r.event_id.as_str().to_owned(), r))
-                            .collect();
-                        for t in won {
-                            match marked.get(t.record.event_id.as_str()) {
-                                Some(record) => {
-                                    answers[t.position] =
-                                        Some(Ok(Claim::Send(Box::new(record.clone()))))
-                                }
-                                None => alone.push(t.position),
-                            }
+                // Some marks did not land: read each of those events to tell which did.
+                for i in won {
+                    let request = &batch[i];
+                    answers[i] = Some(match self.find(&request.event.event_id).await {
+                        Ok(Some(record))
+                            if record.status == Status::Dispatching
+                                && record.claim_generation == 0
+                                && record.replay_count == request.replay_count
+                                && record.attempt_count + 1 == request.attempt
+                                && record.lease_until == Some(lease_until) =>
+                        {
+                            Ok(Claim::Send(Box::new(record)))
                         }
-                    }
-                    Err(e) => {
-                        for t in won {
-                            answers[t.position] = Some(Err(e.clone()));
+                        Ok(_) => {
+                            alone.push(i);
+                            continue;
                         }
-                    }
+                        Err(e) => Err(e),
+                    });
                 }
             }
             Err(e) => {
-                for t in won {
-                    answers[t.position] = Some(Err(e.clone()));
+                for i in won {
+                    answers[i] = Some(Err(e.clone()));
                 }
             }
         }
@@ -300,7 +295,7 @@ impl EventStore {
             let request = &batch[position];
             answers[position] = Some(
                 self.claim(
-                    &request.event_id,
+                    &request.event.event_id,
                     request.attempt,
                     request.replay_count,
                     lease,
@@ -386,27 +381,6 @@ impl EventStore {
                 .iter()
                 .any(|a| a.number == attempt.number && a.started_at == attempt.started_at)
         }))
-    }
-
-    /// The events of `ids`, without their timelines (which only grow and which no step here reads), in one `find`.
-    /// A document that does not decode is left out: its step then runs alone and meets the error there, so it
-    /// does not fail the rest of the batch.
-    async fn find_many<'a>(
-        &self,
-        ids: impl Iterator<Item = &'a EventId>,
-    ) -> Result<Vec<EventRecord>> {
-        let ids: Vec<Bson> = ids.map(|id| Bson::String(id.as_str().to_owned())).collect();
-        let documents: Vec<Document> = self
-            .raw
-            .find(doc! { "eventId": { "$in": ids } })
-            .projection(doc! { "timeline": 0 })
-            .await?
-            .try_collect()
-            .await?;
-        Ok(documents
-            .into_iter()
-            .filter_map(|d| bson::from_document::<EventRecord>(d).ok())
-            .collect())
     }
 
     /// Runs `statements` (filter, update) as one unordered `update` command under the collection's write concern,
