@@ -8,10 +8,12 @@ use herald_domain::{Attempt, Event, EventId};
 use herald_platform::batch::{Batcher, Limits, Stopped};
 use herald_platform::store::{self, Claim, ClaimRequest, EventRecord, EventStore};
 
-/// Batches of up to 128 steps, four running at once.
+/// Batches of up to 16 steps, eight running at once. Small batches on purpose: FerretDB 1.24 runs the statements
+/// of one command one after the other, so every step of a batch waits for the whole batch, and one user's events,
+/// which go one after the other, wait for each of theirs (batches of 128 left such a chain minutes behind).
 const BATCHES: Limits = Limits {
-    max_batch: 128,
-    max_in_flight: 4,
+    max_batch: 16,
+    max_in_flight: 8,
 };
 
 /// The batched steps of one dispatcher process.

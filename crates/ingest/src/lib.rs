@@ -38,11 +38,11 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the ping before creating indexes may take.
 const INDEX_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How ingest gathers concurrent requests into store commands: batches of up to 256 events, four running at once
-/// (so that a slow batch does not hold up the requests that arrive meanwhile).
+/// How ingest gathers concurrent requests into store commands: batches of up to 64 events, eight running at once
+/// (so that a slow batch does not hold up the requests that arrive meanwhile, and no request waits for a huge one).
 const BATCHES: Limits = Limits {
-    max_batch: 256,
-    max_in_flight: 4,
+    max_batch: 64,
+    max_in_flight: 8,
 };
 
 /// What every handler shares: one MongoDB client and one Kafka producer per process, cheap to clone.
