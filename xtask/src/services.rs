@@ -284,7 +284,11 @@ pub fn print_endpoints() {
 
 /// Stops every service `up` started.
 pub fn down(procs: &Procs) -> Result<()> {
-    stop(procs, &SERVICES.iter().collect::<Vec<_>>())
+    // The bench's second default-lane dispatcher too: an interrupted bench leaves it running, and a stale
+    // dispatcher in the group takes half the lane's partitions in every later run.
+    let mut all: Vec<&Service> = SERVICES.iter().collect();
+    all.push(&SECOND_DEFAULT_DISPATCHER);
+    stop(procs, &all)
 }
 
 /// Stops `services`, last first, by their pid files.
