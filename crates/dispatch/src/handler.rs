@@ -85,7 +85,6 @@ pub struct Handler {
     pub(crate) producer: FutureProducer,
     pub(crate) providers: Providers,
     pub(crate) send_timeout: Duration,
-    pub(crate) lease: Duration,
     pub(crate) stats: Arc<Stats>,
     /// Process shutdown. Steps after a send finish unless this is cancelled (and even then get one try), so that
     /// a send that happened is recorded.
@@ -98,7 +97,7 @@ impl std::fmt::Debug for Handler {
             .field("topics", &self.topics)
             .field("providers", &self.providers)
             .field("send_timeout", &self.send_timeout)
-            .field("lease", &self.lease)
+            .field("steps", &self.steps)
             .finish_non_exhaustive()
     }
 }

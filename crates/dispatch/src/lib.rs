@@ -99,7 +99,6 @@ impl App {
             producer,
             providers,
             send_timeout: config.send_timeout,
-            lease: config.lease(),
             stats: Arc::clone(&stats),
             shutdown: shutdown.clone(),
         });

@@ -11,7 +11,7 @@ use lettre::message::Mailbox;
 use serde::Deserialize;
 use url::Url;
 
-use super::settings::{read_url, Secret};
+use super::settings::{read_url_or, Secret};
 use super::{
     api_endpoint, judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider,
     SendError,
@@ -43,8 +43,7 @@ impl MailgunConfig {
                 "is required with HERALD_MAILGUN_API_KEY",
             );
         }
-        let base_url = read_url(env, "HERALD_MAILGUN_BASE_URL")
-            .or_else(|| Url::parse(DEFAULT_MAILGUN_BASE_URL).ok())?;
+        let base_url = read_url_or(env, "HERALD_MAILGUN_BASE_URL", DEFAULT_MAILGUN_BASE_URL)?;
         Some(Self {
             api_key: Secret::new(api_key),
             domain: domain?,

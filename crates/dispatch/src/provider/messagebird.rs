@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
-use super::settings::{read_url, Secret};
+use super::settings::{read_url_or, Secret};
 use super::{
     api_endpoint, judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider,
     SendError,
@@ -47,8 +47,11 @@ impl MessageBirdConfig {
                 "is required with HERALD_MESSAGEBIRD_ACCESS_KEY (or set HERALD_SMS_FROM)",
             );
         }
-        let base_url = read_url(env, "HERALD_MESSAGEBIRD_BASE_URL")
-            .or_else(|| Url::parse(DEFAULT_MESSAGEBIRD_BASE_URL).ok())?;
+        let base_url = read_url_or(
+            env,
+            "HERALD_MESSAGEBIRD_BASE_URL",
+            DEFAULT_MESSAGEBIRD_BASE_URL,
+        )?;
         Some(Self {
             access_key: Secret::new(access_key),
             originator: originator?,

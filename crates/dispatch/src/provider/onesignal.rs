@@ -16,7 +16,7 @@ use herald_platform::EnvReader;
 use serde_json::json;
 use url::Url;
 
-use super::settings::{read_url, Secret};
+use super::settings::{read_url_or, Secret};
 use super::{
     judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
 };
@@ -46,8 +46,7 @@ impl OneSignalConfig {
                 "is required with HERALD_ONESIGNAL_APP_ID",
             );
         }
-        let base_url = read_url(env, "HERALD_ONESIGNAL_BASE_URL")
-            .or_else(|| Url::parse(DEFAULT_ONESIGNAL_BASE_URL).ok())?;
+        let base_url = read_url_or(env, "HERALD_ONESIGNAL_BASE_URL", DEFAULT_ONESIGNAL_BASE_URL)?;
         Some(Self {
             app_id,
             api_key: Secret::new(api_key?),

@@ -12,7 +12,7 @@ use lettre::message::Mailbox;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::settings::{read_url, Secret};
+use super::settings::{read_url_or, Secret};
 use super::{
     api_endpoint, judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider,
     SendError,
@@ -36,8 +36,7 @@ impl SendGridConfig {
     /// `HERALD_SENDGRID_*`; `None` when no API key is set.
     pub(crate) fn read(env: &mut EnvReader) -> Option<Self> {
         let api_key = env.optional_string("HERALD_SENDGRID_API_KEY");
-        let base_url = read_url(env, "HERALD_SENDGRID_BASE_URL")
-            .or_else(|| Url::parse(DEFAULT_SENDGRID_BASE_URL).ok())?;
+        let base_url = read_url_or(env, "HERALD_SENDGRID_BASE_URL", DEFAULT_SENDGRID_BASE_URL)?;
         Some(Self {
             api_key: Secret::new(api_key?),
             base_url,

@@ -90,6 +90,11 @@ pub(crate) fn required(env: &mut EnvReader, key: &str, list: &str, name: &str) -
 }
 
 /// An http(s) URL, or a problem.
+/// [`read_url`], or `default` when the variable is unset: the base URL of a provider's API.
+pub(crate) fn read_url_or(env: &mut EnvReader, key: &str, default: &str) -> Option<Url> {
+    read_url(env, key).or_else(|| Url::parse(default).ok())
+}
+
 pub(crate) fn read_url(env: &mut EnvReader, key: &str) -> Option<Url> {
     let raw = env.optional_string(key)?;
     match Url::parse(&raw) {

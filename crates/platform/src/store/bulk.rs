@@ -313,25 +313,18 @@ impl EventStore {
         &self,
         batch: &[(EventRecord, Attempt)],
     ) -> Vec<Result<bool>> {
-        let statements: Result<Vec<(Document, Document)>> = batch
-            .iter()
-            .map(|(claim, attempt)| {
-                attempt_update(
-                    &claim.event_id,
-                    attempt,
-                    claim.replay_count,
-                    Some(claim.claim_generation),
-                    Some(Status::Delivered),
-                )
-            })
-            .collect();
-        let statements = match statements {
-            Ok(statements) => statements,
-            Err(e) => return vec![Err(e); batch.len()],
-        };
-        match self.update_each(statements).await {
-            Ok(matched) if matched == batch.len() as u64 => vec![Ok(true); batch.len()],
-            Ok(_) => {
+        let statements = batch.iter().map(|(claim, attempt)| {
+            attempt_update(
+                &claim.event_id,
+                attempt,
+                claim.replay_count,
+                Some(claim.claim_generation),
+                Some(Status::Delivered),
+            )
+        });
+        match self.all_matched(statements).await {
+            Ok(true) => vec![Ok(true); batch.len()],
+            Ok(false) => {
                 let mut answers = Vec::with_capacity(batch.len());
                 for (claim, attempt) in batch {
                     let late = self
@@ -352,17 +345,12 @@ impl EventStore {
     /// [`Self::mark_recorded`] for many record-only events: one `update` command. When some did not land (already
     /// recorded, or of an older replay generation), each is marked again alone, which says which.
     pub async fn mark_recorded_many(&self, batch: &[(EventId, u32)]) -> Vec<Result<bool>> {
-        let statements: Result<Vec<(Document, Document)>> = batch
+        let statements = batch
             .iter()
-            .map(|(event_id, replay_count)| recorded_update(event_id, *replay_count))
-            .collect();
-        let statements = match statements {
-            Ok(statements) => statements,
-            Err(e) => return vec![Err(e); batch.len()],
-        };
-        match self.update_each(statements).await {
-            Ok(matched) if matched == batch.len() as u64 => vec![Ok(true); batch.len()],
-            Ok(_) => {
+            .map(|(event_id, replay_count)| recorded_update(event_id, *replay_count));
+        match self.all_matched(statements).await {
+            Ok(true) => vec![Ok(true); batch.len()],
+            Ok(false) => {
                 let mut answers = Vec::with_capacity(batch.len());
                 for (event_id, replay_count) in batch {
                     answers.push(self.mark_recorded(event_id, *replay_count).await);
@@ -381,6 +369,16 @@ impl EventStore {
                 .iter()
                 .any(|a| a.number == attempt.number && a.started_at == attempt.started_at)
         }))
+    }
+
+    /// Runs `statements` as one `update` command (see [`Self::update_each`]): whether every one matched.
+    async fn all_matched(
+        &self,
+        statements: impl Iterator<Item = Result<(Document, Document)>>,
+    ) -> Result<bool> {
+        let statements: Vec<(Document, Document)> = statements.collect::<Result<_>>()?;
+        let count = statements.len() as u64;
+        Ok(self.update_each(statements).await? == count)
     }
 
     /// Runs `statements` (filter, update) as one unordered `update` command under the collection's write concern,
