@@ -17,6 +17,10 @@
 -- cost from the size of the table into the number of events its filter matches. PostgreSQL combines two of them
 -- (BitmapAnd) for `userId` + `status`. Other tables do not pay for them on every write.
 --
+-- `createdHour` and `createdDay` (the UTC hour and day of `createdAt`, which every event stores) bound a list to
+-- a slice of time by equality: herald-query reads a page one slice at a time (`crates/query/src/logs/slices.rs`),
+-- so PostgreSQL ANDs the filter's index with the slice's and FerretDB sorts one hour's matches, not all of them.
+--
 -- An event trigger adds the indexes to every table FerretDB creates from now on; the DO block adds them to the
 -- tables that already exist. Neither may ever fail FerretDB's own statement: problems become warnings.
 
@@ -36,13 +40,42 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
                    left(name, 40) || '_herald_id', target);
     IF name ~ '^events_[0-9a-f]{8}$' THEN
-        FOREACH field IN ARRAY ARRAY['userId', 'status', 'eventType', 'channel', 'priority'] LOOP
+        FOREACH field IN ARRAY ARRAY['userId', 'status', 'eventType', 'channel', 'priority', 'createdHour', 'createdDay'] LOOP
             EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->%L) jsonb_path_ops) WITH (fastupdate = off)',
                            left(name, 40) || '_herald_' || lower(field), target, field);
         END LOOP;
     END IF;
 EXCEPTION WHEN others THEN
     RAISE WARNING 'herald: indexing % failed: %', target, SQLERRM;
+END $$;
+
+-- Events stored before `createdHour`/`createdDay` existed get them here, from `createdAt`, in FerretDB's own
+-- layout: each document carries its schema under `$s` (`p`: the type of each field, `$k`: the field order), and
+-- a date is its milliseconds since the epoch. Without the fields herald-query's slice walk would not list them.
+-- Only rows that lack the fields are touched, so a second run reads but writes nothing.
+CREATE OR REPLACE FUNCTION herald_slice_ferretdb_events(target regclass) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    name text := (SELECT relname FROM pg_class WHERE oid = target);
+BEGIN
+    IF name !~ '^events_[0-9a-f]{8}$' THEN
+        RETURN;
+    END IF;
+    EXECUTE format($update$
+        UPDATE %s SET _jsonb = jsonb_set(jsonb_set(
+                _jsonb || jsonb_build_object(
+                    'createdDay', to_char(created, 'YYYY-MM-DD'),
+                    'createdHour', to_char(created, 'YYYY-MM-DD"T"HH24')),
+                '{$s,p}', (_jsonb->'$s'->'p') || '{"createdDay": {"t": "string"}, "createdHour": {"t": "string"}}'),
+            '{$s,$k}', (_jsonb->'$s'->'$k') || '["createdDay", "createdHour"]')
+        FROM (SELECT ctid AS row_id,
+                     to_timestamp((_jsonb->>'createdAt')::bigint / 1000.0) AT TIME ZONE 'UTC' AS created
+              FROM %s
+              WHERE NOT _jsonb ? 'createdDay' AND jsonb_typeof(_jsonb->'createdAt') = 'number') AS old
+        WHERE ctid = old.row_id
+    $update$, target, target);
+EXCEPTION WHEN others THEN
+    RAISE WARNING 'herald: adding createdDay/createdHour to % failed: %', target, SQLERRM;
 END $$;
 
 CREATE OR REPLACE FUNCTION herald_index_new_ferretdb_tables() RETURNS event_trigger
@@ -71,5 +104,6 @@ BEGIN
         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
     LOOP
         PERFORM herald_index_ferretdb_table(existing.oid::regclass);
+        PERFORM herald_slice_ferretdb_events(existing.oid::regclass);
     END LOOP;
 END $$;

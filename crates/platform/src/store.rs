@@ -35,6 +35,25 @@ pub const CLAIMS: &str = "claims";
 /// The collection mapping `Idempotency-Key` header values to the event they created.
 pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 
+/// The UTC day an event was created (`"2026-12-02"`), stored beside `createdAt`. FerretDB 1.24 pushes equalities
+/// down to PostgreSQL but not ranges, sorts or limits: an equality on a slice of time is what lets a list fetch
+/// only the slice's matches instead of every match (`herald-query`'s `logs::slices`). Never updated: the slices
+/// of an event are those of its `createdAt`, which does not change.
+pub const CREATED_DAY: &str = "createdDay";
+
+/// The UTC hour an event was created (`"2026-12-02T05"`), beside [`CREATED_DAY`] and for the same reason.
+pub const CREATED_HOUR: &str = "createdHour";
+
+/// The value of [`CREATED_DAY`] for an event created at `at`.
+pub fn created_day(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+/// The value of [`CREATED_HOUR`] for an event created at `at`.
+pub fn created_hour(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H").to_string()
+}
+
 /// One entry of an event's timeline: what happened, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +172,16 @@ impl EventRecord {
             created_at: event.created_at,
             updated_at: now,
         }
+    }
+
+    /// The document stored for this record: its fields plus the slices of its creation time
+    /// ([`CREATED_DAY`], [`CREATED_HOUR`]), derived here from `createdAt` so that they always agree with it.
+    pub fn to_document(&self) -> Result<Document> {
+        let mut document =
+            bson::to_document(self).map_err(|e| Error::custom(format!("cannot encode {e}")))?;
+        document.insert(CREATED_DAY, created_day(self.created_at));
+        document.insert(CREATED_HOUR, created_hour(self.created_at));
+        Ok(document)
     }
 
     /// The event as it travels on Kafka.
@@ -356,7 +385,7 @@ impl EventStore {
     async fn insert_record(&self, record: &EventRecord) -> Result<Inserted> {
         self.add_to_outbox(&record.event_id, record.replay_count)
             .await?;
-        match self.events.insert_one(record).await {
+        match self.raw.insert_one(record.to_document()?).await {
             Ok(_) => Ok(Inserted::New),
             Err(e) if is_duplicate_key(&e) => match self.find(&record.event_id).await? {
                 Some(found) => Ok(Inserted::Existing(Box::new(found))),

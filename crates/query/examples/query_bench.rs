@@ -3,7 +3,7 @@
 //! ```text
 //! MONGODB_URI=mongodb://127.0.0.1:27017 cargo run --release -p herald-query --example query_bench -- \
 //!     [--events 100000] [--requests 50] [--budget-secs 60] [--database herald_bench] [--reuse] \
-//!     [--selective-only] [--json FILE]
+//!     [--selective-only] [--slicing auto|on|off] [--json FILE]
 //! ```
 //!
 //! The query service runs in-process on a free port, as in production (it creates the indexes before the seed
@@ -12,7 +12,9 @@
 //! selects (computed from the seed, not counted on the server). A kind stops early once it has spent
 //! `--budget-secs`, and says how many it measured. `--reuse` keeps a database seeded by an earlier run with as
 //! many events. `--selective-only` leaves out the kinds whose filter matches a large part of the events.
-//! `--json FILE` writes one entry per kind: `{"name", "p50_ms", "p99_ms", "matches", "n"}`. The seed also
+//! `--slicing` sets `HERALD_QUERY_SLICED_LISTS` (default `auto`: sliced on FerretDB), to compare a list read
+//! slice by slice with one read in one query on the same seed. `--json FILE` writes one entry per kind:
+//! `{"name", "p50_ms", "p99_ms", "matches", "n"}`. The seed also
 //! fills the stats buckets, through the stats consumer's own fold, since it bypasses Kafka.
 
 // A benchmark's report is what it prints.
@@ -26,6 +28,7 @@ use herald_domain::{Channel, Event, EventId, Priority, Status, StatusMessage, St
 use herald_platform::mongo::{self, EVENTS};
 use herald_platform::store::EventRecord;
 use herald_platform::MongoConfig;
+use herald_query::logs::slices::Slicing;
 use herald_query::stats::buckets::{hour_of, Buckets, Step};
 use herald_query::{App, Config};
 use mongodb::bson::{doc, Document};
@@ -45,6 +48,7 @@ struct Args {
     database: String,
     reuse: bool,
     selective_only: bool,
+    slicing: Slicing,
     json: Option<std::path::PathBuf>,
 }
 
@@ -56,6 +60,7 @@ fn args() -> Result<Args> {
         database: "herald_bench".into(),
         reuse: false,
         selective_only: false,
+        slicing: Slicing::Auto,
         json: None,
     };
     let mut raw = std::env::args().skip(1);
@@ -68,6 +73,7 @@ fn args() -> Result<Args> {
             "--database" => args.database = value()?,
             "--reuse" => args.reuse = true,
             "--selective-only" => args.selective_only = true,
+            "--slicing" => args.slicing = value()?.parse()?,
             "--json" => args.json = Some(value()?.into()),
             other => bail!("unknown argument {other}; see the header of query_bench.rs"),
         }
@@ -158,7 +164,7 @@ fn step(i: u64, record: &EventRecord) -> Option<Step> {
 /// Inserts the events and folds their steps into the stats buckets through the stats consumer's own code (the
 /// seed goes straight into MongoDB, not through Kafka).
 async fn seed(db: &mongodb::Database, n: u64, end: DateTime<Utc>) -> Result<()> {
-    let events = db.collection::<EventRecord>(EVENTS);
+    let events = db.collection::<Document>(EVENTS);
     let buckets = Buckets::new(db);
     let started = Instant::now();
     let mut i = 0;
@@ -166,7 +172,12 @@ async fn seed(db: &mongodb::Database, n: u64, end: DateTime<Utc>) -> Result<()> 
         let batch: Vec<EventRecord> = (i..(i + BATCH as u64).min(n))
             .map(|j| record(j, n, end))
             .collect::<Result<_>>()?;
-        events.insert_many(&batch).await?;
+        // As the writers store them: with the slices of their creation time.
+        let documents = batch
+            .iter()
+            .map(EventRecord::to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.insert_many(documents).await?;
         let steps: Vec<Step> = batch
             .iter()
             .zip(i..)
@@ -253,6 +264,8 @@ async fn get(http: &reqwest::Client, url: &str) -> Result<(Duration, Value)> {
 /// whether it walks by cursor (each measured request continues the previous page) instead of repeating page 1.
 struct Kind {
     name: &'static str,
+    /// `/api/logs` or `/api/dead-letters`.
+    route: &'static str,
     query: String,
     selects: Box<dyn Fn(&Shape) -> bool>,
     walk: bool,
@@ -267,6 +280,7 @@ fn kind(
 ) -> Kind {
     Kind {
         name,
+        route: "/api/logs",
         query: query.into(),
         selects: Box::new(selects),
         walk,
@@ -288,8 +302,44 @@ fn kinds(end: DateTime<Utc>) -> Vec<Kind> {
         k.selective = false;
         k
     };
+    let dead_letters = |mut k: Kind| {
+        k.route = "/api/dead-letters";
+        k
+    };
     vec![
         kind("userId, page 1", "userId=user-1", false, user),
+        kind(
+            "userId, limit=100, cursor pages",
+            "userId=user-1&limit=100",
+            true,
+            user,
+        ),
+        kind(
+            "status=RETRY_SCHEDULED, page 1",
+            "status=RETRY_SCHEDULED",
+            false,
+            |s| s.status == Status::RetryScheduled,
+        ),
+        kind(
+            "status=RETRY_SCHEDULED, cursor pages",
+            "status=RETRY_SCHEDULED",
+            true,
+            |s| s.status == Status::RetryScheduled,
+        ),
+        dead_letters(kind("dead letters, page 1", "", false, dead)),
+        dead_letters(kind("dead letters, cursor pages", "", true, dead)),
+        dead_letters(kind(
+            "dead letters eventType=password.reset, cursor pages",
+            "eventType=password.reset",
+            true,
+            move |s| s.event_type == "password.reset" && dead(s),
+        )),
+        dead_letters(kind(
+            "dead letters channel=email + one day, page 1",
+            format!("channel=email&from={day}&to={day}"),
+            false,
+            move |s| s.channel == Some(Channel::Email) && dead(s) && in_day(s),
+        )),
         kind("userId, cursor pages", "userId=user-1", true, user),
         kind(
             "userId, page 1 with total=true",
@@ -375,6 +425,7 @@ async fn main() -> Result<()> {
 
     let mut config = Config::for_test(mongo_config);
     config.request_timeout = Duration::from_secs(120);
+    config.slicing = args.slicing;
     let app = App::build(config).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
@@ -433,7 +484,7 @@ async fn main() -> Result<()> {
                 query.push_str("cursor=");
                 query.push_str(cursor);
             }
-            format!("{base}/api/logs?{query}")
+            format!("{base}{}?{query}", kind.route)
         };
         let mut samples = Vec::with_capacity(m);
         let mut n_failed = 0;

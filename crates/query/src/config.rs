@@ -8,6 +8,7 @@ use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use url::Url;
 
+use crate::logs::slices::Slicing;
 use crate::mask::Masker;
 
 /// Everything `herald-query` can be told. See `.env.example` for the variables.
@@ -38,6 +39,9 @@ pub struct Config {
     /// `HERALD_QUERY_REPLAY_URL`: where herald-replay answers, for the console's replays (which it forwards with
     /// the signed-in key). Default `http://127.0.0.1:3005`.
     pub replay_url: Url,
+    /// `HERALD_QUERY_SLICED_LISTS`: whether list pages are read one hour or day of creation at a time (`on`), in
+    /// one query (`off`), or sliced when the server is FerretDB (`auto`, the default). See [`crate::logs::slices`].
+    pub slicing: Slicing,
     /// `HERALD_LOG_FORMAT` and `RUST_LOG`: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
     /// `HERALD_AUTH`, `HERALD_API_KEYS`, `HERALD_API_KEYS_FILE`, `HERALD_CORS_ORIGINS`: see [`HttpConfig`].
@@ -68,6 +72,7 @@ impl Config {
                 "HERALD_QUERY_REPLAY_URL",
                 Url::parse("http://127.0.0.1:3005").expect("a valid default"),
             ),
+            slicing: env.parse("HERALD_QUERY_SLICED_LISTS", Slicing::Auto),
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
         };

@@ -25,6 +25,7 @@ pub mod activity;
 pub mod alerts;
 pub mod config;
 pub mod console;
+pub mod dead_letters;
 pub mod dropin;
 pub mod error;
 pub mod lanes;
@@ -100,7 +101,7 @@ impl App {
         let state = AppState {
             db: db.clone(),
             kafka: config.kafka.clone(),
-            reader: logs::reader::EventReader::new(&db, config.request_timeout),
+            reader: logs::reader::EventReader::new(&db, config.request_timeout, config.slicing),
             alerts: alerts::reader::AlertReader::new(&db, config.request_timeout),
             stats: stats::reader::StatsReader::new(&db, config.request_timeout),
             mask: Arc::new(config.mask.clone()),

@@ -1,6 +1,6 @@
 //! The `logs` resource: events as `GET /api/logs`, `GET /api/logs/{id}` and `GET /api/stats` show them. Its
 //! parameters ([`params`]), keyset cursor ([`cursor`]), reads of the `events` collection ([`reader`]), answers
-//! ([`view`]) and handlers ([`routes`]) live here; the words they share (the filters, the range, the sort order)
+//! ([`view`]) and handlers ([`routes`]) live here, with the slice walk that reads a page on FerretDB ([`slices`]); the words they share (the filters, the range, the sort order)
 //! are defined in this module, so that the cursor and the parameters both depend on them and not on each other.
 
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod params;
 pub mod reader;
 pub mod routes;
+pub mod slices;
 pub mod view;
 
 /// The order of a list, on `createdAt` with `eventId` as the tie-break.

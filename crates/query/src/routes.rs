@@ -1,5 +1,5 @@
 //! The service's router: `GET /api/logs`, `GET /api/logs/{id}`, `GET /api/stats`, `GET /api/stats/minutes`,
-//! `GET /api/stats/dead-letters`, `GET /api/lanes`, the alerts (each needing a key with the `read` scope), the
+//! `GET /api/stats/dead-letters`, `GET /api/dead-letters`, `GET /api/lanes`, the alerts (each needing a key with the `read` scope), the
 //! health and metrics routes, the documentation and the console; the middleware is platform's standard stack.
 //! Each resource's handlers are in its own folder (`logs/routes.rs`, `alerts/routes.rs`).
 //!
@@ -31,6 +31,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     let (api, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(logs::routes::list_logs))
         .routes(routes!(logs::routes::get_log))
+        .routes(routes!(crate::dead_letters::routes::list_dead_letters))
         .routes(routes!(stats::routes::stats))
         .routes(routes!(crate::activity::per_minute))
         .routes(routes!(crate::activity::dead_letter_summary))

@@ -7,11 +7,13 @@ mod query {
     pub mod auth;
     pub mod console;
     pub mod cursor;
+    pub mod dead_letters;
     pub mod detail;
     pub mod lists;
     pub mod masking;
     pub mod openapi;
     pub mod service;
+    pub mod slices;
     pub mod stats;
     pub mod support;
     pub mod validation;

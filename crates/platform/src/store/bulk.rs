@@ -160,12 +160,12 @@ impl EventStore {
         let mut encoded = Vec::new();
         let mut records = Vec::new();
         for i in insertable {
-            match bson::to_document(&batch[i].record) {
+            match batch[i].record.to_document() {
                 Ok(record) => {
                     encoded.push(i);
                     records.push(record);
                 }
-                Err(e) => answers[i] = Some(Err(Error::custom(format!("cannot encode {e}")))),
+                Err(e) => answers[i] = Some(Err(e)),
             }
         }
         let events = insert_each(&self.raw, records).await;

@@ -2,10 +2,12 @@
 //! Nothing here writes.
 //!
 //! Every list is sorted on (`createdAt`, `eventId`) and filtered on at most one indexed field plus `createdAt`, so
-//! that one of the `<field>_createdAt_eventId` indexes (or `createdAt_eventId`) serves both the filter and the
-//! sort and the server stops after `limit + 1` index entries instead of sorting the whole match.
+//! that on MongoDB one of the `<field>_createdAt_eventId` indexes (or `createdAt_eventId`) serves both the filter
+//! and the sort and the server stops after `limit + 1` index entries instead of sorting the whole match. FerretDB
+//! sorts every match in Go, so there a page is read slice by slice of creation time ([`super::slices`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,8 +16,10 @@ use herald_platform::mongo::EVENTS;
 use herald_platform::store::EventRecord;
 use mongodb::bson::{self, doc, Document, RawDocument, RawDocumentBuf};
 use mongodb::{Collection, Database};
+use tokio::sync::OnceCell;
 
 use super::params::{ListQuery, Position};
+use super::slices::{Slicing, Walk};
 use super::{Filters, Range, SortOrder};
 
 pub use mongodb::error::Error;
@@ -77,42 +81,106 @@ pub const NO_CHANNEL: &str = "none";
 /// Read access to `events`, every query bounded by `max_time` on the server.
 #[derive(Debug, Clone)]
 pub struct EventReader {
+    db: Database,
     events: Collection<RawDocumentBuf>,
     max_time: Duration,
+    slicing: Slicing,
+    /// Whether pages are read slice by slice, once known (with [`Slicing::Auto`], when the server is FerretDB).
+    sliced: Arc<OnceCell<bool>>,
 }
 
 impl EventReader {
-    pub fn new(db: &Database, max_time: Duration) -> Self {
+    /// A reader whose pages are sliced per `slicing`.
+    pub fn new(db: &Database, max_time: Duration, slicing: Slicing) -> Self {
         Self {
+            db: db.clone(),
             events: db.collection(EVENTS),
             max_time,
+            slicing,
+            sliced: Arc::default(),
         }
     }
 
     /// One page of the events matching `query`, without their attempts and timeline.
     pub async fn page(&self, query: &ListQuery) -> Result<Page> {
-        let direction = match query.order {
-            SortOrder::NewestFirst => -1,
-            SortOrder::OldestFirst => 1,
-        };
         // One more than asked for says whether there is a next page, without counting.
-        let mut cursor = self
-            .events
-            .find(page_filter(query))
-            .sort(doc! { "createdAt": direction, "eventId": direction })
-            .skip(query.offset())
-            .limit(i64::from(query.limit) + 1)
-            .batch_size(query.limit + 1)
-            .projection(doc! { "attempts": 0, "timeline": 0 })
-            .max_time(self.max_time)
+        let wanted = query.limit as usize + 1;
+        let mut events = Vec::with_capacity(wanted);
+        if !self.sliced().await? {
+            self.read_sorted(
+                page_filter(query),
+                query,
+                query.offset(),
+                wanted,
+                &mut events,
+            )
             .await?;
-        let mut events = Vec::with_capacity(query.limit as usize + 1);
-        while cursor.advance().await? {
-            events.push(Found::decode(cursor.current())?);
+        } else {
+            // Offset pages skip on the client: a slice does not know how many matches the earlier ones held.
+            let skip = usize::try_from(query.offset()).unwrap_or(usize::MAX);
+            let needed = skip.saturating_add(wanted);
+            let page = page_filter(query);
+            let mut walk = Walk::new(query, Utc::now());
+            while events.len() < needed {
+                let Some(filter) = walk.next_filter(&page) else {
+                    break;
+                };
+                let left = needed - events.len();
+                self.read_sorted(filter, query, 0, left, &mut events)
+                    .await?;
+            }
+            events.drain(..skip.min(events.len()));
         }
         let more = events.len() > query.limit as usize;
         events.truncate(query.limit as usize);
         Ok(Page { events, more })
+    }
+
+    /// Appends to `events` up to `limit` events matching `filter`, in `query`'s order after skipping `skip`.
+    async fn read_sorted(
+        &self,
+        filter: Document,
+        query: &ListQuery,
+        skip: u64,
+        limit: usize,
+        events: &mut Vec<Found>,
+    ) -> Result<()> {
+        let direction = match query.order {
+            SortOrder::NewestFirst => -1,
+            SortOrder::OldestFirst => 1,
+        };
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let mut cursor = self
+            .events
+            .find(filter)
+            .sort(doc! { "createdAt": direction, "eventId": direction })
+            .skip(skip)
+            .limit(i64::from(limit))
+            .batch_size(limit)
+            .projection(doc! { "attempts": 0, "timeline": 0 })
+            .max_time(self.max_time)
+            .await?;
+        while cursor.advance().await? {
+            events.push(Found::decode(cursor.current())?);
+        }
+        Ok(())
+    }
+
+    /// Whether pages are read slice by slice: per the configuration, or (`auto`) when the server says it is
+    /// FerretDB, whose `buildInfo` names its version (asked once; a failed ask is asked again next time).
+    async fn sliced(&self) -> Result<bool> {
+        match self.slicing {
+            Slicing::On => Ok(true),
+            Slicing::Off => Ok(false),
+            Slicing::Auto => self
+                .sliced
+                .get_or_try_init(|| async {
+                    let info = self.db.run_command(doc! { "buildInfo": 1 }).await?;
+                    Ok(info.contains_key("ferretdbVersion"))
+                })
+                .await
+                .copied(),
+        }
     }
 
     /// How many events match `filters`.

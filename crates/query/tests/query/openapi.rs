@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 use super::support::{database, seed, Service};
 
 /// The routes the service serves, as (method, path).
-const SERVED: [(&str, &str); 16] = [
+const SERVED: [(&str, &str); 17] = [
     ("get", "/api/logs"),
     ("get", "/api/logs/{id}"),
+    ("get", "/api/dead-letters"),
     ("get", "/events/processed"),
     ("get", "/user-logs"),
     ("get", "/user-logs/{id}"),

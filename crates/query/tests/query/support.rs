@@ -136,11 +136,16 @@ pub fn seeded(i: u32) -> EventRecord {
     record
 }
 
-/// Inserts `records` in batches of 500, as one `insert_many` each.
+/// Inserts `records` in batches of 500, as one `insert_many` each, as the writers store them (with the slices of
+/// their creation time).
 pub async fn insert(db: &Database, records: &[EventRecord]) -> Result<()> {
-    let events = db.collection::<EventRecord>(EVENTS);
+    let events = db.collection::<mongodb::bson::Document>(EVENTS);
     for batch in records.chunks(500) {
-        events.insert_many(batch).await?;
+        let documents = batch
+            .iter()
+            .map(EventRecord::to_document)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.insert_many(documents).await?;
     }
     Ok(())
 }

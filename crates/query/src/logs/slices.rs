@@ -1,0 +1,435 @@
+//! The slice walk: a page of a list read one slice of creation time (an hour, then a day) at a time.
+//!
+//! FerretDB 1.24 pushes a find's equalities down to PostgreSQL, but not its ranges, sort or limit: a filtered
+//! page made it fetch, decode and sort in Go every event the filter matches, seconds at 10,000 matches. Every
+//! event also stores the UTC hour and day it was created (`createdHour`, `createdDay`, GIN-indexed by the stack),
+//! so a query with the filter plus `createdHour = H` fetches only that hour's matches. The walk reads the slices
+//! in the list's order, each query sorted and limited as the whole list would be, until the page is full; slices
+//! partition `createdAt`, so the pages are exactly those of the one query, cursor and all.
+//!
+//! The walk is bounded: after [`HOURS_BEFORE_DAYS`] hours it reads days (the first one only up to the hours it
+//! already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound of what was
+//! read) ends it, so a sparse filter costs at most that many queries, and a dense one fills its page in the
+//! first hour. A range (`from`/`to`) or a cursor says where the walk starts and ends.
+//!
+//! Newest first, the walk starts in the hour of now plus [`CLOCK_SKEW`]: ingest stamps `createdAt` with its
+//! clock, so no event is newer, clocks being kept. Oldest first without `from` or a cursor there is no first
+//! slice to start from, and the one query serves the page as before.
+
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use herald_platform::store::{created_day, created_hour, CREATED_DAY, CREATED_HOUR};
+use mongodb::bson::{self, Bson, Document};
+
+use super::params::{ListQuery, Position};
+use super::SortOrder;
+
+/// Hours a walk reads before it reads days.
+pub const HOURS_BEFORE_DAYS: u32 = 6;
+/// Days a walk reads before its last query, unsliced.
+pub const DAYS_BEFORE_ALL: u32 = 7;
+/// How far ahead of this process's clock an event's `createdAt` may be.
+pub const CLOCK_SKEW: TimeDelta = TimeDelta::minutes(1);
+
+/// Whether list pages are read slice by slice (`HERALD_QUERY_SLICED_LISTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Slicing {
+    /// When the server is FerretDB (its `buildInfo` says so). MongoDB's compound indexes serve a page with one
+    /// query, and the slices are only an accelerator there.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// A value of `HERALD_QUERY_SLICED_LISTS` that is not `auto`, `on` or `off`.
+#[derive(Debug, thiserror::Error)]
+#[error("must be auto, on or off")]
+pub struct BadSlicing;
+
+impl std::str::FromStr for Slicing {
+    type Err = BadSlicing;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.trim() {
+            "auto" => Ok(Slicing::Auto),
+            "on" => Ok(Slicing::On),
+            "off" => Ok(Slicing::Off),
+            _ => Err(BadSlicing),
+        }
+    }
+}
+
+/// The width of a slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    fn field(self) -> &'static str {
+        match self {
+            Grain::Hour => CREATED_HOUR,
+            Grain::Day => CREATED_DAY,
+        }
+    }
+
+    fn length(self) -> Duration {
+        match self {
+            Grain::Hour => Duration::hours(1),
+            Grain::Day => Duration::days(1),
+        }
+    }
+
+    /// The start of the slice `at` is in.
+    fn start_of(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        // Truncating to a whole hour or day of the epoch cannot fail for a time chrono holds.
+        at.duration_trunc(self.length()).unwrap_or(at)
+    }
+
+    fn key(self, start: DateTime<Utc>) -> String {
+        match self {
+            Grain::Hour => created_hour(start),
+            Grain::Day => created_day(start),
+        }
+    }
+
+    /// How many slices of this grain are read before the next grain (`None`: the unsliced query).
+    fn budget(self) -> u32 {
+        match self {
+            Grain::Hour => HOURS_BEFORE_DAYS,
+            Grain::Day => DAYS_BEFORE_ALL,
+        }
+    }
+
+    fn wider(self) -> Option<Grain> {
+        match self {
+            Grain::Hour => Some(Grain::Day),
+            Grain::Day => None,
+        }
+    }
+}
+
+/// Where a walk is: which slice comes next, and what the slices read so far cover.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    order: SortOrder,
+    /// The grain of the next query; `None`: the next query is unsliced, and the last.
+    grain: Option<Grain>,
+    /// Slices read at the current grain.
+    n_at_grain: u32,
+    /// An instant in the next slice.
+    next: DateTime<Utc>,
+    /// The edge of what the slices read so far cover (newest first: every match at or after it is read; oldest
+    /// first: every match before it), `None` before the first slice.
+    frontier: Option<DateTime<Utc>>,
+    /// Newest first: the earliest instant in range; oldest first: the first instant past the range.
+    end: Option<DateTime<Utc>>,
+    done: bool,
+}
+
+impl Walk {
+    /// The walk of `query`'s page, at time `now`.
+    pub fn new(query: &ListQuery, now: DateTime<Utc>) -> Self {
+        let cursor = match &query.position {
+            Position::After(cursor) => DateTime::from_timestamp_millis(cursor.created_at_ms),
+            Position::Page(_) => None,
+        };
+        let range = query.filters.range;
+        let (start, end) = match query.order {
+            SortOrder::NewestFirst => {
+                let newest = [
+                    Some(now + CLOCK_SKEW),
+                    cursor,
+                    range.before.map(|b| b - Duration::milliseconds(1)),
+                ];
+                (newest.into_iter().flatten().min(), range.from)
+            }
+            SortOrder::OldestFirst => {
+                // Without a lower bound there is no first slice: the unsliced query serves the page.
+                let oldest = [cursor, range.from].into_iter().flatten().max();
+                let past = [
+                    Some(now + CLOCK_SKEW + Duration::milliseconds(1)),
+                    range.before,
+                ];
+                (oldest, past.into_iter().flatten().min())
+            }
+        };
+        Self {
+            order: query.order,
+            grain: start.map(|_| Grain::Hour),
+            n_at_grain: 0,
+            next: start.unwrap_or(now),
+            frontier: None,
+            end,
+            done: false,
+        }
+    }
+
+    /// The filter of the next query (`page` is the page's filter: its equalities, range and cursor), or `None`
+    /// once the walk has covered everything in range.
+    pub fn next_filter(&mut self, page: &Document) -> Option<Document> {
+        if self.done {
+            return None;
+        }
+        let mut filter = page.clone();
+        let Some(grain) = self.grain else {
+            self.done = true;
+            self.bound(&mut filter);
+            return Some(filter);
+        };
+        let start = grain.start_of(self.next);
+        let past = start + grain.length();
+        let beyond = match self.order {
+            SortOrder::NewestFirst => self.end.is_some_and(|from| past <= from),
+            SortOrder::OldestFirst => self.end.is_some_and(|past_end| start >= past_end),
+        };
+        if beyond {
+            self.done = true;
+            return None;
+        }
+        filter.insert(grain.field(), grain.key(start));
+        self.bound(&mut filter);
+        match self.order {
+            SortOrder::NewestFirst => {
+                self.frontier = Some(start);
+                self.next = start - Duration::milliseconds(1);
+            }
+            SortOrder::OldestFirst => {
+                self.frontier = Some(past);
+                self.next = past;
+            }
+        }
+        self.n_at_grain += 1;
+        if self.n_at_grain >= grain.budget() {
+            self.grain = grain.wider();
+            self.n_at_grain = 0;
+        }
+        Some(filter)
+    }
+
+    /// Adds "not in what was read" to `filter`: newest first `createdAt < frontier`, oldest first
+    /// `createdAt >= frontier`, tightening a bound of the same operator the page's filter already has.
+    fn bound(&self, filter: &mut Document) {
+        let Some(frontier) = self.frontier else {
+            return;
+        };
+        let (operator, tighter): (&str, fn(i64, i64) -> i64) = match self.order {
+            SortOrder::NewestFirst => ("$lt", i64::min),
+            SortOrder::OldestFirst => ("$gte", i64::max),
+        };
+        let mut created = match filter.remove("createdAt") {
+            Some(Bson::Document(created)) => created,
+            _ => Document::new(),
+        };
+        let mut edge = frontier.timestamp_millis();
+        if let Ok(existing) = created.get_datetime(operator) {
+            edge = tighter(edge, existing.timestamp_millis());
+        }
+        created.insert(operator, bson::DateTime::from_millis(edge));
+        filter.insert("createdAt", created);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::doc;
+
+    use super::super::cursor::Cursor;
+    use super::super::{Filters, Range};
+    use super::*;
+
+    fn at(raw: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(raw)
+            .expect("valid")
+            .with_timezone(&Utc)
+    }
+
+    fn query(order: SortOrder, range: Range, position: Position) -> ListQuery {
+        ListQuery {
+            filters: Filters {
+                range,
+                ..Filters::default()
+            },
+            order,
+            limit: 10,
+            position,
+            with_total: false,
+        }
+    }
+
+    /// The slice (field, key) and the createdAt bound of every query of a walk over an empty database.
+    fn steps(query: &ListQuery, now: DateTime<Utc>) -> Vec<(String, Option<Document>)> {
+        let mut walk = Walk::new(query, now);
+        let mut steps = Vec::new();
+        while let Some(filter) = walk.next_filter(&doc! {}) {
+            let slice = [CREATED_HOUR, CREATED_DAY]
+                .iter()
+                .find_map(|f| filter.get_str(f).ok().map(|k| format!("{f}={k}")))
+                .unwrap_or_else(|| "all".to_owned());
+            steps.push((slice, filter.get_document("createdAt").ok().cloned()));
+            assert!(steps.len() < 100, "the walk does not end");
+        }
+        steps
+    }
+
+    #[test]
+    fn newest_first_reads_hours_then_days_then_the_rest() {
+        let now = at("2026-12-02T05:30:00Z");
+        let walk = steps(
+            &query(SortOrder::NewestFirst, Range::default(), Position::Page(1)),
+            now,
+        );
+        let slices: Vec<&str> = walk.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            slices,
+            [
+                "createdHour=2026-12-02T05",
+                "createdHour=2026-12-02T04",
+                "createdHour=2026-12-02T03",
+                "createdHour=2026-12-02T02",
+                "createdHour=2026-12-02T01",
+                "createdHour=2026-12-02T00",
+                "createdDay=2026-12-01",
+                "createdDay=2026-11-30",
+                "createdDay=2026-11-29",
+                "createdDay=2026-11-28",
+                "createdDay=2026-11-27",
+                "createdDay=2026-11-26",
+                "createdDay=2026-11-25",
+                "all",
+            ]
+        );
+        assert_eq!(walk[0].1, None, "the first slice has no bound");
+        assert_eq!(
+            walk[1].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T05:00:00Z")) })
+        );
+        assert_eq!(
+            walk[13].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-25T00:00:00Z")) })
+        );
+    }
+
+    #[test]
+    fn a_day_after_the_hours_is_bounded_by_them() {
+        let now = at("2026-12-02T20:30:00Z");
+        let walk = steps(
+            &query(SortOrder::NewestFirst, Range::default(), Position::Page(1)),
+            now,
+        );
+        assert_eq!(walk[6].0, "createdDay=2026-12-02");
+        assert_eq!(
+            walk[6].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T15:00:00Z")) })
+        );
+        assert_eq!(walk[7].0, "createdDay=2026-12-01");
+    }
+
+    #[test]
+    fn a_range_says_where_the_walk_starts_and_ends() {
+        let range = Range {
+            from: Some(at("2026-11-01T10:00:00Z")),
+            before: Some(at("2026-11-01T13:00:00Z")),
+        };
+        let now = at("2026-12-02T05:30:00Z");
+        let newest = steps(
+            &query(SortOrder::NewestFirst, range, Position::Page(1)),
+            now,
+        );
+        let slices: Vec<&str> = newest.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            slices,
+            [
+                "createdHour=2026-11-01T12",
+                "createdHour=2026-11-01T11",
+                "createdHour=2026-11-01T10"
+            ]
+        );
+        let oldest = steps(
+            &query(SortOrder::OldestFirst, range, Position::Page(1)),
+            now,
+        );
+        let slices: Vec<&str> = oldest.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            slices,
+            [
+                "createdHour=2026-11-01T10",
+                "createdHour=2026-11-01T11",
+                "createdHour=2026-11-01T12"
+            ]
+        );
+        assert_eq!(
+            oldest[1].1,
+            Some(doc! { "$gte": bson::DateTime::from_chrono(at("2026-11-01T11:00:00Z")) })
+        );
+    }
+
+    #[test]
+    fn a_cursor_starts_the_walk_in_its_slice() {
+        let now = at("2026-12-02T05:30:00Z");
+        let filters = Filters::default();
+        let id = herald_domain::EventId::parse("e1").expect("valid");
+        let cursor = |order| {
+            Position::After(Cursor::after(
+                order,
+                &filters,
+                at("2026-11-20T08:15:00Z"),
+                id.clone(),
+            ))
+        };
+        let newest = steps(
+            &query(
+                SortOrder::NewestFirst,
+                Range::default(),
+                cursor(SortOrder::NewestFirst),
+            ),
+            now,
+        );
+        assert_eq!(newest[0].0, "createdHour=2026-11-20T08");
+        assert_eq!(newest[1].0, "createdHour=2026-11-20T07");
+        let oldest = steps(
+            &query(
+                SortOrder::OldestFirst,
+                Range::default(),
+                cursor(SortOrder::OldestFirst),
+            ),
+            now,
+        );
+        assert_eq!(oldest[0].0, "createdHour=2026-11-20T08");
+        assert_eq!(oldest[6].0, "createdDay=2026-11-20");
+        assert_eq!(oldest[7].0, "createdDay=2026-11-21");
+        assert_eq!(oldest.last().map(|s| s.0.as_str()), Some("all"));
+    }
+
+    #[test]
+    fn oldest_first_without_a_lower_bound_is_one_query() {
+        let now = at("2026-12-02T05:30:00Z");
+        let walk = steps(
+            &query(SortOrder::OldestFirst, Range::default(), Position::Page(1)),
+            now,
+        );
+        assert_eq!(walk, [("all".to_owned(), None)]);
+    }
+
+    #[test]
+    fn the_bound_tightens_the_range() {
+        let range = Range {
+            from: None,
+            before: Some(at("2026-11-01T10:30:00Z")),
+        };
+        let q = query(SortOrder::NewestFirst, range, Position::Page(1));
+        let mut walk = Walk::new(&q, at("2026-12-02T05:30:00Z"));
+        let page = super::super::reader::page_filter(&q);
+        let first = walk.next_filter(&page).expect("a slice");
+        assert_eq!(
+            first.get_document("createdAt").ok(),
+            Some(&doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-01T10:30:00Z")) })
+        );
+        let second = walk.next_filter(&page).expect("a slice");
+        assert_eq!(
+            second.get_document("createdAt").ok(),
+            Some(&doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-01T10:00:00Z")) })
+        );
+    }
+}
