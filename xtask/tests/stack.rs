@@ -1,7 +1,8 @@
 //! The native stack's PostgreSQL under FerretDB (`xtask/src/ferretdb_indexes.sql`): every collection FerretDB
 //! creates gets GIN indexes that its pushed-down lookups by `eventId` and `_id` use, an `events` collection also one
-//! per list filter of herald-query, and the server plans prepared statements with their values, which those lookups
-//! need to use them.
+//! per list filter of herald-query (and on `createdHour`/`createdDay`, which events stored before those fields get
+//! from the same script), and the server plans prepared statements with their values, which those lookups need to
+//! use them.
 //!
 //! Runs against the stack `cargo xtask test` started; PostgreSQL's port is `HERALD_POSTGRES_PORT` (default 5432),
 //! as for the stack itself.
@@ -76,6 +77,8 @@ async fn a_new_collection_gets_the_indexes_its_lookups_use() {
         herald_indexes("events"),
         [
             "channel",
+            "createdday",
+            "createdhour",
             "event_id",
             "eventtype",
             "id",
@@ -143,5 +146,49 @@ async fn a_new_collection_gets_the_indexes_its_lookups_use() {
 
     // Finds are prepared as `_jsonb->$1 @> $2`: only a plan made with the values can use the index.
     assert_eq!(psql("show plan_cache_mode"), "force_custom_plan");
+    db.drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn events_stored_before_the_slice_fields_get_them() {
+    let client = mongodb::Client::with_uri_str(&stack().mongodb_uri)
+        .await
+        .expect("client");
+    let mut name = format!("t_{}", unique_name("stack-slices").replace(['.', '-'], "_"));
+    name.truncate(63);
+    let db = client.database(&name);
+    let events = db.collection::<Document>("events");
+    let created = mongodb::bson::DateTime::from_millis(1_764_650_000_123); // 2025-12-02T04:33:20.123Z
+    events
+        .insert_many([
+            doc! { "_id": "old", "eventId": "e-old", "status": "DELIVERED", "createdAt": created },
+            doc! { "_id": "new", "eventId": "e-new", "createdAt": created, "createdDay": "kept", "createdHour": "kept" },
+        ])
+        .await
+        .expect("insert");
+    psql(include_str!("../src/ferretdb_indexes.sql"));
+    let old = events
+        .find_one(doc! { "createdHour": "2025-12-02T04" })
+        .await
+        .expect("find by hour")
+        .expect("the old event has its hour");
+    assert_eq!(old.get_str("eventId"), Ok("e-old"));
+    assert_eq!(old.get_str("createdDay"), Ok("2025-12-02"));
+    assert_eq!(old.get_datetime("createdAt"), Ok(&created), "{old}");
+    assert_eq!(
+        old.get_str("status"),
+        Ok("DELIVERED"),
+        "the rest is as stored"
+    );
+    let new = events
+        .find_one(doc! { "_id": "new" })
+        .await
+        .expect("find")
+        .expect("the new event");
+    assert_eq!(
+        new.get_str("createdDay"),
+        Ok("kept"),
+        "a stored field is not rewritten"
+    );
     db.drop().await.expect("drop");
 }

@@ -128,6 +128,8 @@ impl EventReader {
                 let left = needed - events.len();
                 self.read_sorted(filter, query, 0, left, &mut events)
                     .await?;
+                let n_found = left - (needed - events.len());
+                walk.found(n_found, needed - events.len());
             }
             events.drain(..skip.min(events.len()));
         }

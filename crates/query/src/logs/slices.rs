@@ -7,10 +7,11 @@
 //! in the list's order, each query sorted and limited as the whole list would be, until the page is full; slices
 //! partition `createdAt`, so the pages are exactly those of the one query, cursor and all.
 //!
-//! The walk is bounded: after [`HOURS_BEFORE_DAYS`] hours it reads days (the first one only up to the hours it
-//! already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound of what was
-//! read) ends it, so a sparse filter costs at most that many queries, and a dense one fills its page in the
-//! first hour. A range (`from`/`to`) or a cursor says where the walk starts and ends.
+//! The walk is bounded: after [`HOURS_BEFORE_DAYS`] hours, or sooner when the hours read so far say the page
+//! would need more than [`HOURS_AHEAD`] more of them (a sparse filter), it reads days (the first one only up to
+//! the hours it already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound
+//! of what was read) ends it, so a sparse filter costs at most that many queries, and a dense one fills its page
+//! in the first hour. A range (`from`/`to`) or a cursor says where the walk starts and ends.
 //!
 //! Newest first, the walk starts in the hour of now plus [`CLOCK_SKEW`]: ingest stamps `createdAt` with its
 //! clock, so no event is newer, clocks being kept. Oldest first without `from` or a cursor there is no first
@@ -25,6 +26,11 @@ use super::SortOrder;
 
 /// Hours a walk reads before it reads days.
 pub const HOURS_BEFORE_DAYS: u32 = 6;
+/// Read days instead of hours once the hours read say the page needs more than this many more hours.
+pub const HOURS_AHEAD: f64 = 2.0;
+/// How much time the hours read must cover before their count says the filter is sparse: a first hour that
+/// began a minute ago says little.
+const SPARSE_AFTER: TimeDelta = TimeDelta::minutes(30);
 /// Days a walk reads before its last query, unsliced.
 pub const DAYS_BEFORE_ALL: u32 = 7;
 /// How far ahead of this process's clock an event's `createdAt` may be.
@@ -125,6 +131,10 @@ pub struct Walk {
     frontier: Option<DateTime<Utc>>,
     /// Newest first: the earliest instant in range; oldest first: the first instant past the range.
     end: Option<DateTime<Utc>>,
+    /// Where the slices read started (`start` of [`Walk::new`]), and how many events those of the current grain
+    /// returned: the filter's density so far.
+    origin: DateTime<Utc>,
+    n_found: usize,
     done: bool,
 }
 
@@ -162,7 +172,31 @@ impl Walk {
             next: start.unwrap_or(now),
             frontier: None,
             end,
+            origin: start.unwrap_or(now),
+            n_found: 0,
             done: false,
+        }
+    }
+
+    /// Tells the walk that its last query returned `n_found` events and that the page still wants `n_left` more:
+    /// a walk through hours whose matches are too sparse to fill the page in [`HOURS_AHEAD`] more hours reads days
+    /// from now on.
+    pub fn found(&mut self, n_found: usize, n_left: usize) {
+        self.n_found += n_found;
+        let (Some(Grain::Hour), Some(frontier)) = (self.grain, self.frontier) else {
+            return;
+        };
+        let covered = (frontier - self.origin).abs();
+        if n_left == 0 || covered < SPARSE_AFTER {
+            return;
+        }
+        let covered_hours = covered.num_milliseconds() as f64 / 3_600_000.0;
+        // One more than found, so that no match at all reads as sparse rather than as a division by zero.
+        let hours_needed = n_left as f64 * covered_hours / (self.n_found + 1) as f64;
+        if hours_needed > HOURS_AHEAD {
+            self.grain = Some(Grain::Day);
+            self.n_at_grain = 0;
+            self.n_found = 0;
         }
     }
 
@@ -204,6 +238,7 @@ impl Walk {
         if self.n_at_grain >= grain.budget() {
             self.grain = grain.wider();
             self.n_at_grain = 0;
+            self.n_found = 0;
         }
         Some(filter)
     }
@@ -309,6 +344,45 @@ mod tests {
             walk[13].1,
             Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-25T00:00:00Z")) })
         );
+    }
+
+    #[test]
+    fn sparse_hours_turn_into_days_and_dense_ones_do_not() {
+        let now = at("2026-12-02T05:30:00Z");
+        let q = query(SortOrder::NewestFirst, Range::default(), Position::Page(1));
+        let slice_of = |filter: Document| {
+            filter
+                .get_str(CREATED_HOUR)
+                .map(|h| format!("hour {h}"))
+                .or_else(|_| filter.get_str(CREATED_DAY).map(|d| format!("day {d}")))
+                .unwrap_or_else(|_| "all".to_owned())
+        };
+        // Half an hour with nothing: 11 would take hours more. Days from then on.
+        let mut sparse = Walk::new(&q, now);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let filter = sparse.next_filter(&doc! {}).expect("a slice");
+            seen.push(slice_of(filter));
+            sparse.found(0, 11);
+        }
+        assert_eq!(
+            seen,
+            ["hour 2026-12-02T05", "day 2026-12-02", "day 2026-12-01"]
+        );
+        // Fifty events in the first half hour, forty in the next hour: the rest is within the next hour.
+        let mut dense = Walk::new(&q, now);
+        dense.next_filter(&doc! {}).expect("a slice");
+        dense.found(50, 51);
+        dense.next_filter(&doc! {}).expect("a slice");
+        dense.found(40, 11);
+        let third = dense.next_filter(&doc! {}).expect("a slice");
+        assert_eq!(slice_of(third), "hour 2026-12-02T03");
+        // A first hour that began a minute ago says nothing yet.
+        let mut early = Walk::new(&q, at("2026-12-02T05:00:30Z"));
+        early.next_filter(&doc! {}).expect("a slice");
+        early.found(0, 11);
+        let second = early.next_filter(&doc! {}).expect("a slice");
+        assert_eq!(slice_of(second), "hour 2026-12-02T04");
     }
 
     #[test]
