@@ -119,6 +119,8 @@ impl Console {
         tokio::spawn(replay.run_until_stopped(stop.clone()));
         let mut query = herald_query::Config::for_test(herald.ctx.mongo.clone());
         query.kafka = herald.ctx.kafka.clone();
+        // The overview's minutes are folded from the lanes and the status topic by the stats consumer.
+        query.stats_consumer = true;
         query.http.auth = auth();
         query.replay_url = replay_url.parse()?;
         let query = herald_query::App::build(query).await?;

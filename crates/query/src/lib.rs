@@ -90,6 +90,8 @@ impl App {
                 watch: config.watch,
                 folder: stats::consumer::Folder {
                     buckets: stats::buckets::Buckets::new(&db),
+                    minutes: stats::minutes::MinuteBuckets::new(&db),
+                    topics: config.kafka.topics(),
                     producer: kafka::build_producer(&config.kafka)?,
                     dead_letters: config.kafka.topics().dead_letters(),
                 },
@@ -147,10 +149,9 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let stop = shutdown.child_token();
         let consumer = self.stats.map(|stats| {
-            let topic = stats.kafka.topics().status();
             let watch = watch::Watch::new(
                 stats::consumer::group_id(&stats.kafka),
-                vec![topic],
+                stats::consumer::topics(&stats.kafka.topics()),
                 &stats.consumers,
             );
             let checks = watch.spawn_checks(stats.kafka.clone(), stats.watch, stop.clone());
@@ -208,7 +209,10 @@ impl App {
 async fn ensure_indexes(db: &Database) -> bool {
     let created = match mongo::ping(db, INDEX_PING_TIMEOUT).await {
         Ok(()) => match EventStore::ensure_indexes(db).await {
-            Ok(()) => stats::buckets::Buckets::ensure_indexes(db).await,
+            Ok(()) => match stats::buckets::Buckets::ensure_indexes(db).await {
+                Ok(()) => stats::minutes::MinuteBuckets::ensure_indexes(db).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Err(e) => Err(e),

@@ -1,11 +1,13 @@
-//! The stats consumer: reads the status topic in its own group, folds each batch of steps into the hourly
-//! buckets, and only then stores the batch's offsets. An undecodable message is dead-lettered (raw, with where it
-//! came from) before its offset is stored; a MongoDB failure is retried with backoff, never skipped.
+//! The stats consumer: reads the status topic and the critical and default lanes in its own group, folds each
+//! batch into the hourly buckets (status steps) and the minute buckets (steps, and the lanes' newly accepted
+//! events), and only then stores the batch's offsets. An undecodable status message is dead-lettered (raw, with
+//! where it came from) before its offset is stored; an undecodable lane message is skipped, since the lane's
+//! dispatcher dead-letters it. A MongoDB failure is retried with backoff, never skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::StatusMessage;
+use herald_domain::{Lane, StatusMessage, Topics};
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::KafkaConfig;
@@ -15,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::buckets::{Buckets, Step};
+use super::minutes::{self, LaneHead, MinuteBuckets};
 
 /// Most messages folded in one batch.
 pub const BATCH_MAX: usize = 500;
@@ -29,10 +32,23 @@ pub fn group_id(kafka: &KafkaConfig) -> String {
     format!("{}herald-query-stats", kafka.topic_prefix)
 }
 
-/// What folding needs: the buckets, and where undecodable messages go.
+/// The lanes whose messages count accepted events: every new event goes to one of them first (the retry lane
+/// carries later attempts only).
+pub const COUNTED_LANES: [Lane; 2] = [Lane::Critical, Lane::Default];
+
+/// The topics the stats consumer reads: the status topic, then [`COUNTED_LANES`].
+pub fn topics(topics: &Topics) -> Vec<String> {
+    std::iter::once(topics.status())
+        .chain(COUNTED_LANES.iter().map(|lane| topics.lane(*lane)))
+        .collect()
+}
+
+/// What folding needs: the buckets, the topics' names, and where undecodable messages go.
 #[derive(Clone)]
 pub struct Folder {
     pub buckets: Buckets,
+    pub minutes: MinuteBuckets,
+    pub topics: Topics,
     pub producer: FutureProducer,
     pub dead_letters: String,
 }
@@ -98,14 +114,45 @@ impl Folder {
     }
 
     async fn fold(&self, batch: &[OwnedMessage]) -> Result<(), FoldError> {
+        let status_topic = self.topics.status();
+        let lanes: Vec<(Lane, String)> = COUNTED_LANES
+            .iter()
+            .map(|lane| (*lane, self.topics.lane(*lane)))
+            .collect();
         let mut steps = Vec::with_capacity(batch.len());
+        let mut per_minute = Vec::with_capacity(batch.len());
         for message in batch {
-            match serde_json::from_slice::<StatusMessage>(message.payload().unwrap_or_default()) {
-                Ok(status) => steps.push(Step {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    status,
-                }),
+            let payload = message.payload().unwrap_or_default();
+            if message.topic() != status_topic {
+                let Some((lane, _)) = lanes.iter().find(|(_, name)| name == message.topic()) else {
+                    continue;
+                };
+                match serde_json::from_slice::<LaneHead>(payload) {
+                    Ok(head) => per_minute.extend(minutes::of_lane_message(
+                        *lane,
+                        message.partition(),
+                        message.offset(),
+                        &head,
+                    )),
+                    Err(e) => tracing::debug!(error = %e, topic = message.topic(),
+                        partition = message.partition(), offset = message.offset(),
+                        "undecodable lane message, not counted (its dispatcher dead-letters it)"),
+                }
+                continue;
+            }
+            match serde_json::from_slice::<StatusMessage>(payload) {
+                Ok(status) => {
+                    per_minute.extend(minutes::of_step(
+                        message.partition(),
+                        message.offset(),
+                        &status,
+                    ));
+                    steps.push(Step {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        status,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(),
                         "undecodable status message, dead-lettered");
@@ -120,6 +167,7 @@ impl Folder {
             }
         }
         self.buckets.apply(&steps).await?;
+        self.minutes.apply(per_minute, chrono::Utc::now()).await?;
         metrics::counter!("herald_query_stats_steps_total").increment(steps.len() as u64);
         Ok(())
     }
