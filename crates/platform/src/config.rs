@@ -51,6 +51,12 @@ impl EnvReader {
         }
     }
 
+    /// Sets `key` as if the environment had it: a binary's command-line flag (dispatch's `--lane`) that wins
+    /// over the variable of the same meaning.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.vars.insert(key.to_owned(), value.into());
+    }
+
     /// The raw value, if set and not blank.
     pub fn raw(&self, key: &str) -> Option<&str> {
         self.vars
