@@ -78,6 +78,7 @@ impl App {
             kafka: Some(config.kafka.clone()),
             mongo: Some(db),
             timeout: None,
+            indexes: None,
         };
         for rule in config.rules.all() {
             tracing::info!(rule = %rule.name, matches = %rule.matcher.describe(), threshold = rule.threshold,

@@ -134,6 +134,7 @@ impl App {
                 kafka: Some(config.kafka.clone()),
                 mongo: Some(db),
                 timeout: None,
+                indexes: None,
             },
             stats,
             shutdown,

@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         kafka: Some(config.kafka.clone()),
         mongo: Some(state.db.clone()),
         timeout: None,
+        indexes: None,
     };
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accept_event))

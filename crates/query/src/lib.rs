@@ -109,6 +109,7 @@ impl App {
                 kafka: None,
                 mongo: Some(db.clone()),
                 timeout: None,
+                indexes: None,
             }),
             consumers,
         };

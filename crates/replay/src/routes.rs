@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         kafka: Some(config.kafka.clone()),
         mongo: Some(state.db.clone()),
         timeout: None,
+        indexes: None,
     };
     let auth = Arc::new(config.http.auth.clone());
     let admin = OpenApiRouter::new()
