@@ -78,6 +78,23 @@ impl Supervisor {
         });
     }
 
+    /// Runs `task`, a loop that is safe to drop wherever it is (a periodic cleanup): it runs until the stop token
+    /// is cancelled and is then dropped, so that a pass waiting on a dependency that is away does not hold up
+    /// shutdown. Ending before that is a failure ([`EndedEarly`]).
+    pub fn spawn_droppable<F>(&mut self, name: impl Into<String>, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        self.spawn_until_stopped(name, async move {
+            tokio::select! {
+                () = task => {}
+                () = stop.cancelled() => {}
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+
     /// Waits until every task has ended. The first to fail cancels the others (each failure is logged, naming
     /// its task) and is what this returns.
     pub async fn wait(mut self) -> Result<(), TaskFailed> {
@@ -177,6 +194,18 @@ mod tests {
             .expect_err("the early end is reported");
         assert_eq!(failed.task, "consumer");
         assert!(failed.source.is::<EndedEarly>());
+    }
+
+    #[tokio::test]
+    async fn a_droppable_task_is_dropped_at_shutdown() {
+        let shutdown = CancellationToken::new();
+        let mut supervisor = Supervisor::new(&shutdown);
+        supervisor.spawn_droppable("pruner", std::future::pending());
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), supervisor.wait())
+            .await
+            .expect("the pending pruner was dropped");
+        assert!(stopped.is_ok());
     }
 
     #[tokio::test]
