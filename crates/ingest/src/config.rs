@@ -10,7 +10,7 @@ use herald_domain::template::Templates;
 use herald_domain::request::{Region, Rules};
 use herald_platform::http::rate_limit::RateLimitConfig;
 use herald_platform::http::HttpConfig;
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-ingest` can be told. See `.env.example` for the variables.
 #[derive(Debug, Clone)]
@@ -54,14 +54,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment; `Err` lists every bad variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut env = EnvReader::from_env();
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
     /// Reads the configuration, recording every problem in `env`.
     pub fn read(env: &mut EnvReader) -> Self {
         let config = Self {
@@ -130,7 +122,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
         let vars = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
