@@ -7,7 +7,7 @@ use herald_platform::http::HttpConfig;
 use herald_platform::store::retention::{
     Retention, DEFAULT_DLQ_RETENTION_DAYS, DEFAULT_RETENTION_DAYS,
 };
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-replay` can be told. See `.env.example` for the variables.
 #[derive(Debug, Clone)]
@@ -41,14 +41,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment; `Err` lists every bad variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut env = EnvReader::from_env();
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
     /// Reads the configuration, recording every problem in `env`.
     pub fn read(env: &mut EnvReader) -> Self {
         let config = Self {
@@ -104,7 +96,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
         let vars = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
