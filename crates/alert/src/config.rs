@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use herald_platform::kafka::watch::WatchConfig;
+use herald_platform::service::ServiceConfig;
 use herald_platform::smtp::SmtpConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use url::Url;
@@ -47,9 +48,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
+impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
-    pub fn read(env: &mut EnvReader) -> Self {
+    fn read(env: &mut EnvReader) -> Self {
         let host = env.string("HERALD_ALERT_HOST", "127.0.0.1");
         let port = env.parse("HERALD_ALERT_PORT", 3030u16);
         let recipients: Vec<String> = env
@@ -129,6 +130,12 @@ impl Config {
         }
     }
 
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+impl Config {
     /// The consumer group under the installation's prefix.
     pub fn group_id(&self) -> String {
         format!("{}{SERVICE}", self.kafka.topic_prefix)
@@ -151,9 +158,8 @@ mod tests {
 
     use super::*;
 
-    fn read(mut env: EnvReader) -> Result<Config, ConfigError> {
-        let config = Config::read(&mut env);
-        env.finish().map(|()| config)
+    fn read(env: EnvReader) -> Result<Config, ConfigError> {
+        Config::read_all(env)
     }
 
     fn env(pairs: &[(&str, &str)]) -> EnvReader {

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
 use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
-use herald_platform::{kafka, mongo, EnvReader, TelemetryConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -62,22 +62,14 @@ impl Service for App {
     type Config = Config;
     type Error = Error;
 
-    fn read_config(env: &mut EnvReader) -> Config {
-        Config::read(env)
-    }
-
-    fn telemetry(config: &Config) -> &TelemetryConfig {
-        &config.telemetry
-    }
-
     /// Connects, builds the SMTP transport, binds the health server and tries the indexes once (the consumer and
     /// the sender wait for them; they are tried again in the background while MongoDB is away).
     async fn build(config: Config) -> Result<Self> {
-        let db = mongo::connect(&config.mongo, SERVICE).await?;
-        let indexes = IndexGate::new(&db, |db| async move {
-            window::Windows::ensure_indexes(&db).await
-        });
-        indexes.try_once().await;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, SERVICE, |db| async move {
+                window::Windows::ensure_indexes(&db).await
+            })
+            .await?;
         let topics = config.kafka.topics();
         let handler = consumer::Handler {
             rules: Arc::new(config.rules.clone()),

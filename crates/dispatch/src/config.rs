@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use herald_domain::Lane;
 use herald_platform::kafka::watch::WatchConfig;
+use herald_platform::service::ServiceConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 pub use crate::provider::settings::{Backend, NamedProvider, Secret};
@@ -69,6 +70,18 @@ pub fn default_port(lane: Lane) -> u16 {
         Lane::Critical => 3010,
         Lane::Default => 3011,
         Lane::Retry => 3012,
+    }
+}
+
+impl ServiceConfig for Config {
+    /// The lane comes from `HERALD_LANE` (the binary sets it from `--lane`).
+    fn read(env: &mut EnvReader) -> Self {
+        // The inherent `Config::read`, which takes the lane too.
+        Config::read(env, None)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 

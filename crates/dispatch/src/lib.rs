@@ -26,7 +26,7 @@ use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch, WatchConfig};
 use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
 use herald_platform::store::{retention, EventStore};
-use herald_platform::{EnvReader, KafkaConfig, TelemetryConfig};
+use herald_platform::KafkaConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -83,15 +83,6 @@ impl Service for App {
     type Config = Config;
     type Error = Error;
 
-    /// The lane comes from `HERALD_LANE` (the binary sets it from `--lane`).
-    fn read_config(env: &mut EnvReader) -> Config {
-        Config::read(env, None)
-    }
-
-    fn telemetry(config: &Config) -> &TelemetryConfig {
-        &config.telemetry
-    }
-
     /// Connects to MongoDB and Kafka, builds the providers, subscribes to the lane, binds the health server and
     /// tries the indexes once (the lane waits for them; they are tried again in the background while MongoDB is
     /// away).
@@ -99,12 +90,11 @@ impl Service for App {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        let db = herald_platform::mongo::connect(&config.mongo, config::SERVICE).await?;
-        let indexes = IndexGate::new(
-            &db,
-            |db| async move { EventStore::ensure_indexes(&db).await },
-        );
-        indexes.try_once().await;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, config::SERVICE, |db| async move {
+                EventStore::ensure_indexes(&db).await
+            })
+            .await?;
         let producer = kafka::build_producer(&config.kafka)?;
         let providers = Providers::build(&config)?;
         let stats = Arc::new(Stats::new(

@@ -1,6 +1,5 @@
 //! The service's configuration, read from environment variables with every bad field reported at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use herald_domain::template::Templates;
 use herald_domain::request::{Region, Rules};
 use herald_platform::http::rate_limit::RateLimitConfig;
 use herald_platform::http::HttpConfig;
+use herald_platform::service::ServiceConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-ingest` can be told. See `.env.example` for the variables.
@@ -53,9 +53,9 @@ pub struct Config {
     pub templates: Arc<Templates>,
 }
 
-impl Config {
+impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
-    pub fn read(env: &mut EnvReader) -> Self {
+    fn read(env: &mut EnvReader) -> Self {
         let config = Self {
             host: env.string("HERALD_INGEST_HOST", "127.0.0.1"),
             port: env.parse("HERALD_INGEST_PORT", 3000),
@@ -87,13 +87,15 @@ impl Config {
         config
     }
 
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+impl Config {
     /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
     pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
-        let mut env = EnvReader::from_map(HashMap::from([(
-            "HERALD_AUTH".to_owned(),
-            "off".to_owned(),
-        )]));
-        let mut config = Self::read(&mut env);
+        let mut config = Self::read(&mut EnvReader::from_pairs(&[("HERALD_AUTH", "off")]));
         config.port = 0;
         config.kafka = kafka;
         config.mongo = mongo;
@@ -123,17 +125,10 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut vars: HashMap<String, String> = vars;
         // Authentication's own checks are tested in herald-platform.
-        vars.entry("HERALD_AUTH".into())
-            .or_insert_with(|| "off".into());
-        let mut env = EnvReader::from_map(vars);
-        let config = Config::read(&mut env);
-        env.finish().map(|()| config)
+        Config::read_all(EnvReader::from_pairs(
+            &[&[("HERALD_AUTH", "off")], pairs].concat(),
+        ))
     }
 
     #[test]

@@ -14,9 +14,9 @@ use axum::Router;
 use herald_domain::request::Rules;
 use herald_domain::EventId;
 use herald_platform::batch::{Batcher, Limits};
+use herald_platform::kafka;
 use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::{self, Accepting, EventStore, Inserted};
-use herald_platform::{kafka, mongo, EnvReader, TelemetryConfig};
 use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -96,23 +96,14 @@ impl Service for App {
     type Config = Config;
     type Error = Error;
 
-    fn read_config(env: &mut EnvReader) -> Config {
-        Config::read(env)
-    }
-
-    fn telemetry(config: &Config) -> &TelemetryConfig {
-        &config.telemetry
-    }
-
     /// Connects to MongoDB and Kafka (lazily: neither needs to be up), tries the indexes once (then in the
     /// background until MongoDB answers; no event is accepted before), and binds the listener.
     async fn build(config: Config) -> Result<Self> {
-        let db = mongo::connect(&config.mongo, Self::NAME).await?;
-        let indexes = IndexGate::new(
-            &db,
-            |db| async move { EventStore::ensure_indexes(&db).await },
-        );
-        indexes.try_once().await;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, Self::NAME, |db| async move {
+                EventStore::ensure_indexes(&db).await
+            })
+            .await?;
         let producer = kafka::build_producer(&config.kafka)?;
         let store = EventStore::new(&db);
         let state = AppState {

@@ -5,7 +5,7 @@
 //! `/api/ready`), [`serve_health`] (the health server of the services whose only HTTP is health, with a request
 //! timeout) and [`bind`].
 //!
-//! A new service implements [`Service`] on its `App`, spawns its consumers and servers on a [`Supervisor`] in
+//! A new service implements [`ServiceConfig`] on its `Config` and [`Service`] on its `App`, spawns its consumers and servers on a [`Supervisor`] in
 //! `run_until_stopped`, and its binary is `herald_platform::service::main::<App>(EnvReader::from_env())`.
 
 use std::future::Future;
@@ -24,7 +24,7 @@ use crate::config::{ConfigError, EnvReader, TelemetryConfig};
 mod gate;
 mod supervisor;
 
-pub use gate::IndexGate;
+pub use gate::{connect_with_indexes, IndexGate};
 pub use supervisor::{BoxError, EndedEarly, Supervisor, TaskFailed};
 
 /// The exit code of a service that stopped on SIGINT or SIGTERM, as asked.
@@ -37,19 +37,27 @@ pub const EXIT_CONFIG: u8 = 2;
 /// The exit code of a service that could not start (a port taken, a Kafka client refused, ...).
 pub const EXIT_START: u8 = 3;
 
+/// A service's configuration, as [`main`] reads it.
+pub trait ServiceConfig: Sized + Send + 'static {
+    /// Reads every field, recording each bad variable in `env` (the caller then calls `env.finish()`).
+    fn read(env: &mut EnvReader) -> Self;
+
+    /// The telemetry settings (log format, shutdown bound).
+    fn telemetry(&self) -> &TelemetryConfig;
+
+    /// Reads every field from `env`: `Err` lists every bad variable.
+    fn read_all(mut env: EnvReader) -> Result<Self, ConfigError> {
+        let config = Self::read(&mut env);
+        env.finish().map(|()| config)
+    }
+}
+
 /// A Herald service, as [`main`] runs it.
 pub trait Service: Sized + Send + 'static {
     /// The binary's name (`herald-retry`), in logs and error messages.
     const NAME: &'static str;
-    type Config: Send + 'static;
+    type Config: ServiceConfig;
     type Error: std::error::Error + Send + Sync + 'static;
-
-    /// Reads the configuration, recording every bad variable in `env` (the caller then calls `env.finish()`):
-    /// the service's `Config::read`.
-    fn read_config(env: &mut EnvReader) -> Self::Config;
-
-    /// The telemetry settings in `config` (log format, shutdown bound).
-    fn telemetry(config: &Self::Config) -> &TelemetryConfig;
 
     /// Connects, binds its port, and returns the service ready to run.
     fn build(config: Self::Config) -> impl Future<Output = Result<Self, Self::Error>> + Send;
@@ -65,9 +73,8 @@ pub trait Service: Sized + Send + 'static {
 }
 
 /// Reads `S`'s configuration from `env`: `Err` lists every bad variable.
-pub fn read_config<S: Service>(mut env: EnvReader) -> Result<S::Config, ConfigError> {
-    let config = S::read_config(&mut env);
-    env.finish().map(|()| config)
+pub fn read_config<S: Service>(env: EnvReader) -> Result<S::Config, ConfigError> {
+    S::Config::read_all(env)
 }
 
 /// A service binary's whole `main`: reads the configuration from `env`, starts telemetry, builds the service and
@@ -80,8 +87,8 @@ pub async fn main<S: Service>(env: EnvReader) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::telemetry::init(S::telemetry(&config));
-    let shutdown = crate::shutdown_signal_within(S::telemetry(&config).shutdown_timeout);
+    crate::telemetry::init(config.telemetry());
+    let shutdown = crate::shutdown_signal_within(config.telemetry().shutdown_timeout);
     let service = match S::build(config).await {
         Ok(service) => service,
         Err(e) => {
@@ -112,6 +119,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// What can stop a service from starting or running: the whole `Error` of the services that need nothing more
+/// (ingest, replay, query, retry); the others add their own variants beside these.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] crate::kafka::Error),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// A port that could not be bound.

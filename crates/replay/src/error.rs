@@ -9,17 +9,7 @@ use herald_platform::http::HttpError;
 use crate::replay::{StopCause, Stopped};
 
 /// What can stop the service from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] herald_platform::kafka::Error),
-    #[error(transparent)]
-    Bind(#[from] herald_platform::service::BindError),
-    #[error(transparent)]
-    Task(#[from] herald_platform::service::TaskFailed),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

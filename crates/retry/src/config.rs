@@ -7,6 +7,7 @@ use herald_domain::provider::{self, KnownProviders};
 use herald_domain::retry::RetryRules;
 use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
 use herald_platform::kafka::watch::WatchConfig;
+use herald_platform::service::ServiceConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-retry` reads at startup.
@@ -33,9 +34,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
+impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
-    pub fn read(env: &mut EnvReader) -> Self {
+    fn read(env: &mut EnvReader) -> Self {
         let host = env.string("HERALD_RETRY_HOST", "127.0.0.1");
         let port = env.parse("HERALD_RETRY_PORT", 3020u16);
         let rules_path = env.optional_string("HERALD_RETRY_RULES").map(PathBuf::from);
@@ -120,6 +121,10 @@ impl Config {
             telemetry,
         }
     }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
 }
 
 /// `"5,30,120"` to `[5, 30, 120]`: positive, strictly increasing, at least one.
@@ -147,9 +152,8 @@ mod tests {
 
     use super::*;
 
-    fn read(mut env: EnvReader) -> Result<Config, ConfigError> {
-        let config = Config::read(&mut env);
-        env.finish().map(|()| config)
+    fn read(env: EnvReader) -> Result<Config, ConfigError> {
+        Config::read_all(env)
     }
 
     #[test]

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use herald_domain::retry::RetryRules;
 use herald_domain::Topics;
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
-use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
+use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::EventStore;
-use herald_platform::{kafka, mongo, EnvReader, TelemetryConfig};
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,17 +33,7 @@ pub use config::{parse_tiers, Config};
 const DELAY_FETCH_WAIT_MS: u64 = 20;
 
 /// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] kafka::Error),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    #[error(transparent)]
-    Task(#[from] TaskFailed),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -82,14 +72,6 @@ impl Service for App {
     type Config = Config;
     type Error = Error;
 
-    fn read_config(env: &mut EnvReader) -> Config {
-        Config::read(env)
-    }
-
-    fn telemetry(config: &Config) -> &TelemetryConfig {
-        &config.telemetry
-    }
-
     /// Connects, creates the delay-tier topics, binds the health server and tries the indexes once (the
     /// consumers wait for them; they are tried again in the background while MongoDB is away).
     async fn build(config: Config) -> Result<Self> {
@@ -105,12 +87,11 @@ impl Service for App {
             })
             .collect();
         kafka::ensure_topics(&config.kafka, &tier_topics, config.topic_replication).await?;
-        let db = mongo::connect(&config.mongo, Self::NAME).await?;
-        let indexes = IndexGate::new(
-            &db,
-            |db| async move { EventStore::ensure_indexes(&db).await },
-        );
-        indexes.try_once().await;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, Self::NAME, |db| async move {
+                EventStore::ensure_indexes(&db).await
+            })
+            .await?;
         let state = AppState {
             producer: kafka::build_producer(&config.kafka)?,
             store: EventStore::new(&db),

@@ -14,6 +14,7 @@ use mongodb::Database;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::MongoConfig;
 use crate::retry::{self, Backoff};
 
 /// How long the ping before each try may take: creating indexes against a server that is away takes several
@@ -110,4 +111,21 @@ impl IndexGate {
             tracing::info!("mongodb indexes are in place");
         }
     }
+}
+
+/// Connects to MongoDB (lazily: it need not be up) as `app_name`, and tries its indexes once
+/// ([`IndexGate::try_once`]): how every service starts on MongoDB.
+pub async fn connect_with_indexes<F, Fut>(
+    config: &MongoConfig,
+    app_name: &str,
+    create: F,
+) -> mongodb::error::Result<(Database, IndexGate)>
+where
+    F: Fn(Database) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = mongodb::error::Result<()>> + Send + 'static,
+{
+    let db = crate::mongo::connect(config, app_name).await?;
+    let indexes = IndexGate::new(&db, create);
+    indexes.try_once().await;
+    Ok((db, indexes))
 }
