@@ -17,6 +17,7 @@ use herald_domain::{EventId, Status};
 use herald_e2e::{Herald, Receiver};
 use herald_platform::http::auth::ApiKey;
 use herald_platform::http::AuthConfig;
+use herald_platform::service::Service as _;
 use herald_test_support::{eventually, unique_name};
 use serde_json::json;
 use tokio::process::{Child, Command};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use herald_domain::{Lane, StatusMessage, Topics};
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
+use herald_platform::retry::{until_done, Backoff};
 use herald_platform::KafkaConfig;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -23,9 +24,6 @@ use super::minutes::{self, LaneHead, MinuteBuckets};
 pub const BATCH_MAX: usize = 500;
 /// Longest a batch waits for more messages once it has one: the delay a step can add before it is counted.
 pub const BATCH_WAIT: Duration = Duration::from_millis(200);
-/// First and longest wait between two tries of a batch that failed on MongoDB or Kafka.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// The consumer group of the stats consumer, under the installation's prefix.
 pub fn group_id(kafka: &KafkaConfig) -> String {
@@ -96,21 +94,14 @@ pub async fn run(
 impl Folder {
     /// Folds `batch` until it is done (true) or `shutdown` comes first (false: no offset may be stored).
     async fn fold_durably(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            match self.fold(batch).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, n_messages = batch.len(), retry_in_ms = backoff.as_millis() as u64,
-                        "folding status messages into the stats failed; trying again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
-            }
-        }
+        until_done(
+            "folding status messages into the stats",
+            Backoff::TRANSIENT,
+            shutdown,
+            || self.fold(batch),
+        )
+        .await
+        .is_some()
     }
 
     async fn fold(&self, batch: &[OwnedMessage]) -> Result<(), FoldError> {
