@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use herald_domain::retry::RetryRules;
 use herald_domain::{EventId, Lane, Status};
 use herald_platform::config::LogFormat;
+use herald_platform::service::Service as _;
 use herald_platform::store::{EventRecord, EventStore};
 use herald_platform::{EnvReader, TelemetryConfig};
 use herald_test_support::{eventually, stack, TestContext};
@@ -210,9 +211,10 @@ impl Herald {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         )
         .collect();
-        let alert =
-            herald_alert::App::build(herald_alert::Config::read(EnvReader::from_map(alert_env))?)
-                .await?;
+        let alert = herald_alert::App::build(herald_platform::service::read_config::<
+            herald_alert::App,
+        >(EnvReader::from_map(alert_env))?)
+        .await?;
         let run = alert.run_until_stopped(shutdown.clone());
         services.push((
             "alert".to_owned(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use herald_domain::{EventId, Status};
 use herald_e2e::Herald;
+use herald_platform::service::Service as _;
 use herald_test_support::eventually;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -17,6 +17,7 @@ use herald_domain::{EventId, Status};
 use herald_e2e::{Herald, Receiver};
 use herald_platform::http::auth::ApiKey;
 use herald_platform::http::AuthConfig;
+use herald_platform::service::Service as _;
 use herald_test_support::{eventually, unique_name};
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -119,6 +120,8 @@ impl Console {
         tokio::spawn(replay.run_until_stopped(stop.clone()));
         let mut query = herald_query::Config::for_test(herald.ctx.mongo.clone());
         query.kafka = herald.ctx.kafka.clone();
+        // The overview's minutes are folded from the lanes and the status topic by the stats consumer.
+        query.stats_consumer = true;
         query.http.auth = auth();
         query.replay_url = replay_url.parse()?;
         let query = herald_query::App::build(query).await?;

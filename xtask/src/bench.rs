@@ -525,10 +525,22 @@ async fn run_scenarios(
                         "600s",
                     ]);
                     let before = store_commands().await;
-                    let run = loadgen(out, "throughput", &throughput)?;
+                    // An operator's console tab open through the run: does it still answer?
+                    let query = crate::services::SERVICES.iter().find(|s| s.name == "query");
+                    let probe = crate::console_probe::Probe::start(format!(
+                        "http://127.0.0.1:{}",
+                        query.map_or(3001, |s| s.port)
+                    ));
+                    let run =
+                        tokio::task::block_in_place(|| loadgen(out, "throughput", &throughput));
+                    let console = probe.finish().await;
+                    let run = run?;
                     let spent = spent_since(&before, &store_commands().await);
                     all_balanced &= keep("throughput", run, &mut results);
                     with_store_commands(&mut results, "throughput", spent);
+                    if let Some(scenario) = results.get_mut("throughput") {
+                        scenario["console"] = console;
+                    }
                     // The same load with a second default-lane dispatcher beside the first.
                     let second = [&crate::services::SECOND_DEFAULT_DISPATCHER];
                     let started = crate::services::start_these(
@@ -817,6 +829,18 @@ fn markdown(report: &Value) -> String {
             &format!("throughput: {lane} end-to-end p99"),
             num(t, &["lanes", lane, "end_to_end", "p99_ms"]),
             "ms",
+        );
+    }
+    for path in crate::console_probe::PATHS {
+        let c = &scenarios["throughput"]["console"][path];
+        row(
+            &mut md,
+            &format!(
+                "throughput: console `GET {path}` p50 / p99 ({} of {} reads failed)",
+                c["failed"], c["reads"]
+            ),
+            num(c, &["p50_ms"]),
+            &format!("ms / {:.1} ms", num(c, &["p99_ms"])),
         );
     }
     for name in ["priority-idle", "priority-flood"] {

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chaos;
+mod console_probe;
 mod limits;
 mod paths;
 mod procs;

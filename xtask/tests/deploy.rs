@@ -760,3 +760,79 @@ fn the_image_healthcheck_passes_only_on_a_2xx() {
     assert!(!entrypoint(&["healthcheck", &closed.to_string()]).success());
     assert!(!entrypoint(&["no-such-service"]).success());
 }
+
+/// Ingest accepts a client's `provider` only among those the dispatchers have, reading the same variables
+/// (`herald_domain::provider::SELECTION_VARS`): every deployment gives both the same values.
+#[test]
+fn ingest_and_every_dispatcher_are_given_the_same_provider_selection() {
+    use herald_domain::provider::SELECTION_VARS;
+    let services = compose_services();
+    let ingest = &services["ingest"]["environment"];
+    let dispatchers: Vec<&String> = services
+        .keys()
+        .filter(|name| name.starts_with("dispatch-"))
+        .collect();
+    assert!(!dispatchers.is_empty());
+    for var in SELECTION_VARS {
+        assert!(ingest.get(*var).is_some(), "compose: ingest lacks {var}");
+        for name in &dispatchers {
+            assert_eq!(
+                services[name.as_str()]["environment"].get(*var),
+                ingest.get(*var),
+                "compose: {name} and ingest differ on {var}"
+            );
+        }
+    }
+
+    // Kubernetes: both read the shared ConfigMap and Secret, which hold every selection variable, and neither
+    // overrides one in its own `env`.
+    let shared: BTreeSet<String> = k8s_objects("ConfigMap")
+        .iter()
+        .filter_map(|o| o["object"]["data"].as_object())
+        .chain(
+            k8s_objects("Secret")
+                .iter()
+                .filter_map(|o| o["object"]["stringData"].as_object()),
+        )
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    for var in SELECTION_VARS {
+        assert!(
+            shared.contains(*var),
+            "k8s: neither the ConfigMap nor the Secret sets {var}"
+        );
+    }
+    for deployment in k8s_objects("Deployment") {
+        let name = deployment["name"].as_str().expect("name");
+        let container = &deployment["object"]["spec"]["template"]["spec"]["containers"][0];
+        let command = strings(&container["args"]);
+        if !matches!(
+            command.first().map(String::as_str),
+            Some("ingest" | "dispatch")
+        ) {
+            continue;
+        }
+        let from: Vec<&str> = container["envFrom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|source| {
+                source["configMapRef"]["name"]
+                    .as_str()
+                    .or(source["secretRef"]["name"].as_str())
+            })
+            .collect();
+        assert_eq!(
+            from,
+            ["herald-config", "herald-secrets"],
+            "k8s: {name}'s envFrom"
+        );
+        for own in container["env"].as_array().into_iter().flatten() {
+            let own = own["name"].as_str().unwrap_or_default();
+            assert!(
+                !SELECTION_VARS.contains(&own),
+                "k8s: {name} overrides {own}"
+            );
+        }
+    }
+}

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use herald_platform::kafka::watch::WatchConfig;
+use herald_platform::service::ServiceConfig;
 use herald_platform::smtp::SmtpConfig;
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 use url::Url;
 
 use crate::rules::{self, Rules};
@@ -47,12 +48,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_env())
-    }
-
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+impl ServiceConfig for Config {
+    /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
+    fn read(env: &mut EnvReader) -> Self {
         let host = env.string("HERALD_ALERT_HOST", "127.0.0.1");
         let port = env.parse("HERALD_ALERT_PORT", 3030u16);
         let recipients: Vec<String> = env
@@ -94,17 +92,13 @@ impl Config {
             }
         };
         let sweep_interval = positive(
-            &mut env,
+            env,
             "HERALD_ALERT_SWEEP_INTERVAL_MS",
             Duration::from_secs(2),
         );
-        let send_timeout = positive(
-            &mut env,
-            "HERALD_ALERT_SEND_TIMEOUT_MS",
-            Duration::from_secs(10),
-        );
+        let send_timeout = positive(env, "HERALD_ALERT_SEND_TIMEOUT_MS", Duration::from_secs(10));
         let send_backoff_cap = positive(
-            &mut env,
+            env,
             "HERALD_ALERT_SEND_BACKOFF_CAP_MS",
             Duration::from_secs(60),
         );
@@ -112,13 +106,12 @@ impl Config {
         if send_attempts == 0 {
             env.problem("HERALD_ALERT_SEND_ATTEMPTS", "must be 1 or more");
         }
-        let smtp = SmtpConfig::read(&mut env);
-        let kafka = KafkaConfig::read(&mut env, SERVICE);
-        let watch = WatchConfig::read(&mut env);
-        let mongo = MongoConfig::read(&mut env);
-        let telemetry = TelemetryConfig::read(&mut env);
-        env.finish()?;
-        Ok(Self {
+        let smtp = SmtpConfig::read(env);
+        let kafka = KafkaConfig::read(env, SERVICE);
+        let watch = WatchConfig::read(env);
+        let mongo = MongoConfig::read(env);
+        let telemetry = TelemetryConfig::read(env);
+        Self {
             host,
             port,
             rules_path,
@@ -134,9 +127,15 @@ impl Config {
             watch,
             mongo,
             telemetry,
-        })
+        }
     }
 
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+impl Config {
     /// The consumer group under the installation's prefix.
     pub fn group_id(&self) -> String {
         format!("{}{SERVICE}", self.kafka.topic_prefix)
@@ -155,7 +154,13 @@ fn positive(env: &mut EnvReader, key: &str, default: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use herald_platform::ConfigError;
+
     use super::*;
+
+    fn read(env: EnvReader) -> Result<Config, ConfigError> {
+        Config::read_all(env)
+    }
 
     fn env(pairs: &[(&str, &str)]) -> EnvReader {
         EnvReader::from_map(
@@ -168,7 +173,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let config = Config::read(env(&[])).expect("valid");
+        let config = read(env(&[])).expect("valid");
         assert_eq!(config.port, 3030);
         assert_eq!(config.rules.all().len(), 3);
         assert_eq!(config.recipients, ["herald-alerts@localhost"]);
@@ -185,7 +190,7 @@ mod tests {
             "[[rules]]\nname = \"x\"\nthreshold = 0\nwindow = \"5m\"\ncooldown = \"5m\"\n",
         )
         .expect("write rules");
-        let err = Config::read(env(&[
+        let err = read(env(&[
             ("HERALD_ALERT_RULES", &path.display().to_string()),
             ("HERALD_ALERT_RECIPIENTS", "nobody"),
             ("HERALD_QUERY_PUBLIC_URL", "ftp://x"),

@@ -2,11 +2,11 @@
 //! stored, and only then is its offset stored.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use herald_domain::StatusMessage;
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
+use herald_platform::retry::{until_done, Backoff};
 use herald_platform::KafkaConfig;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -16,9 +16,14 @@ use tokio_util::sync::CancellationToken;
 use crate::rules::Rules;
 use crate::window::Windows;
 
-/// First and longest wait between two tries of a message that failed on MongoDB or Kafka.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Why handling a status message failed this time; both are transient, and the message is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] kafka::Error),
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+}
 
 /// What handling a message needs.
 #[derive(Clone)]
@@ -64,25 +69,18 @@ impl Handler {
     /// Handles `message` until it is done (true) or `shutdown` comes first (false: the offset must not be
     /// stored). MongoDB and Kafka failures are transient: the message is tried again, never dropped.
     async fn handle_durably(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            match self.handle(message).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(),
-                        retry_in_ms = backoff.as_millis() as u64, "handling a status message failed; trying again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
-            }
-        }
+        until_done(
+            "handling a status message",
+            Backoff::TRANSIENT,
+            shutdown,
+            || self.handle(message),
+        )
+        .await
+        .is_some()
     }
 
     #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
-    async fn handle(&self, message: &OwnedMessage) -> Result<(), String> {
+    async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
         let status: StatusMessage =
             match serde_json::from_slice(message.payload().unwrap_or_default()) {
                 Ok(status) => status,
@@ -95,7 +93,7 @@ impl Handler {
                         &format!("undecodable status message: {e}"),
                     )
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(HandleError::from);
                 }
             };
         tracing::Span::current().record("event_id", status.event_id.as_str());
@@ -104,12 +102,7 @@ impl Handler {
         let mut raised = false;
         for rule in self.rules.matching(&status) {
             let group = rule.group_of(&status);
-            if let Some(alert) = self
-                .windows
-                .observe(rule, &group, &status)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if let Some(alert) = self.windows.observe(rule, &group, &status).await? {
                 tracing::info!(alert = %alert.id, rule = %alert.rule, group = %alert.group, count = alert.count,
                     severity = %alert.severity, "alert raised");
                 metrics::counter!("herald_alerts_raised_total", "rule" => rule.name.clone())

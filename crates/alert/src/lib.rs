@@ -10,12 +10,12 @@
 //!
 //! `herald-query` serves the stored alerts (`GET /api/alerts`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
-use herald_platform::{kafka, mongo};
+use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +37,10 @@ pub enum Error {
     Mongo(#[from] mongodb::error::Error),
     #[error("smtp transport: {0}")]
     Smtp(#[from] mail::BuildError),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -50,14 +52,24 @@ pub struct App {
     handler: consumer::Handler,
     mailer: mail::Mailer,
     listener: TcpListener,
+    port: u16,
     readiness: Readiness,
+    indexes: IndexGate,
 }
 
-impl App {
-    /// Connects, creates the indexes, builds the SMTP transport and binds the health server.
-    pub async fn build(config: Config) -> Result<Self> {
-        let db = mongo::connect(&config.mongo, SERVICE).await?;
-        window::Windows::ensure_indexes(&db).await?;
+impl Service for App {
+    const NAME: &'static str = SERVICE;
+    type Config = Config;
+    type Error = Error;
+
+    /// Connects, builds the SMTP transport, binds the health server and tries the indexes once (the consumer and
+    /// the sender wait for them; they are tried again in the background while MongoDB is away).
+    async fn build(config: Config) -> Result<Self> {
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, SERVICE, |db| async move {
+                window::Windows::ensure_indexes(&db).await
+            })
+            .await?;
         let topics = config.kafka.topics();
         let handler = consumer::Handler {
             rules: Arc::new(config.rules.clone()),
@@ -73,11 +85,12 @@ impl App {
             config.send_backoff_cap,
             config.send_attempts,
         )?;
-        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let (listener, address) = service::bind(&config.host, config.port).await?;
         let readiness = Readiness {
             kafka: Some(config.kafka.clone()),
             mongo: Some(db),
             timeout: None,
+            indexes: Some(indexes.clone()),
         };
         for rule in config.rules.all() {
             tracing::info!(rule = %rule.name, matches = %rule.matcher.describe(), threshold = rule.threshold,
@@ -88,68 +101,63 @@ impl App {
             handler,
             mailer,
             listener,
+            port: address.port(),
             readiness,
+            indexes,
         })
     }
 
     /// The health server's port (tests bind port 0).
-    pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map_or(0, |a: SocketAddr| a.port())
+    fn port(&self) -> u16 {
+        self.port
     }
 
-    /// Runs the consumer, the sender and the health server until `shutdown`; then the consumer finishes the
-    /// message in hand and commits the stored offsets.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+    /// Runs the consumer, the sender (both once the indexes exist) and the health server until `shutdown` or
+    /// until one of them fails; then the consumer finishes the message in hand and commits the stored offsets.
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let consumers = watch::Health::default();
         let topic = self.config.kafka.topics().status();
         let watch = Watch::new(self.config.group_id(), vec![topic], &consumers);
-        let checks = watch.spawn_checks(
-            self.config.kafka.clone(),
-            self.config.watch,
-            shutdown.clone(),
+        let mut tasks = Supervisor::new(&shutdown);
+        let stop = tasks.stop_token();
+        let checks = watch.spawn_checks(self.config.kafka.clone(), self.config.watch, stop.clone());
+        let router = health::router_with_consumers(SERVICE, self.readiness, consumers);
+        tasks.spawn_until_stopped(
+            "health server",
+            service::serve_health(self.listener, router, stop.clone()),
         );
-        let router = health::router_with_consumers(config::SERVICE, self.readiness, consumers);
-        // The sender and the health server stop with the consumer, whatever stopped it.
-        let stop = shutdown.child_token();
-        let http_shutdown = stop.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-        });
+        tasks.spawn("mongodb indexes", self.indexes.clone().run(stop.clone()));
         let windows = self.handler.windows.clone();
-        let sender = tokio::spawn(self.mailer.run(
-            Arc::clone(&self.handler.wake),
-            self.config.sweep_interval,
-            stop.clone(),
-            move || {
-                let windows = windows.clone();
-                async move {
-                    if let Err(e) = windows.delete_expired().await {
-                        tracing::warn!(error = %e, "deleting expired window hits failed");
+        let (gate, sender_stop) = (self.indexes.clone(), stop.clone());
+        let (mailer, wake) = (self.mailer, Arc::clone(&self.handler.wake));
+        let sweep_interval = self.config.sweep_interval;
+        tasks.spawn_until_stopped("alert sender", async move {
+            tokio::select! {
+                () = gate.opened() => {}
+                () = sender_stop.cancelled() => return Ok::<(), Error>(()),
+            }
+            mailer
+                .run(wake, sweep_interval, sender_stop, move || {
+                    let windows = windows.clone();
+                    async move {
+                        if let Err(e) = windows.delete_expired().await {
+                            tracing::warn!(error = %e, "deleting expired window hits failed");
+                        }
                     }
-                }
-            },
-        ));
-        let consumed = consumer::run(
-            self.config.kafka.clone(),
-            watch,
-            self.handler,
-            shutdown.clone(),
-        )
-        .await;
-        stop.cancel();
+                })
+                .await;
+            Ok(())
+        });
+        let (gate, consumer_stop) = (self.indexes, stop);
+        let (kafka, handler) = (self.config.kafka.clone(), self.handler);
+        tasks.spawn_until_stopped("status consumer", async move {
+            tokio::select! {
+                () = gate.opened() => consumer::run(kafka, watch, handler, consumer_stop).await,
+                () = consumer_stop.cancelled() => Ok(()),
+            }
+        });
+        let stopped = tasks.wait().await;
         checks.abort();
-        let (sender, http) = tokio::join!(sender, http);
-        if let Err(join) = sender {
-            tracing::error!(error = %join, "the sender task panicked");
-        }
-        consumed?;
-        if let Ok(Err(e)) = http {
-            return Err(Error::Io(e));
-        }
-        Ok(())
+        Ok(stopped?)
     }
 }

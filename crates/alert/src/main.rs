@@ -1,35 +1,7 @@
-//! `herald-alert`: the alerting service's process.
-
-use std::process::ExitCode;
-
-use herald_alert::{App, Config};
+//! `herald-alert`: the alerting service's process (exit codes: `herald_platform::service::main`).
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("herald-alert: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    herald_platform::telemetry::init(&config.telemetry);
-    let shutdown_bound = config.telemetry.shutdown_timeout;
-    let app = match App::build(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = %e, "herald-alert failed to start");
-            return ExitCode::FAILURE;
-        }
-    };
-    match app
-        .run_until_stopped(herald_platform::shutdown_signal_within(shutdown_bound))
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "herald-alert stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+async fn main() -> std::process::ExitCode {
+    let env = herald_platform::EnvReader::from_env();
+    herald_platform::service::main::<herald_alert::App>(env).await
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use herald_domain::Lane;
 use herald_platform::kafka::watch::WatchConfig;
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::service::ServiceConfig;
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 pub use crate::provider::settings::{Backend, NamedProvider, Secret};
 pub use crate::provider::{
@@ -72,19 +73,24 @@ pub fn default_port(lane: Lane) -> u16 {
     }
 }
 
+impl ServiceConfig for Config {
+    /// The lane comes from `HERALD_LANE` (the binary sets it from `--lane`).
+    fn read(env: &mut EnvReader) -> Self {
+        // The inherent `Config::read`, which takes the lane too.
+        Config::read(env, None)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 /// Largest accepted `HERALD_DISPATCH_QUEUE_DEPTH`.
 const MAX_QUEUE_DEPTH: usize = 10_000;
 /// Largest `HERALD_DISPATCH_CONCURRENCY`.
 const MAX_CONCURRENCY: usize = 256;
 
 impl Config {
-    /// Reads the process environment; `lane` (from the command line) wins over `HERALD_LANE`.
-    pub fn from_env(lane: Option<Lane>) -> Result<Self, ConfigError> {
-        let mut env = EnvReader::from_env();
-        let config = Self::read(&mut env, lane);
-        env.finish().map(|()| config)
-    }
-
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
     pub fn read(env: &mut EnvReader, lane: Option<Lane>) -> Self {
         let lane = match lane {
@@ -206,7 +212,10 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn read(pairs: &[(&str, &str)], lane: Option<Lane>) -> Result<Config, ConfigError> {
+    fn read(
+        pairs: &[(&str, &str)],
+        lane: Option<Lane>,
+    ) -> Result<Config, herald_platform::ConfigError> {
         let mut env = EnvReader::from_map(
             pairs
                 .iter()

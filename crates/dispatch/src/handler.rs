@@ -18,6 +18,7 @@ use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequest, Topics};
 use herald_domain::{StatusMessage, StatusOutcome};
 use herald_platform::kafka;
+use herald_platform::retry::Backoff;
 use herald_platform::store::{self, Claim, EventRecord, EventStore};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -28,9 +29,9 @@ use crate::provider::{Provider, Providers, SendError, UnknownProvider};
 use crate::stats::{Counter, Stats};
 use crate::steps::Steps;
 
-/// First and longest wait between two tries of a step that failed on MongoDB or Kafka.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The waits between two tries of a step that failed on MongoDB or Kafka: 100 ms doubling to 5 s, jittered (a
+/// lane's workers fail together).
+const BACKOFF: Backoff = Backoff::TRANSIENT.jittered();
 /// Longest wait before looking again at an event another dispatcher holds: it usually finishes well before its
 /// lease runs out.
 const LEASE_POLL_CAP: Duration = Duration::from_secs(1);
@@ -130,7 +131,7 @@ impl Handler {
                         }
                     }
                 }
-                Err(reason) => self.dead_letter(message, &reason, stop).await,
+                Err(poison) => self.dead_letter(message, &poison.to_string(), stop).await,
             }
         }
         .instrument(span)
@@ -507,7 +508,7 @@ impl Handler {
         Fut: Future<Output = Result<T, E>>,
         E: Permanence,
     {
-        let mut backoff = BACKOFF_FIRST;
+        let mut retrying = BACKOFF.start();
         let mut n_permanent = 0;
         loop {
             match step().await {
@@ -519,18 +520,14 @@ impl Handler {
                 Err(e) => {
                     n_permanent += u32::from(e.is_permanent());
                     self.stats.add(Counter::TransientErrors);
-                    let jitter = Duration::from_millis(rand::random_range(
-                        0..=backoff.as_millis() as u64 / 2,
-                    ));
-                    tracing::warn!(step = what, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "transient error; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => {
-                            tracing::warn!(step = what, "stopping with the step undone; the message will come again");
-                            return Err(Halt::Stopped);
-                        }
-                        _ = tokio::time::sleep(backoff + jitter) => {}
+                    tracing::warn!(step = what, error = %e, "transient error; retrying");
+                    if !retrying.pause(stop).await {
+                        tracing::warn!(
+                            step = what,
+                            "stopping with the step undone; the message will come again"
+                        );
+                        return Err(Halt::Stopped);
                     }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
         }
@@ -555,13 +552,23 @@ fn observe_delivery(event: &Event) {
     .record(latency.as_secs_f64());
 }
 
+/// Why a lane message is poison: the reason it is dead-lettered with.
+#[derive(Debug, thiserror::Error)]
+enum Poison {
+    #[error("empty payload")]
+    Empty,
+    #[error("not a lane message: {0}")]
+    NotLaneMessage(#[source] serde_json::Error),
+    #[error("not a lane message: attempt must be at least 1")]
+    NoAttempt,
+}
+
 /// The lane message in `payload`, or why it is poison.
-fn decode(payload: Option<&[u8]>) -> Result<LaneMessage, String> {
-    let payload = payload.ok_or("empty payload")?;
-    let message: LaneMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("not a lane message: {e}"))?;
+fn decode(payload: Option<&[u8]>) -> Result<LaneMessage, Poison> {
+    let payload = payload.ok_or(Poison::Empty)?;
+    let message: LaneMessage = serde_json::from_slice(payload).map_err(Poison::NotLaneMessage)?;
     if message.attempt == 0 {
-        return Err("not a lane message: attempt must be at least 1".into());
+        return Err(Poison::NoAttempt);
     }
     Ok(message)
 }
@@ -615,20 +622,25 @@ mod tests {
 
     #[test]
     fn poison_is_recognised_with_a_reason() {
-        assert_eq!(decode(None), Err("empty payload".into()));
-        let garbage = decode(Some(b"{not json")).expect_err("garbage");
+        assert!(matches!(decode(None), Err(Poison::Empty)));
+        let garbage = decode(Some(b"{not json")).expect_err("garbage").to_string();
         assert!(garbage.starts_with("not a lane message"), "{garbage}");
         let event = serde_json::json!({
             "eventId": "e1", "payload": {}, "createdAt": "2024-01-01T00:00:00Z"
         });
         let zero =
             serde_json::json!({"event": event, "attempt": 0, "enqueuedAt": "2024-01-01T00:00:00Z"});
-        assert!(decode(Some(zero.to_string().as_bytes())).is_err());
+        assert!(matches!(
+            decode(Some(zero.to_string().as_bytes())),
+            Err(Poison::NoAttempt)
+        ));
         let one =
             serde_json::json!({"event": event, "attempt": 1, "enqueuedAt": "2024-01-01T00:00:00Z"});
         assert_eq!(
-            decode(Some(one.to_string().as_bytes())).map(|m| m.attempt),
-            Ok(1)
+            decode(Some(one.to_string().as_bytes()))
+                .ok()
+                .map(|m| m.attempt),
+            Some(1)
         );
     }
 }

@@ -18,18 +18,17 @@ mod steps;
 
 use steps::Steps;
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::http::StatusCode;
 use herald_platform::health::{self, Readiness};
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch, WatchConfig};
+use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
 use herald_platform::store::{retention, EventStore};
 use herald_platform::KafkaConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 pub use config::Config;
 use handler::Handler;
@@ -45,14 +44,13 @@ pub enum Error {
     Kafka(#[from] kafka::Error),
     #[error(transparent)]
     Provider(#[from] provider::BuildError),
-    #[error("health server: {0}")]
-    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Longest a health or readiness request may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A built dispatcher: connected, subscribed and listening, not yet consuming.
 #[derive(Debug)]
@@ -70,17 +68,33 @@ pub struct App {
     watch_config: WatchConfig,
     kafka: KafkaConfig,
     consumers: watch::Health,
+    indexes: IndexGate,
 }
 
 impl App {
-    /// Connects to MongoDB (creating the indexes) and Kafka, builds the providers, subscribes to the lane and
-    /// binds the health server.
-    pub async fn build(config: Config) -> Result<Self> {
+    /// The counters of this dispatcher, live.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Service for App {
+    const NAME: &'static str = config::SERVICE;
+    type Config = Config;
+    type Error = Error;
+
+    /// Connects to MongoDB and Kafka, builds the providers, subscribes to the lane, binds the health server and
+    /// tries the indexes once (the lane waits for them; they are tried again in the background while MongoDB is
+    /// away).
+    async fn build(config: Config) -> Result<Self> {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        let db = herald_platform::mongo::connect(&config.mongo, config::SERVICE).await?;
-        EventStore::ensure_indexes(&db).await?;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, config::SERVICE, |db| async move {
+                EventStore::ensure_indexes(&db).await
+            })
+            .await?;
         let producer = kafka::build_producer(&config.kafka)?;
         let providers = Providers::build(&config)?;
         let stats = Arc::new(Stats::new(
@@ -88,7 +102,7 @@ impl App {
             config.queue_depth,
             config.concurrency,
         ));
-        // The handler's shutdown token is linked to the one given to `run_until_stopped`.
+        // The handler's own token, cancelled by the supervisor's stop in `run_until_stopped`.
         let shutdown = CancellationToken::new();
         let topics = config.kafka.topics();
         let store = EventStore::new(&db);
@@ -114,8 +128,8 @@ impl App {
             config.queue_depth,
             config.concurrency,
         )?;
-        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
-        let port = listener.local_addr()?.port();
+        let (listener, address) = service::bind(&config.host, config.port).await?;
+        let port = address.port();
         tracing::info!(
             lane = config.lane.as_str(),
             %topic,
@@ -134,6 +148,7 @@ impl App {
                 kafka: Some(config.kafka.clone()),
                 mongo: Some(db),
                 timeout: None,
+                indexes: Some(indexes.clone()),
             },
             stats,
             shutdown,
@@ -142,22 +157,19 @@ impl App {
             watch_config: config.watch,
             kafka: config.kafka.clone(),
             consumers,
+            indexes,
         })
     }
 
     /// The port of the health server (tests bind port 0).
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.port
     }
 
-    /// The counters of this dispatcher, live.
-    pub fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
-    }
-
-    /// Consumes until `shutdown` is cancelled; then stops fetching, lets every partition worker finish the message
-    /// in hand and store its offset, commits synchronously and returns.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+    /// Consumes (once the indexes exist) until `shutdown` is cancelled or one of its tasks fails (the health
+    /// server); then stops fetching, lets every partition worker finish the message in hand and store its offset,
+    /// commits synchronously and returns.
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let Self {
             listener,
             router,
@@ -168,47 +180,51 @@ impl App {
             watch_config,
             kafka,
             consumers,
+            indexes,
             ..
         } = self;
-        let link = {
-            let (shutdown, own) = (shutdown.clone(), own.clone());
-            tokio::spawn(async move {
-                shutdown.cancelled().await;
-                own.cancel();
-            })
-        };
+        let mut tasks = Supervisor::new(&shutdown);
+        let stop = tasks.stop_token();
         // `/metrics` is platform's: the dispatcher's counters are recorded through the `metrics` facade.
-        let checks = watch.spawn_checks(kafka, watch_config, own.clone());
-        let app = health::router_with_consumers(config::SERVICE, readiness, consumers).layer(
-            TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT),
+        let checks = watch.spawn_checks(kafka, watch_config, stop.clone());
+        let app = health::router_with_consumers(config::SERVICE, readiness, consumers);
+        tasks.spawn_until_stopped(
+            "health server",
+            service::serve_health(listener, app, stop.clone()),
         );
-        let server = {
-            let own = own.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { own.cancelled().await })
-                    .await
-            })
-        };
-        let pruner = tokio::spawn(retention::prune_periodically(
-            "dispatch claims",
-            retention::PRUNE_EVERY,
-            own.clone(),
-            move || {
-                let store = store.clone();
-                async move { store.prune_claims(retention::CLAIM_RETENTION).await }
-            },
-        ));
-        router.run(own.clone()).await;
-        link.abort();
-        pruner.abort();
+        tasks.spawn("mongodb indexes", indexes.clone().run(stop.clone()));
+        tasks.spawn_droppable(
+            "claim pruner",
+            retention::prune_periodically(
+                "dispatch claims",
+                retention::PRUNE_EVERY,
+                stop.clone(),
+                move || {
+                    let store = store.clone();
+                    async move { store.prune_claims(retention::CLAIM_RETENTION).await }
+                },
+            ),
+        );
+        tasks.spawn_until_stopped("lane consumer", async move {
+            tokio::select! {
+                () = indexes.opened() => {}
+                () = stop.cancelled() => return Ok::<(), Infallible>(()),
+            }
+            // The handler was built with its own token, before this one existed: it stops with the rest.
+            let link = {
+                let (stop, own) = (stop.clone(), own.clone());
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    own.cancel();
+                })
+            };
+            router.run(own).await;
+            link.abort();
+            Ok(())
+        });
+        let stopped = tasks.wait().await;
         checks.abort();
-        own.cancel();
-        match server.await {
-            Ok(result) => result?,
-            Err(e) => tracing::error!(error = %e, "health server task failed"),
-        }
         tracing::info!("dispatcher stopped");
-        Ok(())
+        Ok(stopped?)
     }
 }

@@ -1,29 +1,20 @@
-//! `herald-dispatch --lane <critical|default|retry>`: the dispatcher binary. Configuration is read from the
-//! environment (see `herald_dispatch::config`).
-
+//! `herald-dispatch --lane <critical|default|retry>`: the dispatcher (exit codes: `herald_platform::service::main`).
 use clap::Parser;
-use herald_dispatch::{App, Config};
-use herald_domain::Lane;
 
-/// Sends the events of one delivery lane.
+/// Sends the events of one delivery lane; configuration from the environment (`herald_dispatch::config`).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The lane to consume: critical, default or retry.
-    #[arg(long, env = "HERALD_LANE")]
-    lane: Option<Lane>,
+    /// The lane to consume: critical, default or retry (wins over `HERALD_LANE`).
+    #[arg(long)]
+    lane: Option<herald_domain::Lane>,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = Config::from_env(cli.lane)?;
-    herald_platform::telemetry::init(&config.telemetry);
-    let shutdown_bound = config.telemetry.shutdown_timeout;
-    let shutdown = herald_platform::shutdown_signal_within(shutdown_bound);
-    App::build(config)
-        .await?
-        .run_until_stopped(shutdown)
-        .await?;
-    Ok(())
+async fn main() -> std::process::ExitCode {
+    let mut env = herald_platform::EnvReader::from_env();
+    if let Some(lane) = Cli::parse().lane {
+        env.set("HERALD_LANE", lane.as_str());
+    }
+    herald_platform::service::main::<herald_dispatch::App>(env).await
 }

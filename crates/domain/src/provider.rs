@@ -98,6 +98,22 @@ pub fn env_segment(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
 }
 
+/// Every variable [`configured`] and the extras lists read: what ingest must be given alike with the dispatchers,
+/// or it refuses a `provider` they have (the deployment files pass these to both; a test checks it).
+pub const SELECTION_VARS: &[&str] = &[
+    "HERALD_EMAIL_PROVIDER",
+    "HERALD_EMAIL_PROVIDERS",
+    "HERALD_SENDGRID_API_KEY",
+    "HERALD_MAILGUN_API_KEY",
+    "HERALD_SMS_PROVIDER",
+    "HERALD_SMS_PROVIDERS",
+    "HERALD_SMS_BASE_URL",
+    "HERALD_MESSAGEBIRD_ACCESS_KEY",
+    "HERALD_WEBHOOK_PROVIDER",
+    "HERALD_FCM_SERVICE_ACCOUNT_FILE",
+    "HERALD_ONESIGNAL_APP_ID",
+];
+
 /// The built-in providers a process configured with `var` (an environment lookup) has for `channel`: the one
 /// place that says which variables make which provider, read alike by the dispatchers (which build them) and by
 /// ingest (which accepts a client's `provider` only among them). A provider is there when its defining variable
@@ -209,7 +225,30 @@ impl Default for KnownProviders {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+
+    #[test]
+    fn selection_vars_are_exactly_what_the_selection_reads() {
+        let asked = RefCell::new(Vec::new());
+        for channel in Channel::ALL {
+            // Every variable set, so that no `&&` leaves one unread.
+            configured(*channel, |key| {
+                asked.borrow_mut().push(key.to_owned());
+                Some("set")
+            });
+            asked
+                .borrow_mut()
+                .extend(extras_variable(*channel).map(str::to_owned));
+        }
+        let mut asked = asked.into_inner();
+        asked.sort();
+        asked.dedup();
+        let mut listed: Vec<String> = SELECTION_VARS.iter().map(|v| (*v).to_owned()).collect();
+        listed.sort();
+        assert_eq!(asked, listed);
+    }
 
     #[test]
     fn names_are_checked_and_every_problem_listed() {

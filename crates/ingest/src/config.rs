@@ -1,6 +1,5 @@
 //! The service's configuration, read from environment variables with every bad field reported at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,8 @@ use herald_domain::template::Templates;
 use herald_domain::request::{Region, Rules};
 use herald_platform::http::rate_limit::RateLimitConfig;
 use herald_platform::http::HttpConfig;
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::service::ServiceConfig;
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-ingest` can be told. See `.env.example` for the variables.
 #[derive(Debug, Clone)]
@@ -53,17 +53,9 @@ pub struct Config {
     pub templates: Arc<Templates>,
 }
 
-impl Config {
-    /// Reads the configuration from the process environment; `Err` lists every bad variable.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let mut env = EnvReader::from_env();
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
+impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
-    pub fn read(env: &mut EnvReader) -> Self {
+    fn read(env: &mut EnvReader) -> Self {
         let config = Self {
             host: env.string("HERALD_INGEST_HOST", "127.0.0.1"),
             port: env.parse("HERALD_INGEST_PORT", 3000),
@@ -95,13 +87,15 @@ impl Config {
         config
     }
 
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+impl Config {
     /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
     pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
-        let mut env = EnvReader::from_map(HashMap::from([(
-            "HERALD_AUTH".to_owned(),
-            "off".to_owned(),
-        )]));
-        let mut config = Self::read(&mut env);
+        let mut config = Self::read(&mut EnvReader::from_pairs(&[("HERALD_AUTH", "off")]));
         config.port = 0;
         config.kafka = kafka;
         config.mongo = mongo;
@@ -130,18 +124,11 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let mut vars: HashMap<String, String> = vars;
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
         // Authentication's own checks are tested in herald-platform.
-        vars.entry("HERALD_AUTH".into())
-            .or_insert_with(|| "off".into());
-        let mut env = EnvReader::from_map(vars);
-        let config = Config::read(&mut env);
-        env.finish().map(|()| config)
+        Config::read_all(EnvReader::from_pairs(
+            &[&[("HERALD_AUTH", "off")], pairs].concat(),
+        ))
     }
 
     #[test]

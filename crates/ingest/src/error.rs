@@ -2,26 +2,12 @@
 //! stop the service from starting or running.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::error as http;
 use herald_platform::http::HttpError;
 
 /// What can stop the service from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] herald_platform::kafka::Error),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -55,54 +41,25 @@ pub enum ApiError {
     Http(HttpError),
 }
 
-impl From<HttpError> for ApiError {
-    fn from(e: HttpError) -> Self {
-        ApiError::Http(e)
-    }
-}
+herald_platform::api_error!(ApiError);
 
 impl ApiError {
     fn parts(self) -> (StatusCode, ErrorBody) {
-        let one = |error: &str, field: &str, message: String| {
-            ErrorBody::with_details(error, vec![FieldError::new(field, message)])
-        };
         match self {
-            ApiError::Validation(details) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody::with_details("Validation failed", details),
-            ),
-            ApiError::Unavailable(dependency) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Service unavailable",
-                    dependency.field(),
-                    match dependency {
-                        Dependency::Mongo => "did not answer; the event was not accepted, try again later",
-                        Dependency::Kafka => {
-                            "did not acknowledge the event; it is recorded and will be published when Kafka is \
-                             back: retry with the same Idempotency-Key or eventId to learn its status"
-                        }
+            ApiError::Validation(details) => http::validation_failed(details),
+            ApiError::Unavailable(dependency) => http::unavailable(
+                dependency.field(),
+                match dependency {
+                    Dependency::Mongo => "did not answer; the event was not accepted, try again later",
+                    Dependency::Kafka => {
+                        "did not acknowledge the event; it is recorded and will be published when Kafka is \
+                         back: retry with the same Idempotency-Key or eventId to learn its status"
                     }
-                    .to_owned(),
-                ),
+                },
             ),
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorBody::new("Internal error"),
-            ),
+            ApiError::Internal => http::internal_error(),
             ApiError::Http(e) => e.parts(),
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Http(e) = self {
-            // Keeps its headers (Retry-After, WWW-Authenticate).
-            return e.into_response();
-        }
-        let (status, body) = self.parts();
-        (status, Json(body)).into_response()
     }
 }
 

@@ -133,7 +133,7 @@ pub(crate) async fn sweep_until_stopped(
         }
         // Stopping mid-sweep is safe: an entry is deleted only after its publish, so what is left is swept again.
         let work = async {
-            if state.ensure_indexes().await {
+            if state.indexes.is_open() {
                 sweep(&state.store, &state.publisher, age).await
             } else {
                 Ok(0)

@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         kafka: Some(config.kafka.clone()),
         mongo: Some(state.db.clone()),
         timeout: None,
+        indexes: Some(state.indexes.clone()),
     };
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accept_event))
@@ -187,7 +188,7 @@ async fn accept(
         tracing::warn!(error = %e, "mongodb did not answer; nothing accepted");
         ApiError::Unavailable(Dependency::Mongo)
     };
-    if !state.indexes_ready() {
+    if !state.indexes.is_open() {
         tracing::warn!("the mongodb indexes do not exist yet; nothing accepted");
         return Err(ApiError::Unavailable(Dependency::Mongo));
     }

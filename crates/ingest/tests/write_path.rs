@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use herald_ingest::{App, Config};
+use herald_platform::service::Service as _;
 use herald_test_support::http::parse_prometheus;
 use herald_test_support::{eventually, TestContext};
 use serde_json::{json, Value};

@@ -51,6 +51,22 @@ impl EnvReader {
         }
     }
 
+    /// Reads the given pairs; a later pair wins over an earlier one with the same key (tests: defaults first).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Sets `key` as if the environment had it: a binary's command-line flag (dispatch's `--lane`) that wins
+    /// over the variable of the same meaning.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.vars.insert(key.to_owned(), value.into());
+    }
+
     /// The raw value, if set and not blank.
     pub fn raw(&self, key: &str) -> Option<&str> {
         self.vars

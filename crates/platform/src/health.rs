@@ -1,5 +1,5 @@
-//! `/api/health` (the process is up; touches nothing) and `/api/ready` (Kafka and MongoDB answer, and no consumer
-//! of the process is stuck).
+//! `/api/health` (the process is up; touches nothing) and `/api/ready` (Kafka and MongoDB answer, the service's
+//! indexes exist, and no consumer of the process is stuck).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use crate::config::KafkaConfig;
 use crate::kafka::watch;
+use crate::service::IndexGate;
 
 /// What `/api/ready` checks. A service that uses only one of the two leaves the other out.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,8 @@ pub struct Readiness {
     pub mongo: Option<Database>,
     /// Bound on each check. Default 2 s.
     pub timeout: Option<Duration>,
+    /// The service's index gate: not ready until its indexes exist.
+    pub indexes: Option<IndexGate>,
 }
 
 impl Readiness {
@@ -48,8 +51,17 @@ impl Readiness {
             }
         };
         let (kafka, mongo) = tokio::join!(kafka, mongo);
-        let problems: Vec<FieldError> =
-            [kafka, mongo].into_iter().filter_map(Result::err).collect();
+        let indexes = match &self.indexes {
+            Some(gate) if !gate.is_open() => Err(FieldError::new(
+                "mongodb indexes",
+                "not created yet (tried again in the background)",
+            )),
+            _ => Ok(()),
+        };
+        let problems: Vec<FieldError> = [kafka, mongo, indexes]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
         if problems.is_empty() {
             Ok(())
         } else {

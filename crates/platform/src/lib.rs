@@ -8,6 +8,8 @@ pub mod health;
 pub mod http;
 pub mod kafka;
 pub mod mongo;
+pub mod retry;
+pub mod service;
 pub mod shutdown;
 pub mod smtp;
 pub mod store;

@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use herald_domain::{Channel, Event, EventId, Priority, Status, StatusMessage, StatusOutcome};
 use herald_platform::mongo::{self, EVENTS};
+use herald_platform::service::Service as _;
 use herald_platform::store::EventRecord;
 use herald_platform::MongoConfig;
 use herald_query::logs::slices::Slicing;

@@ -2,28 +2,27 @@
 //! and priority) and `GET /api/stats/dead-letters` (the dead letters waiting, by channel and by last error): what
 //! the console's overview and dead-letter views draw, and scripts can read as well.
 //!
-//! Both read a bounded number of documents and count in the service rather than in an aggregation: the minute of a
-//! delivery is in each event's timeline (an array, which FerretDB 1.24 cannot `$unwind` and group on the server),
-//! and an error text must be masked with its own event's masked values before it is grouped.
+//! The minutes are read from the minute buckets the stats consumer keeps ([`crate::stats::minutes`]): one read of
+//! at most a day of small documents, whatever the traffic. The dead letters are read (a bounded number) and grouped
+//! in the service, since an error text must be masked with its own event's masked values before it is grouped.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use futures::TryStreamExt;
-use herald_domain::{AttemptOutcome, Channel, FieldError, Priority, Status};
+use herald_domain::{Channel, FieldError, Priority, Status};
 use herald_platform::mongo::EVENTS;
-use herald_platform::store::TimelineEntry;
-use mongodb::bson::{self, doc, RawDocumentBuf};
+use mongodb::bson::{doc, RawDocumentBuf};
 use mongodb::Database;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::logs::reader::{Found, NO_CHANNEL};
 use crate::logs::view::EventSummary;
 use crate::openapi::ErrorBody;
+use crate::stats::minutes::{MinuteBuckets, MinuteCounters};
 use crate::AppState;
 
 /// Most events one answer reads: past it the answer says `truncated`.
@@ -58,6 +57,17 @@ impl Series {
         }
     }
 
+    /// The list of a series by its bucket name (`accepted`, `delivered`, `failed`, `deadLettered`).
+    fn of_kind(&mut self, kind: &str) -> Option<&mut Vec<u64>> {
+        match kind {
+            "accepted" => Some(&mut self.accepted),
+            "delivered" => Some(&mut self.delivered),
+            "failed" => Some(&mut self.failed),
+            "deadLettered" => Some(&mut self.dead_lettered),
+            _ => None,
+        }
+    }
+
     /// The sum of each list.
     pub fn totals(&self) -> [u64; 4] {
         [
@@ -80,22 +90,6 @@ pub struct Minutes {
     /// By channel; `none` holds record-only events.
     pub by_channel: BTreeMap<String, Series>,
     pub by_priority: BTreeMap<String, Series>,
-    /// Whether more events changed in the window than one answer reads (then the counts are short).
-    pub truncated: bool,
-}
-
-/// The fields of an event the minute counts need.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Row {
-    #[serde(default)]
-    channel: Option<Channel>,
-    #[serde(default)]
-    priority: Priority,
-    #[serde(with = "bson::serde_helpers::chrono_datetime_as_bson_datetime")]
-    created_at: DateTime<Utc>,
-    #[serde(default)]
-    timeline: Vec<TimelineEntry>,
 }
 
 /// The minute buckets of a window.
@@ -121,8 +115,8 @@ impl Window {
     }
 }
 
-/// Counts the rows into the window's minutes.
-fn tally(window: Window, rows: &[Row], truncated: bool) -> Minutes {
+/// Places each minute's counters in the window's series.
+fn tally(window: Window, counters: &[MinuteCounters]) -> Minutes {
     let n = window.minutes as usize;
     let mut all = Series::zero(n);
     let mut by_channel: BTreeMap<String, Series> = Channel::ALL
@@ -135,36 +129,21 @@ fn tally(window: Window, rows: &[Row], truncated: bool) -> Minutes {
         .iter()
         .map(|p| (p.as_str().to_owned(), Series::zero(n)))
         .collect();
-    for row in rows {
-        let channel = row.channel.map_or(NO_CHANNEL, Channel::as_str);
-        let priority = row.priority.as_str();
-        let mut count = |pick: fn(&mut Series) -> &mut Vec<u64>, at: DateTime<Utc>| {
-            let Some(slot) = window.slot(at) else { return };
-            for series in [
-                Some(&mut all),
-                by_channel.get_mut(channel),
-                by_priority.get_mut(priority),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                pick(series)[slot] += 1;
-            }
+    for minute in counters {
+        let Some(slot) = window.slot(minute.minute) else {
+            continue;
         };
-        count(|s| &mut s.accepted, row.created_at);
-        for step in &row.timeline {
-            match step.kind.as_str() {
-                "delivered" => count(|s| &mut s.delivered, step.at),
-                "dead_lettered" => count(|s| &mut s.dead_lettered, step.at),
-                "attempt"
-                    if step
-                        .attempt
-                        .as_ref()
-                        .is_some_and(|a| a.outcome == AttemptOutcome::Failed) =>
-                {
-                    count(|s| &mut s.failed, step.at)
+        for (kind, values) in &minute.counts {
+            for (name, count) in values {
+                let series = match name.split_once('.') {
+                    None if name == "all" => Some(&mut all),
+                    Some(("c", channel)) => by_channel.get_mut(channel),
+                    Some(("p", priority)) => by_priority.get_mut(priority),
+                    _ => None,
+                };
+                if let Some(list) = series.and_then(|s| s.of_kind(kind)) {
+                    list[slot] += count;
                 }
-                _ => {}
             }
         }
     }
@@ -174,28 +153,17 @@ fn tally(window: Window, rows: &[Row], truncated: bool) -> Minutes {
         all,
         by_channel,
         by_priority,
-        truncated,
     }
 }
 
-/// Reads the events that changed within the window and counts them per minute.
+/// Reads the window's minute buckets.
 pub async fn minutes(
     db: &Database,
     window: Window,
     max_time: std::time::Duration,
 ) -> mongodb::error::Result<Minutes> {
-    // Every step of the window happened at or after its start, so the event was updated then too.
-    let rows: Vec<Row> = db
-        .collection::<Row>(EVENTS)
-        .find(doc! { "updatedAt": { "$gte": bson::DateTime::from_chrono(window.from) } })
-        .projection(doc! { "channel": 1, "priority": 1, "createdAt": 1, "timeline": 1, "_id": 0 })
-        .limit(MAX_SCANNED + 1)
-        .max_time(max_time)
-        .await?
-        .try_collect()
-        .await?;
-    let truncated = rows.len() as i64 > MAX_SCANNED;
-    Ok(tally(window, &rows, truncated))
+    let counters = MinuteBuckets::new(db).read(window.from, max_time).await?;
+    Ok(tally(window, &counters))
 }
 
 /// One last error and how many dead letters of one channel stopped on it.
@@ -313,8 +281,8 @@ pub fn parse_minutes(raw: Option<&str>) -> Result<u32, Vec<FieldError>> {
 /// Count events per minute.
 ///
 /// Accepted (created), delivered, failed attempts and dead-lettered, per minute over the last `minutes` minutes
-/// (the current one last), in all, by channel and by priority. Reads at most 50,000 events changed in the window;
-/// past that `truncated` is true and the counts are short.
+/// (the current one last), in all, by channel and by priority, from the minute buckets the stats consumer keeps
+/// (a step is counted a second or so after it happened; nothing when this service runs without the consumer).
 #[utoipa::path(
     get,
     path = "/api/stats/minutes",
@@ -371,65 +339,60 @@ pub async fn dead_letter_summary(
 
 #[cfg(test)]
 mod tests {
-    use herald_domain::Attempt;
-
     use super::*;
 
     fn at(minute: i64, second: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + minute * 60 + second, 0).expect("valid")
     }
 
-    fn step(kind: &str, when: DateTime<Utc>, failed: bool) -> TimelineEntry {
-        TimelineEntry {
-            at: when,
-            kind: kind.to_owned(),
-            attempt: failed.then(|| Attempt {
-                number: 1,
-                provider: "webhook".into(),
-                started_at: when,
-                ended_at: when,
-                outcome: AttemptOutcome::Failed,
-                error_class: None,
-                error: None,
-                http_status: Some(500),
-                retry_after_secs: None,
-            }),
-            detail: None,
+    fn counters(minute: i64, kind: &'static str, names: &[(&str, u64)]) -> MinuteCounters {
+        let values = names.iter().map(|(n, c)| ((*n).to_owned(), *c)).collect();
+        MinuteCounters {
+            minute: at(minute, 0),
+            counts: BTreeMap::from([(kind, values)]),
         }
     }
 
     #[test]
-    fn each_step_is_counted_in_its_minute_channel_and_priority() {
+    fn each_minute_lands_in_its_slot_of_all_its_channel_and_its_priority() {
         let window = Window::ending(at(9, 30), 10);
         assert_eq!(window.from, at(0, 0));
-        let rows = vec![
-            Row {
-                channel: Some(Channel::Webhook),
-                priority: Priority::Critical,
-                created_at: at(2, 5),
-                timeline: vec![
-                    step("attempt", at(2, 6), true),
-                    step("dead_lettered", at(3, 0), false),
-                ],
-            },
-            Row {
-                channel: None,
-                priority: Priority::Default,
-                // Before the window: not counted as accepted, its delivery inside it is.
-                created_at: at(-5, 0),
-                timeline: vec![step("delivered", at(9, 59), false)],
-            },
+        let read = vec![
+            counters(
+                2,
+                "accepted",
+                &[("all", 2), ("c.webhook", 2), ("p.critical", 2)],
+            ),
+            counters(
+                3,
+                "deadLettered",
+                &[("all", 1), ("c.webhook", 1), ("p.critical", 1)],
+            ),
+            counters(
+                9,
+                "delivered",
+                &[("all", 1), ("c.none", 1), ("p.default", 1)],
+            ),
+            // Before the window (the read starts at its first minute, but a bucket may round either way).
+            counters(-1, "failed", &[("all", 5)]),
+            // A counter of a name this version does not know is left out, not misplaced.
+            counters(
+                4,
+                "failed",
+                &[("all", 1), ("c.carrier-pigeon", 1), ("x.y", 1)],
+            ),
         ];
-        let counted = tally(window, &rows, false);
-        assert_eq!(counted.all.totals(), [1, 1, 1, 1]);
-        assert_eq!(counted.all.accepted[2], 1);
-        assert_eq!(counted.all.failed[2], 1);
+        let counted = tally(window, &read);
+        assert_eq!(counted.all.totals(), [2, 1, 1, 1]);
+        assert_eq!(counted.all.accepted[2], 2);
+        assert_eq!(counted.all.failed[4], 1);
         assert_eq!(counted.all.dead_lettered[3], 1);
         assert_eq!(counted.all.delivered[9], 1);
-        assert_eq!(counted.by_channel["webhook"].totals(), [1, 0, 1, 1]);
+        assert_eq!(counted.by_channel["webhook"].totals(), [2, 0, 0, 1]);
         assert_eq!(counted.by_channel[NO_CHANNEL].totals(), [0, 1, 0, 0]);
         assert_eq!(counted.by_channel["email"].totals(), [0, 0, 0, 0]);
         assert_eq!(counted.by_priority["default"].delivered[9], 1);
+        assert!(!counted.by_channel.contains_key("carrier-pigeon"));
     }
 
     #[test]

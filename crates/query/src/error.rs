@@ -4,27 +4,13 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::error as http;
 use herald_platform::http::HttpError;
 use mongodb::error::ErrorKind;
 
 /// What can stop the service from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] herald_platform::kafka::Error),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -49,11 +35,7 @@ pub enum ApiError {
     Http(HttpError),
 }
 
-impl From<HttpError> for ApiError {
-    fn from(e: HttpError) -> Self {
-        ApiError::Http(e)
-    }
-}
+herald_platform::api_error!(ApiError);
 
 /// What a timed-out request means for its caller.
 pub const TIMEOUT_HINT: &str = "narrow the filters (userId, a shorter from/to) or page with cursor";
@@ -77,32 +59,16 @@ impl ApiError {
     }
 
     fn parts(self) -> (StatusCode, ErrorBody) {
-        let one = |error: &str, field: &str, message: String| {
-            ErrorBody::with_details(error, vec![FieldError::new(field, message)])
-        };
         match self {
-            ApiError::Validation(details) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody::with_details("Validation failed", details),
-            ),
+            ApiError::Validation(details) => http::validation_failed(details),
             ApiError::EventNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Event not found")),
             ApiError::AlertNotFound => (StatusCode::NOT_FOUND, ErrorBody::new("Alert not found")),
-            ApiError::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Service unavailable",
-                    "mongodb",
-                    "did not answer; try again later".to_owned(),
-                ),
-            ),
-            ApiError::KafkaUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Service unavailable",
-                    "kafka",
-                    "did not answer; try again later".to_owned(),
-                ),
-            ),
+            ApiError::Unavailable => {
+                http::unavailable("mongodb", "did not answer; try again later")
+            }
+            ApiError::KafkaUnavailable => {
+                http::unavailable("kafka", "did not answer; try again later")
+            }
             ApiError::Timeout(limit) => HttpError::Timeout {
                 limit,
                 hint: TIMEOUT_HINT,
@@ -111,23 +77,9 @@ impl ApiError {
             ApiError::Http(e) => e.parts(),
             ApiError::Internal(message) => {
                 tracing::error!(error = %message, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorBody::new("Internal error"),
-                )
+                http::internal_error()
             }
         }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Http(e) = self {
-            // Keeps its headers (Retry-After, WWW-Authenticate).
-            return e.into_response();
-        }
-        let (status, body) = self.parts();
-        (status, Json(body)).into_response()
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use herald_platform::health::Readiness;
 use herald_platform::kafka::{self, watch};
-use herald_platform::mongo;
+use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::EventStore;
 use mongodb::Database;
 use tokio::net::TcpListener;
@@ -38,11 +38,6 @@ pub mod stats;
 pub use config::Config;
 pub use error::{ApiError, Error, Result};
 
-/// How long the ping before creating indexes may take.
-const INDEX_PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often index creation is tried again when MongoDB was away at startup.
-const INDEX_RETRY_INTERVAL: Duration = Duration::from_secs(5);
-
 /// What every handler shares, cheap to clone: one MongoDB client per process.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -64,8 +59,8 @@ pub struct App {
     listener: TcpListener,
     address: SocketAddr,
     router: Router,
-    db: Database,
-    indexes_ready: bool,
+    /// Open once the `events` and `stats_hours` indexes exist; lists scan until then.
+    indexes: IndexGate,
     /// The stats consumer, when this process runs it.
     stats: Option<StatsConsumer>,
 }
@@ -79,11 +74,16 @@ struct StatsConsumer {
     consumers: watch::Health,
 }
 
-impl App {
-    /// Connects to MongoDB (lazily: it need not be up), creates the `events` indexes when it answers, and binds
-    /// the listener.
-    pub async fn build(config: Config) -> Result<Self> {
-        let db = mongo::connect(&config.mongo, "herald-query").await?;
+impl Service for App {
+    const NAME: &'static str = "herald-query";
+    type Config = Config;
+    type Error = Error;
+
+    /// Connects to MongoDB (lazily: it need not be up), tries the indexes once (then in the background while
+    /// MongoDB is away), and binds the listener.
+    async fn build(config: Config) -> Result<Self> {
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, Self::NAME, ensure_indexes).await?;
         let consumers = watch::Health::default();
         let stats = match config.stats_consumer {
             true => Some(StatsConsumer {
@@ -91,6 +91,8 @@ impl App {
                 watch: config.watch,
                 folder: stats::consumer::Folder {
                     buckets: stats::buckets::Buckets::new(&db),
+                    minutes: stats::minutes::MinuteBuckets::new(&db),
+                    topics: config.kafka.topics(),
                     producer: kafka::build_producer(&config.kafka)?,
                     dead_letters: config.kafka.topics().dead_letters(),
                 },
@@ -110,134 +112,63 @@ impl App {
                 kafka: None,
                 mongo: Some(db.clone()),
                 timeout: None,
+                indexes: Some(indexes.clone()),
             }),
             consumers,
         };
-        // Starting without MongoDB is allowed (`/api/ready` says so); the indexes are then created later.
-        let indexes_ready = ensure_indexes(&db).await;
-        config.http.auth.warn_if_off("herald-query");
+        config.http.auth.warn_if_off(Self::NAME);
         let router = routes::router(state, &config);
-        let address = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind {
-                address: address.clone(),
-                source,
-            })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { address, source })?;
+        let (listener, address) = service::bind(&config.host, config.port).await?;
         Ok(Self {
             listener,
             address,
             router,
-            db,
-            indexes_ready,
+            indexes,
             stats,
         })
     }
 
     /// The port the service listens on (the one the system picked, when configured with 0).
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.address.port()
     }
 
     /// Serves requests (and runs the stats consumer) until `shutdown` is cancelled; then stops accepting
     /// connections, finishes the requests in flight and commits the consumer's stored offsets. A consumer that
     /// fails stops the service with its error.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        let stop = shutdown.child_token();
-        let consumer = self.stats.map(|stats| {
-            let topic = stats.kafka.topics().status();
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+        let mut tasks = Supervisor::new(&shutdown);
+        let stop = tasks.stop_token();
+        let mut checks = None;
+        if let Some(stats) = self.stats {
             let watch = watch::Watch::new(
                 stats::consumer::group_id(&stats.kafka),
-                vec![topic],
+                stats::consumer::topics(&stats.kafka.topics()),
                 &stats.consumers,
             );
-            let checks = watch.spawn_checks(stats.kafka.clone(), stats.watch, stop.clone());
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let consumed =
-                    stats::consumer::run(stats.kafka, watch, stats.folder, stop.clone()).await;
-                checks.abort();
-                if let Err(e) = &consumed {
-                    tracing::error!(error = %e, "the stats consumer failed; stopping");
-                    stop.cancel();
-                }
-                consumed
-            })
-        });
-        let stop_indexer = shutdown.child_token();
-        let indexer = (!self.indexes_ready).then(|| {
-            tokio::spawn(ensure_indexes_until_done(
-                self.db.clone(),
-                stop_indexer.clone(),
-            ))
-        });
+            checks = Some(watch.spawn_checks(stats.kafka.clone(), stats.watch, stop.clone()));
+            tasks.spawn_until_stopped(
+                "stats consumer",
+                stats::consumer::run(stats.kafka, watch, stats.folder, stop.clone()),
+            );
+        }
+        tasks.spawn("mongodb indexes", self.indexes.run(stop.clone()));
         tracing::info!(address = %self.address, "herald-query listening");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
-        stop.cancel();
-        stop_indexer.cancel();
-        if let Some(Err(e)) = match indexer {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            tracing::error!(error = %e, "the index task panicked");
+        let server =
+            axum::serve(self.listener, self.router).with_graceful_shutdown(stop.cancelled_owned());
+        tasks.spawn_until_stopped("http server", async move { server.await });
+        let stopped = tasks.wait().await;
+        if let Some(checks) = checks {
+            checks.abort();
         }
-        let consumed = match consumer {
-            Some(task) => match task.await {
-                Ok(consumed) => consumed.map_err(Error::Kafka),
-                Err(e) => {
-                    tracing::error!(error = %e, "the stats consumer panicked");
-                    Ok(())
-                }
-            },
-            None => Ok(()),
-        };
         tracing::info!("herald-query stopped");
-        served.map_err(Error::Serve)?;
-        consumed
+        Ok(stopped?)
     }
 }
 
-/// Creates the `events` indexes; true once they exist.
-///
-/// A ping comes first because creating indexes against a server that is away takes several server selection
-/// timeouts (the listing, the creation, the listing again).
-async fn ensure_indexes(db: &Database) -> bool {
-    let created = match mongo::ping(db, INDEX_PING_TIMEOUT).await {
-        Ok(()) => match EventStore::ensure_indexes(db).await {
-            Ok(()) => stats::buckets::Buckets::ensure_indexes(db).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    match created {
-        Ok(()) => {
-            tracing::info!("mongodb indexes are in place");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create the mongodb indexes yet; lists scan until they exist");
-            false
-        }
-    }
-}
-
-async fn ensure_indexes_until_done(db: Database, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(INDEX_RETRY_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            done = ensure_indexes(&db) => if done { return },
-        }
-    }
+/// Creates the `events`, `stats_hours` and `stats_minutes` indexes (the index gate runs it until they exist).
+async fn ensure_indexes(db: Database) -> mongodb::error::Result<()> {
+    EventStore::ensure_indexes(&db).await?;
+    stats::buckets::Buckets::ensure_indexes(&db).await?;
+    stats::minutes::MinuteBuckets::ensure_indexes(&db).await
 }

@@ -1,17 +1,7 @@
-//! The `herald-query` binary: reads its configuration, starts telemetry, and serves until SIGINT or SIGTERM.
-
-use herald_query::{App, Config};
+//! The `herald-query` binary: serves until SIGINT or SIGTERM (exit codes: `herald_platform::service::main`).
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::from_env().unwrap_or_else(|e| {
-        eprintln!("herald-query: {e}");
-        std::process::exit(2);
-    });
-    herald_platform::telemetry::init(&config.telemetry);
-    let shutdown_bound = config.telemetry.shutdown_timeout;
-    let app = App::build(config).await?;
-    app.run_until_stopped(herald_platform::shutdown_signal_within(shutdown_bound))
-        .await?;
-    Ok(())
+async fn main() -> std::process::ExitCode {
+    let env = herald_platform::EnvReader::from_env();
+    herald_platform::service::main::<herald_query::App>(env).await
 }

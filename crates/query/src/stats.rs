@@ -11,6 +11,7 @@
 
 pub mod buckets;
 pub mod consumer;
+pub mod minutes;
 pub mod reader;
 pub mod routes;
 pub mod view;

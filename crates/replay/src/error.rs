@@ -2,28 +2,14 @@
 //! stop the service from starting or running.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
+use herald_platform::http::error as http;
 use herald_platform::http::HttpError;
 
 use crate::replay::{StopCause, Stopped};
 
 /// What can stop the service from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] herald_platform::kafka::Error),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -42,35 +28,18 @@ pub enum ApiError {
     Http(HttpError),
 }
 
-impl From<HttpError> for ApiError {
-    fn from(e: HttpError) -> Self {
-        ApiError::Http(e)
-    }
-}
+herald_platform::api_error!(ApiError);
 
 impl ApiError {
     fn parts(self) -> (StatusCode, ErrorBody) {
-        let one = |error: &str, field: &str, message: String| {
-            ErrorBody::with_details(error, vec![FieldError::new(field, message)])
-        };
         match self {
-            ApiError::Validation(details) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody::with_details("Validation failed", details),
-            ),
-            ApiError::MongoUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                one(
-                    "Service unavailable",
-                    "mongodb",
-                    "did not answer; nothing was changed, try again later".into(),
-                ),
+            ApiError::Validation(details) => http::validation_failed(details),
+            ApiError::MongoUnavailable => http::unavailable(
+                "mongodb",
+                "did not answer; nothing was changed, try again later",
             ),
             ApiError::ReplayStopped(stopped) => stopped_parts(&stopped),
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorBody::new("Internal error"),
-            ),
+            ApiError::Internal => http::internal_error(),
             ApiError::Http(e) => e.parts(),
         }
     }
@@ -96,19 +65,8 @@ fn stopped_parts(stopped: &Stopped) -> (StatusCode, ErrorBody) {
     message.push_str("; send the request again to replay the rest");
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        ErrorBody::with_details(error, vec![FieldError::new(field, message)]),
+        http::one_problem(error, field, message),
     )
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if let ApiError::Http(e) = self {
-            // Keeps its headers (Retry-After, WWW-Authenticate).
-            return e.into_response();
-        }
-        let (status, body) = self.parts();
-        (status, Json(body)).into_response()
-    }
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@
 //! at a time.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use herald_platform::kafka;
+use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::{retention, EventStore};
-use herald_platform::{kafka, mongo};
 use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +34,6 @@ use replay::Replayer;
 
 /// How long shutdown waits for replays to finish the events in flight, and then for the producer's queue.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the ping before creating indexes may take.
-const INDEX_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What every handler shares: one MongoDB client and one Kafka producer per process, cheap to clone.
 #[derive(Debug, Clone)]
@@ -46,33 +43,10 @@ pub struct AppState {
     replayer: Replayer,
     /// The running replays, which shutdown waits for.
     tasks: TaskTracker,
-    /// Set once the indexes exist. They only make reads fast, so requests are served without them.
-    indexes_ready: Arc<AtomicBool>,
+    /// Open once the indexes exist. They only make reads fast, so requests are served without them.
+    indexes: IndexGate,
     /// How long events are kept; the sweeper deletes what is older.
     retention: retention::Retention,
-}
-
-impl AppState {
-    /// Creates the indexes unless this process has done so already; called at startup and, until it succeeds,
-    /// before each request. A ping comes first so that a MongoDB that is away costs seconds, not minutes.
-    async fn ensure_indexes(&self) {
-        if self.indexes_ready.load(Ordering::Acquire) {
-            return;
-        }
-        let created = async {
-            mongo::ping(&self.db, INDEX_PING_TIMEOUT).await?;
-            EventStore::ensure_indexes(&self.db).await?;
-            EventStore::ensure_dead_letter_index(&self.db).await?;
-            EventStore::ensure_retention_indexes(&self.db).await
-        };
-        match created.await {
-            Ok(()) => {
-                self.indexes_ready.store(true, Ordering::Release);
-                tracing::info!("mongodb indexes are in place");
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot create the mongodb indexes yet"),
-        }
-    }
 }
 
 /// A built service: listening, not yet serving.
@@ -84,11 +58,21 @@ pub struct App {
     state: AppState,
 }
 
-impl App {
-    /// Connects to MongoDB and Kafka (lazily: neither needs to be up), creates the indexes when MongoDB answers,
-    /// and binds the listener.
-    pub async fn build(config: Config) -> Result<Self> {
-        let db = mongo::connect(&config.mongo, "herald-replay").await?;
+impl Service for App {
+    const NAME: &'static str = "herald-replay";
+    type Config = Config;
+    type Error = Error;
+
+    /// Connects to MongoDB and Kafka (lazily: neither needs to be up), tries the indexes once (then in the
+    /// background while MongoDB is away), and binds the listener.
+    async fn build(config: Config) -> Result<Self> {
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, Self::NAME, |db| async move {
+                EventStore::ensure_indexes(&db).await?;
+                EventStore::ensure_dead_letter_index(&db).await?;
+                EventStore::ensure_retention_indexes(&db).await
+            })
+            .await?;
         let producer = kafka::build_producer(&config.kafka)?;
         let store = EventStore::new(&db);
         let state = AppState {
@@ -101,22 +85,12 @@ impl App {
             store,
             db,
             tasks: TaskTracker::new(),
-            indexes_ready: Arc::new(AtomicBool::new(false)),
+            indexes,
             retention: config.retention,
         };
-        state.ensure_indexes().await;
-        config.http.auth.warn_if_off("herald-replay");
+        config.http.auth.warn_if_off(Self::NAME);
         let router = routes::router(state.clone(), &config);
-        let address = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind {
-                address: address.clone(),
-                source,
-            })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { address, source })?;
+        let (listener, address) = service::bind(&config.host, config.port).await?;
         Ok(Self {
             listener,
             address,
@@ -126,41 +100,52 @@ impl App {
     }
 
     /// The port the service listens on (the one the system picked, when configured with 0).
-    pub fn port(&self) -> u16 {
+    fn port(&self) -> u16 {
         self.address.port()
     }
 
-    /// Serves requests until `shutdown` is cancelled; then stops accepting connections, stops the running replays
-    /// from taking more dead letters, waits for the events they have in flight, and flushes the producer.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+    /// Serves requests until `shutdown` is cancelled or one of its tasks fails; then stops accepting
+    /// connections, stops the running replays from taking more dead letters, waits for the events they have in
+    /// flight, and flushes the producer.
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(address = %self.address, "herald-replay listening");
+        let mut tasks = Supervisor::new(&shutdown);
+        let stop = tasks.stop_token();
+        tasks.spawn(
+            "mongodb indexes",
+            self.state.indexes.clone().run(stop.clone()),
+        );
         let store = self.state.store.clone();
-        let pruner = tokio::spawn(retention::prune_periodically(
-            "replay claims",
-            retention::PRUNE_EVERY,
-            shutdown.child_token(),
-            move || {
-                let store = store.clone();
-                async move { store.prune_replay_claims(retention::CLAIM_RETENTION).await }
-            },
-        ));
-        let sweeper = tokio::spawn(retention::sweep_periodically(
-            self.state.store.clone(),
-            self.state.retention,
-            retention::PRUNE_EVERY,
-            shutdown.child_token(),
-        ));
+        tasks.spawn_droppable(
+            "replay claims pruner",
+            retention::prune_periodically(
+                "replay claims",
+                retention::PRUNE_EVERY,
+                stop.clone(),
+                move || {
+                    let store = store.clone();
+                    async move { store.prune_replay_claims(retention::CLAIM_RETENTION).await }
+                },
+            ),
+        );
+        tasks.spawn_droppable(
+            "retention sweeper",
+            retention::sweep_periodically(
+                self.state.store.clone(),
+                self.state.retention,
+                retention::PRUNE_EVERY,
+                stop.clone(),
+            ),
+        );
         let stopping = self.state.replayer.stopping();
         let signal = async move {
-            shutdown.cancelled().await;
+            stop.cancelled().await;
             // Before the server waits for the requests in flight: a replay answers as soon as it has stopped.
             stopping.cancel();
         };
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await;
-        pruner.abort();
-        sweeper.abort();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        tasks.spawn_until_stopped("http server", async move { server.await });
+        let stopped = tasks.wait().await;
         // Also when the server failed on its own, and for replays whose request is gone (timed out).
         self.state.replayer.stop();
         self.state.tasks.close();
@@ -172,6 +157,6 @@ impl App {
         }
         self.state.replayer.flush(DRAIN_TIMEOUT).await;
         tracing::info!("herald-replay stopped");
-        served.map_err(Error::Serve)
+        Ok(stopped?)
     }
 }

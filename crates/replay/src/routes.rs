@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState, config: &Config) -> Router {
         kafka: Some(config.kafka.clone()),
         mongo: Some(state.db.clone()),
         timeout: None,
+        indexes: Some(state.indexes.clone()),
     };
     let auth = Arc::new(config.http.auth.clone());
     let admin = OpenApiRouter::new()
@@ -111,7 +112,6 @@ async fn replay_dead_letters(
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Json<ReplayAnswer>, ApiError> {
     let request = parse_replay(body.as_ref()).map_err(ApiError::Validation)?;
-    state.ensure_indexes().await;
     if request.dry_run {
         let selected = state
             .replayer
@@ -241,7 +241,6 @@ async fn list_dead_letters(
         ApiError::Validation(vec![FieldError::new("query", rejection.body_text())])
     })?;
     let request = parse_list(&pairs).map_err(ApiError::Validation)?;
-    state.ensure_indexes().await;
     let skip = u64::from(request.page - 1) * u64::from(request.limit);
     let (records, total) = tokio::try_join!(
         state

@@ -32,6 +32,7 @@ use herald_domain::{
 };
 use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
+use herald_platform::service::Service;
 use herald_platform::store::{EventRecord, EventStore};
 use herald_platform::{mongo, KafkaConfig, MongoConfig, TelemetryConfig};
 use herald_retry::delay::HEADER_DUE_AT;

@@ -7,7 +7,8 @@ use herald_domain::provider::{self, KnownProviders};
 use herald_domain::retry::RetryRules;
 use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
 use herald_platform::kafka::watch::WatchConfig;
-use herald_platform::{ConfigError, EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::service::ServiceConfig;
+use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-retry` reads at startup.
 #[derive(Debug, Clone)]
@@ -33,12 +34,9 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::read(EnvReader::from_env())
-    }
-
-    pub fn read(mut env: EnvReader) -> Result<Self, ConfigError> {
+impl ServiceConfig for Config {
+    /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
+    fn read(env: &mut EnvReader) -> Self {
         let host = env.string("HERALD_RETRY_HOST", "127.0.0.1");
         let port = env.parse("HERALD_RETRY_PORT", 3020u16);
         let rules_path = env.optional_string("HERALD_RETRY_RULES").map(PathBuf::from);
@@ -106,12 +104,11 @@ impl Config {
             }
         };
         let topic_replication = env.parse("HERALD_TOPIC_REPLICATION", 1i32);
-        let kafka = KafkaConfig::read(&mut env, "herald-retry");
-        let watch = WatchConfig::read(&mut env);
-        let mongo = MongoConfig::read(&mut env);
-        let telemetry = TelemetryConfig::read(&mut env);
-        env.finish()?;
-        Ok(Self {
+        let kafka = KafkaConfig::read(env, "herald-retry");
+        let watch = WatchConfig::read(env);
+        let mongo = MongoConfig::read(env);
+        let telemetry = TelemetryConfig::read(env);
+        Self {
             host,
             port,
             rules_path,
@@ -122,7 +119,11 @@ impl Config {
             watch,
             mongo,
             telemetry,
-        })
+        }
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
     }
 }
 
@@ -147,7 +148,13 @@ pub fn parse_tiers(raw: &str) -> Result<Vec<u64>, String> {
 
 #[cfg(test)]
 mod tests {
+    use herald_platform::ConfigError;
+
     use super::*;
+
+    fn read(env: EnvReader) -> Result<Config, ConfigError> {
+        Config::read_all(env)
+    }
 
     #[test]
     fn tiers_are_checked() {
@@ -176,16 +183,16 @@ mod tests {
                 .collect(),
             )
         };
-        let err = Config::read(env("backup")).expect_err("relay is unknown");
+        let err = read(env("backup")).expect_err("relay is unknown");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert!(
             err.to_string()
                 .contains("channels.email.providers: unknown provider 'relay', expected one of: smtp, sendgrid, mailgun, sandbox"),
             "{err}"
         );
-        let err = Config::read(env("")).expect_err("backup and relay are unknown");
+        let err = read(env("")).expect_err("backup and relay are unknown");
         assert_eq!(err.problems.len(), 2, "{err}");
-        let config = Config::read(EnvReader::from_map(
+        let config = read(EnvReader::from_map(
             [
                 ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
                 ("HERALD_SMS_PROVIDERS".to_string(), "backup".to_string()),
@@ -211,7 +218,7 @@ mod tests {
             .into_iter()
             .collect(),
         );
-        let err = Config::read(env).expect_err("two problems");
+        let err = read(env).expect_err("two problems");
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.to_string().contains("default.max_attempts"), "{err}");
     }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::{DelayedRetry, Lane};
 use herald_platform::kafka::watch::Watch;
+use herald_platform::retry::{until_done, Backoff};
 use herald_platform::{kafka, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -27,7 +28,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::{until_done, AppState, Result};
+use crate::{AppState, Result};
 
 /// Kafka header with the due time of a fired retry (RFC 3339), so its scheduling error can be measured.
 pub const HEADER_DUE_AT: &str = "herald-due-at";
@@ -224,9 +225,12 @@ async fn accept(
         Err(e) => {
             let reason = format!("undecodable delayed retry: {e}");
             let dead_letters = state.topics.dead_letters();
-            let sent = until_done("dead-lettering a poison delayed retry", shutdown, || {
-                kafka::dead_letter_poison(&state.producer, &dead_letters, &message, &reason)
-            })
+            let sent = until_done(
+                "dead-lettering a poison delayed retry",
+                Backoff::TRANSIENT,
+                shutdown,
+                || kafka::dead_letter_poison(&state.producer, &dead_letters, &message, &reason),
+            )
             .await;
             if sent.is_none() {
                 return false;
@@ -281,15 +285,20 @@ async fn act(
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .unwrap_or_default();
     let headers = message.headers().cloned();
-    until_done("re-queuing a long delay", shutdown, || {
-        kafka::send(
-            &state.producer,
-            message.topic(),
-            &key,
-            &payload,
-            headers.clone(),
-        )
-    })
+    until_done(
+        "re-queuing a long delay",
+        Backoff::TRANSIENT,
+        shutdown,
+        || {
+            kafka::send(
+                &state.producer,
+                message.topic(),
+                &key,
+                &payload,
+                headers.clone(),
+            )
+        },
+    )
     .await?;
     tracing::debug!(due_at = %delayed.due_at, topic = message.topic(), "long delay passed through its tier again");
     Some(())
@@ -351,15 +360,20 @@ async fn fire(
         (HEADER_DUE_AT, due_at.as_str()),
     ];
     let lane = state.topics.lane(Lane::Retry);
-    until_done("publishing a due retry", shutdown, || {
-        kafka::send(
-            &state.producer,
-            &lane,
-            message.event.partition_key(),
-            &payload,
-            Some(kafka::headers(&headers)),
-        )
-    })
+    until_done(
+        "publishing a due retry",
+        Backoff::TRANSIENT,
+        shutdown,
+        || {
+            kafka::send(
+                &state.producer,
+                &lane,
+                message.event.partition_key(),
+                &payload,
+                Some(kafka::headers(&headers)),
+            )
+        },
+    )
     .await?;
     tracing::info!(event_id = %event_id, attempt = message.attempt, lateness_ms, "retry fired");
     metrics::histogram!("herald_retry_lateness_seconds", "tier" => format!("{}s", delayed.tier_secs))

@@ -10,15 +10,15 @@
 //! Nothing waits in memory: a killed `herald-retry` loses no scheduled retry, because every retry is on a Kafka
 //! topic until the lane has it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use herald_domain::retry::RetryRules;
 use herald_domain::Topics;
 use herald_platform::health::{self, Readiness};
+use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
+use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::EventStore;
-use herald_platform::{kafka, mongo};
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,15 +33,7 @@ pub use config::{parse_tiers, Config};
 const DELAY_FETCH_WAIT_MS: u64 = 20;
 
 /// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] kafka::Error),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-}
+pub use herald_platform::service::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -70,12 +62,19 @@ pub struct App {
     config: Config,
     state: AppState,
     listener: TcpListener,
+    port: u16,
     readiness: Readiness,
+    indexes: IndexGate,
 }
 
-impl App {
-    /// Connects, creates the delay-tier topics and the indexes, binds the health server.
-    pub async fn build(config: Config) -> Result<Self> {
+impl Service for App {
+    const NAME: &'static str = "herald-retry";
+    type Config = Config;
+    type Error = Error;
+
+    /// Connects, creates the delay-tier topics, binds the health server and tries the indexes once (the
+    /// consumers wait for them; they are tried again in the background while MongoDB is away).
+    async fn build(config: Config) -> Result<Self> {
         let topics = config.kafka.topics();
         let tier_topics: Vec<_> = topics
             .all(&config.tiers_secs)
@@ -88,8 +87,11 @@ impl App {
             })
             .collect();
         kafka::ensure_topics(&config.kafka, &tier_topics, config.topic_replication).await?;
-        let db = mongo::connect(&config.mongo, "herald-retry").await?;
-        EventStore::ensure_indexes(&db).await?;
+        let (db, indexes) =
+            service::connect_with_indexes(&config.mongo, Self::NAME, |db| async move {
+                EventStore::ensure_indexes(&db).await
+            })
+            .await?;
         let state = AppState {
             producer: kafka::build_producer(&config.kafka)?,
             store: EventStore::new(&db),
@@ -97,30 +99,31 @@ impl App {
             rules: Arc::new(config.rules.clone()),
             tiers_secs: Arc::new(config.tiers_secs.clone()),
         };
-        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let (listener, address) = service::bind(&config.host, config.port).await?;
         let readiness = Readiness {
             kafka: Some(config.kafka.clone()),
             mongo: Some(db),
             timeout: None,
+            indexes: Some(indexes.clone()),
         };
         Ok(Self {
             config,
             state,
             listener,
+            port: address.port(),
             readiness,
+            indexes,
         })
     }
 
     /// The health server's port (tests bind port 0).
-    pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map_or(0, |a: SocketAddr| a.port())
+    fn port(&self) -> u16 {
+        self.port
     }
 
-    /// Runs both consumers and the health server until `shutdown`, then stops fetching, finishes the message in
-    /// hand and commits the stored offsets.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
+    /// Runs both consumers (once the indexes exist) and the health server until `shutdown` or until one of them
+    /// fails, then stops fetching, finishes the message in hand and commits the stored offsets.
+    async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let prefix = self.state.topics.prefix().to_owned();
         let consumers = watch::Health::default();
         let requests_watch = Watch::new(
@@ -147,74 +150,35 @@ impl App {
             0,
             ("fetch.wait.max.ms".into(), DELAY_FETCH_WAIT_MS.to_string()),
         );
-        let checks = [&requests_watch, &delay_watch].map(|w| {
-            w.spawn_checks(
-                self.config.kafka.clone(),
-                self.config.watch,
-                shutdown.clone(),
-            )
+        let mut tasks = Supervisor::new(&shutdown);
+        let stop = tasks.stop_token();
+        let checks = [&requests_watch, &delay_watch]
+            .map(|w| w.spawn_checks(self.config.kafka.clone(), self.config.watch, stop.clone()));
+        let router = health::router_with_consumers(Self::NAME, self.readiness, consumers);
+        tasks.spawn_until_stopped(
+            "health server",
+            service::serve_health(self.listener, router, stop.clone()),
+        );
+        tasks.spawn("mongodb indexes", self.indexes.clone().run(stop.clone()));
+        let (gate, requests_stop) = (self.indexes.clone(), stop.clone());
+        let (kafka, state) = (self.config.kafka.clone(), self.state.clone());
+        tasks.spawn_until_stopped("retry requests consumer", async move {
+            tokio::select! {
+                () = gate.opened() => requests::run(kafka, requests_watch, state, requests_stop).await,
+                () = requests_stop.cancelled() => Ok(()),
+            }
         });
-        let router = health::router_with_consumers("herald-retry", self.readiness, consumers);
-        let http_shutdown = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(self.listener, router)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
+        let (gate, delay_stop, state) = (self.indexes, stop, self.state);
+        tasks.spawn_until_stopped("delay tiers consumer", async move {
+            tokio::select! {
+                () = gate.opened() => delay::run(delay_kafka, delay_watch, state, delay_stop).await,
+                () = delay_stop.cancelled() => Ok(()),
+            }
         });
-        let requests = tokio::spawn(requests::run(
-            self.config.kafka.clone(),
-            requests_watch,
-            self.state.clone(),
-            shutdown.clone(),
-        ));
-        let delays = tokio::spawn(delay::run(
-            delay_kafka,
-            delay_watch,
-            self.state,
-            shutdown.clone(),
-        ));
-        let (requests, delays, http) = tokio::join!(requests, delays, http);
+        let stopped = tasks.wait().await;
         for check in checks {
             check.abort();
         }
-        for result in [requests, delays] {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(join) => tracing::error!(error = %join, "a consumer task panicked"),
-            }
-        }
-        if let Ok(Err(e)) = http {
-            return Err(Error::Io(e));
-        }
-        Ok(())
-    }
-}
-
-/// Runs `op` until it succeeds or `shutdown` fires, backing off up to 5 s between tries: transient failures
-/// (Kafka or MongoDB away) hold the message, they never drop it. `None` means shutdown came first.
-pub(crate) async fn until_done<T, E, F, Fut>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut op: F,
-) -> Option<T>
-where
-    E: std::fmt::Display,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, E>>,
-{
-    let mut backoff = std::time::Duration::from_millis(100);
-    loop {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; trying again in {backoff:?}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
+        Ok(stopped?)
     }
 }

@@ -13,12 +13,13 @@ use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
 };
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
+use herald_platform::retry::{until_done, Backoff};
 use herald_platform::store::{self, DeadLettered, Scheduled};
 use herald_platform::{kafka, KafkaConfig};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
-use crate::{until_done, AppState, Result};
+use crate::{AppState, Result};
 
 /// Tries of a request whose store steps fail with a permanent error before it is dead-lettered.
 const PERMANENT_TRIES: u32 = 3;
@@ -58,9 +59,12 @@ pub async fn run(
     let mut consumer = WatchedConsumer::subscribe(&kafka_config, &watch, "retry requests")?;
     while let Some(message) = consumer.next(&shutdown).await? {
         let handling = consumer.watch().handling();
-        let handled = until_done("handling a retry request", &shutdown, || {
-            handle(&state, &message)
-        })
+        let handled = until_done(
+            "handling a retry request",
+            Backoff::TRANSIENT,
+            &shutdown,
+            || handle(&state, &message),
+        )
         .await;
         if handled.is_none() {
             break;

@@ -16,6 +16,7 @@ use herald_domain::{
 use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
 use herald_platform::mongo::{self, EVENTS};
+use herald_platform::service::Service;
 use herald_platform::store::{Claim, EventRecord, EventStore};
 use herald_platform::TelemetryConfig;
 use herald_retry::requests::decide_and_apply;

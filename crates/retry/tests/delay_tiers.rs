@@ -11,6 +11,7 @@ use herald_domain::retry::RetryRules;
 use herald_domain::{Channel, DelayedRetry, Event, EventId, Lane, LaneMessage, Priority};
 use herald_platform::config::LogFormat;
 use herald_platform::kafka::{build_consumer, build_producer};
+use herald_platform::service::Service;
 use herald_platform::{KafkaConfig, TelemetryConfig};
 use herald_retry::{App, Config};
 use herald_test_support::{eventually, unique_name, TestContext};

@@ -15,6 +15,7 @@ use herald_domain::{
 };
 use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
+use herald_platform::service::Service;
 use herald_platform::store::{Claim, EventRecord, EventStore};
 use herald_platform::{mongo, TelemetryConfig};
 use herald_retry::delay::HEADER_DUE_AT;

@@ -10,6 +10,7 @@ use herald_alert::{App, Config};
 use herald_domain::{Channel, Event, EventId, Priority, StatusMessage, StatusOutcome};
 use herald_platform::alerts::{AlertRecord, ALERTS};
 use herald_platform::kafka::{build_producer, send};
+use herald_platform::service::{self, Service};
 use herald_platform::EnvReader;
 use herald_test_support::{eventually, stack, unique_name, TestContext};
 use mongodb::bson::{doc, Document};
@@ -74,7 +75,7 @@ impl Harness {
         for (key, value) in extra {
             vars.insert((*key).to_owned(), (*value).to_owned());
         }
-        Ok(Config::read(EnvReader::from_map(vars))?)
+        Ok(service::read_config::<App>(EnvReader::from_map(vars))?)
     }
 
     /// Starts an alert service of this test in this process.

@@ -14,6 +14,7 @@ use chrono::Utc;
 use herald_dispatch::{App, Config, Stats};
 use herald_domain::{Channel, Event, EventId, Lane, LaneMessage, Priority, Status};
 use herald_platform::kafka::{build_consumer, build_producer, send};
+use herald_platform::service::Service;
 use herald_platform::store::{EventRecord, EventStore, Inserted};
 use herald_platform::EnvReader;
 use herald_test_support::{eventually, stack, unique_name, TestContext};

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use herald_domain::{EventId, Lane, LaneMessage};
 use herald_ingest::{App, Config};
 use herald_platform::kafka::build_consumer;
+use herald_platform::service::Service as _;
 use herald_platform::store::{EventRecord, EventStore};
 use herald_test_support::{eventually, TestContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};

@@ -1,10 +1,12 @@
 //! [`HttpError`]: the rejections every Herald HTTP service answers the same way, before or around its handlers.
-//! Each service's own `ApiError` wraps it, so one body shape holds everywhere.
+//! Each service's own `ApiError` wraps it, so one body shape holds everywhere, and gets its conversions from
+//! [`crate::api_error!`]: the one `IntoResponse` of every service's `ApiError`.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+// Public for `api_error!`, whose expansion names them from the service's crate.
+pub use axum::response::{IntoResponse, Response};
 use axum::Json;
 use herald_domain::{ErrorBody, FieldError};
 
@@ -35,12 +37,69 @@ pub enum HttpError {
     Timeout { limit: Duration, hint: &'static str },
 }
 
+/// `{"error": error, "details": [{"field": field, "message": message}]}`.
+pub fn one_problem(error: &str, field: &str, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::with_details(error, vec![FieldError::new(field, message.into())])
+}
+
+/// 400 `Validation failed`, with every problem of the request.
+pub fn validation_failed(details: Vec<FieldError>) -> (StatusCode, ErrorBody) {
+    (
+        StatusCode::BAD_REQUEST,
+        ErrorBody::with_details("Validation failed", details),
+    )
+}
+
+/// 503 `Service unavailable`: the dependency `field` (`mongodb`, `kafka`) did not answer; `message` says what
+/// that means for the request.
+pub fn unavailable(field: &str, message: impl Into<String>) -> (StatusCode, ErrorBody) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        one_problem("Service unavailable", field, message),
+    )
+}
+
+/// 500 `Internal error`: never any detail (it is logged where it happened).
+pub fn internal_error() -> (StatusCode, ErrorBody) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorBody::new("Internal error"),
+    )
+}
+
+/// The answer of a service's own failure: its status and the standard body.
+pub fn error_response((status, body): (StatusCode, ErrorBody)) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// The conversions of a service's `ApiError`, written once: `From<HttpError>` (into its `Http` variant) and
+/// `IntoResponse` (an `Http` rejection answers itself, keeping its headers, `Retry-After` or
+/// `WWW-Authenticate`; every other variant is answered from the type's `fn parts(self) -> (StatusCode,
+/// ErrorBody)`). `herald_platform::api_error!(ApiError);` beside the type.
+#[macro_export]
+macro_rules! api_error {
+    ($name:ident) => {
+        impl ::core::convert::From<$crate::http::HttpError> for $name {
+            fn from(e: $crate::http::HttpError) -> Self {
+                $name::Http(e)
+            }
+        }
+
+        impl $crate::http::error::IntoResponse for $name {
+            fn into_response(self) -> $crate::http::error::Response {
+                match self {
+                    $name::Http(e) => $crate::http::error::IntoResponse::into_response(e),
+                    other => $crate::http::error::error_response(other.parts()),
+                }
+            }
+        }
+    };
+}
+
 impl HttpError {
     /// The status and the body of the answer.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
-        let one = |error: &str, field: &str, message: String| {
-            ErrorBody::with_details(error, vec![FieldError::new(field, message)])
-        };
+        let one = |error: &str, field: &str, message: String| one_problem(error, field, message);
         match self {
             HttpError::MalformedJson(message) => (
                 StatusCode::BAD_REQUEST,

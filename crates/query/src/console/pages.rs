@@ -162,7 +162,6 @@ pub async fn overview(
         context! {
             frame,
             totals => minutes.all.totals(),
-            truncated => minutes.truncated,
             chart => series_chart("All events, last hour", &minutes.all, 720, 180),
             by_channel => rows(&minutes.by_channel, "Channel"),
             by_priority => rows(&minutes.by_priority, "Priority"),

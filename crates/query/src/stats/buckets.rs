@@ -45,8 +45,16 @@ pub struct Step {
 pub struct Delta(BTreeMap<String, i64>);
 
 impl Delta {
-    fn bump(&mut self, key: String, by: i64) {
+    /// Adds `by` to the counter `key`.
+    pub fn bump(&mut self, key: String, by: i64) {
         *self.0.entry(key).or_default() += by;
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Delta) {
+        for (key, n) in &other.0 {
+            *self.0.entry(key.clone()).or_default() += n;
+        }
     }
 
     /// Adds one step: a terminal step of a new event counts it under its status, channel and priority; one of a
@@ -131,78 +139,100 @@ impl Buckets {
     /// step a bucket has already counted. On `Err` some buckets may be updated and others not; folding the same
     /// steps again completes it without counting any twice.
     pub async fn apply(&self, steps: &[Step]) -> Result<(), BucketError> {
-        let mut by_hour: BTreeMap<DateTime<Utc>, Vec<&Step>> = BTreeMap::new();
+        let mut by_hour: BTreeMap<DateTime<Utc>, Vec<Counted>> = BTreeMap::new();
         for step in steps {
+            let mut delta = Delta::default();
+            delta.add(&step.status);
             by_hour
                 .entry(hour_of_step(&step.status))
                 .or_default()
-                .push(step);
+                .push(Counted {
+                    source: step.partition.to_string(),
+                    offset: step.offset,
+                    delta,
+                });
         }
-        for (hour, steps) in by_hour {
-            self.apply_to(hour, &steps).await?;
+        for (hour, counted) in by_hour {
+            fold(&self.hours, &bucket_id(hour), ("hour", hour), &counted).await?;
         }
         Ok(())
     }
+}
 
-    async fn apply_to(&self, hour: DateTime<Utc>, steps: &[&Step]) -> Result<(), BucketError> {
-        let id = bucket_id(hour);
-        let stored = self
-            .hours
-            .find_one(doc! { "_id": &id })
-            .projection(doc! { "o": 1 })
-            .await?;
-        let counted: HashMap<String, i64> = stored
-            .as_ref()
-            .and_then(|bucket| bucket.get_document("o").ok())
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(p, v)| Some((p.clone(), as_i64(v)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut delta = Delta::default();
-        let mut last: BTreeMap<String, i64> = BTreeMap::new();
-        for step in steps {
-            let partition = step.partition.to_string();
-            if counted.get(&partition).is_some_and(|o| step.offset <= *o) {
-                continue;
-            }
-            delta.add(&step.status);
-            let entry = last.entry(partition).or_insert(step.offset);
-            *entry = (*entry).max(step.offset);
+/// What one message adds to a bucket, and where it was read: `source` names its topic's partition within the
+/// bucket's offsets (a bucket fed by one topic names the partition, `3`; one fed by several prefixes it, `s3`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Counted {
+    pub source: String,
+    pub offset: i64,
+    pub delta: Delta,
+}
+
+/// Folds `counted` into the bucket `id` (created with `time`, its start, when it does not exist): one read of the
+/// offsets it has counted and one update conditional on them, so a message at or below a source's counted offset
+/// adds nothing and two folds of one bucket cannot both apply (the loser gets [`BucketError::Changed`] and folds
+/// again). Returns whether the bucket was created.
+pub async fn fold(
+    bucket: &Collection<Document>,
+    id: &str,
+    time: (&str, DateTime<Utc>),
+    counted: &[Counted],
+) -> Result<bool, BucketError> {
+    let stored = bucket
+        .find_one(doc! { "_id": id })
+        .projection(doc! { "o": 1 })
+        .await?;
+    let seen: HashMap<String, i64> = stored
+        .as_ref()
+        .and_then(|bucket| bucket.get_document("o").ok())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(p, v)| Some((p.clone(), as_i64(v)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut delta = Delta::default();
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for item in counted {
+        if seen.get(&item.source).is_some_and(|o| item.offset <= *o) {
+            continue;
         }
-        if last.is_empty() {
-            return Ok(());
-        }
-        // The update applies only if no partition it advances moved since the read.
-        let mut filter = doc! { "_id": &id };
-        let mut set = doc! {};
-        for (partition, offset) in &last {
-            let key = format!("o.{partition}");
-            match counted.get(partition) {
-                Some(o) => filter.insert(&key, *o),
-                None => filter.insert(&key, doc! { "$exists": false }),
-            };
-            set.insert(key, *offset);
-        }
-        let mut update =
-            doc! { "$set": set, "$setOnInsert": { "hour": bson::DateTime::from_chrono(hour) } };
-        let increments = delta.increments();
-        if !increments.is_empty() {
-            update.insert("$inc", increments);
-        }
-        let result = self
-            .hours
-            .update_one(filter, update)
-            .upsert(stored.is_none())
-            .await;
-        match result {
-            Ok(r) if r.matched_count == 1 || r.upserted_id.is_some() => Ok(()),
-            Ok(_) => Err(BucketError::Changed(id)),
-            // Another fold created the bucket first: read it again.
-            Err(e) if is_duplicate_key(&e) => Err(BucketError::Changed(id)),
-            Err(e) => Err(e.into()),
-        }
+        delta.merge(&item.delta);
+        let entry = last.entry(&item.source).or_insert(item.offset);
+        *entry = (*entry).max(item.offset);
+    }
+    if last.is_empty() {
+        return Ok(false);
+    }
+    // The update applies only if no source it advances moved since the read.
+    let mut filter = doc! { "_id": id };
+    let mut set = doc! {};
+    for (source, offset) in &last {
+        let key = format!("o.{source}");
+        match seen.get(*source) {
+            Some(o) => filter.insert(&key, *o),
+            None => filter.insert(&key, doc! { "$exists": false }),
+        };
+        set.insert(key, *offset);
+    }
+    let (field, at) = time;
+    let mut update =
+        doc! { "$set": set, "$setOnInsert": { field: bson::DateTime::from_chrono(at) } };
+    let increments = delta.increments();
+    if !increments.is_empty() {
+        update.insert("$inc", increments);
+    }
+    let result = bucket
+        .update_one(filter, update)
+        .upsert(stored.is_none())
+        .await;
+    match result {
+        Ok(r) if r.upserted_id.is_some() => Ok(true),
+        Ok(r) if r.matched_count == 1 => Ok(false),
+        Ok(_) => Err(BucketError::Changed(id.to_owned())),
+        // Another fold created the bucket first: read it again.
+        Err(e) if is_duplicate_key(&e) => Err(BucketError::Changed(id.to_owned())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -243,7 +273,7 @@ pub fn default_priority() -> &'static str {
     Priority::default().as_str()
 }
 
-fn as_i64(value: &Bson) -> Option<i64> {
+pub(crate) fn as_i64(value: &Bson) -> Option<i64> {
     match value {
         Bson::Int32(n) => Some(i64::from(*n)),
         Bson::Int64(n) => Some(*n),

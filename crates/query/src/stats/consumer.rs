@@ -1,13 +1,16 @@
-//! The stats consumer: reads the status topic in its own group, folds each batch of steps into the hourly
-//! buckets, and only then stores the batch's offsets. An undecodable message is dead-lettered (raw, with where it
-//! came from) before its offset is stored; a MongoDB failure is retried with backoff, never skipped.
+//! The stats consumer: reads the status topic and the critical and default lanes in its own group, folds each
+//! batch into the hourly buckets (status steps) and the minute buckets (steps, and the lanes' newly accepted
+//! events), and only then stores the batch's offsets. An undecodable status message is dead-lettered (raw, with
+//! where it came from) before its offset is stored; an undecodable lane message is skipped, since the lane's
+//! dispatcher dead-letters it. A MongoDB failure is retried with backoff, never skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald_domain::StatusMessage;
+use herald_domain::{Lane, StatusMessage, Topics};
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
+use herald_platform::retry::{until_done, Backoff};
 use herald_platform::KafkaConfig;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -15,24 +18,35 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::buckets::{Buckets, Step};
+use super::minutes::{self, LaneHead, MinuteBuckets};
 
 /// Most messages folded in one batch.
 pub const BATCH_MAX: usize = 500;
 /// Longest a batch waits for more messages once it has one: the delay a step can add before it is counted.
 pub const BATCH_WAIT: Duration = Duration::from_millis(200);
-/// First and longest wait between two tries of a batch that failed on MongoDB or Kafka.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// The consumer group of the stats consumer, under the installation's prefix.
 pub fn group_id(kafka: &KafkaConfig) -> String {
     format!("{}herald-query-stats", kafka.topic_prefix)
 }
 
-/// What folding needs: the buckets, and where undecodable messages go.
+/// The lanes whose messages count accepted events: every new event goes to one of them first (the retry lane
+/// carries later attempts only).
+pub const COUNTED_LANES: [Lane; 2] = [Lane::Critical, Lane::Default];
+
+/// The topics the stats consumer reads: the status topic, then [`COUNTED_LANES`].
+pub fn topics(topics: &Topics) -> Vec<String> {
+    std::iter::once(topics.status())
+        .chain(COUNTED_LANES.iter().map(|lane| topics.lane(*lane)))
+        .collect()
+}
+
+/// What folding needs: the buckets, the topics' names, and where undecodable messages go.
 #[derive(Clone)]
 pub struct Folder {
     pub buckets: Buckets,
+    pub minutes: MinuteBuckets,
+    pub topics: Topics,
     pub producer: FutureProducer,
     pub dead_letters: String,
 }
@@ -80,32 +94,56 @@ pub async fn run(
 impl Folder {
     /// Folds `batch` until it is done (true) or `shutdown` comes first (false: no offset may be stored).
     async fn fold_durably(&self, batch: &[OwnedMessage], shutdown: &CancellationToken) -> bool {
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            match self.fold(batch).await {
-                Ok(()) => return true,
-                Err(e) => {
-                    tracing::warn!(error = %e, n_messages = batch.len(), retry_in_ms = backoff.as_millis() as u64,
-                        "folding status messages into the stats failed; trying again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
-            }
-        }
+        until_done(
+            "folding status messages into the stats",
+            Backoff::TRANSIENT,
+            shutdown,
+            || self.fold(batch),
+        )
+        .await
+        .is_some()
     }
 
     async fn fold(&self, batch: &[OwnedMessage]) -> Result<(), FoldError> {
+        let status_topic = self.topics.status();
+        let lanes: Vec<(Lane, String)> = COUNTED_LANES
+            .iter()
+            .map(|lane| (*lane, self.topics.lane(*lane)))
+            .collect();
         let mut steps = Vec::with_capacity(batch.len());
+        let mut per_minute = Vec::with_capacity(batch.len());
         for message in batch {
-            match serde_json::from_slice::<StatusMessage>(message.payload().unwrap_or_default()) {
-                Ok(status) => steps.push(Step {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    status,
-                }),
+            let payload = message.payload().unwrap_or_default();
+            if message.topic() != status_topic {
+                let Some((lane, _)) = lanes.iter().find(|(_, name)| name == message.topic()) else {
+                    continue;
+                };
+                match serde_json::from_slice::<LaneHead>(payload) {
+                    Ok(head) => per_minute.extend(minutes::of_lane_message(
+                        *lane,
+                        message.partition(),
+                        message.offset(),
+                        &head,
+                    )),
+                    Err(e) => tracing::debug!(error = %e, topic = message.topic(),
+                        partition = message.partition(), offset = message.offset(),
+                        "undecodable lane message, not counted (its dispatcher dead-letters it)"),
+                }
+                continue;
+            }
+            match serde_json::from_slice::<StatusMessage>(payload) {
+                Ok(status) => {
+                    per_minute.extend(minutes::of_step(
+                        message.partition(),
+                        message.offset(),
+                        &status,
+                    ));
+                    steps.push(Step {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        status,
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(),
                         "undecodable status message, dead-lettered");
@@ -120,6 +158,7 @@ impl Folder {
             }
         }
         self.buckets.apply(&steps).await?;
+        self.minutes.apply(per_minute, chrono::Utc::now()).await?;
         metrics::counter!("herald_query_stats_steps_total").increment(steps.len() as u64);
         Ok(())
     }

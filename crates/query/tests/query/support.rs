@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use herald_domain::{Channel, Event, EventId, Priority, Status};
 use herald_platform::mongo::{self, EVENTS};
+use herald_platform::service::Service as _;
 use herald_platform::store::EventRecord;
 use herald_query::{App, Config};
 use herald_test_support::TestContext;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use herald_domain::{Lane, Status};
+use herald_platform::service::Service as _;
 use herald_platform::store::Claim;
 use herald_test_support::eventually;
 use serde_json::json;

@@ -11,6 +11,7 @@ use herald_domain::{
 };
 use herald_platform::kafka::build_consumer;
 use herald_platform::mongo::{self, EVENTS};
+use herald_platform::service::Service as _;
 use herald_platform::store::retention::Retention;
 use herald_platform::store::{Claim, DeadLettered, EventRecord, EventStore};
 use herald_replay::{App, Config};
