@@ -5,7 +5,6 @@ use axum::Json;
 
 use super::params::{self, DeadLetterParams};
 use crate::error::ApiError;
-use crate::logs::cursor::Cursor;
 use crate::logs::params::pairs;
 use crate::logs::view::{EventSummary, LogPage, Pagination};
 use crate::openapi::ErrorBody;
@@ -43,18 +42,7 @@ pub async fn list_dead_letters(
         .page(&query)
         .await
         .map_err(|e| ApiError::from_mongo(e, state.request_timeout))?;
-    let next_cursor = match page.events.last() {
-        Some(last) if page.more => Some(
-            Cursor::after(
-                query.order,
-                &query.filters,
-                last.record.created_at,
-                last.record.event_id.clone(),
-            )
-            .encode(),
-        ),
-        _ => None,
-    };
+    let next_cursor = page.next_cursor(&query);
     let data = page
         .events
         .into_iter()

@@ -66,6 +66,22 @@ pub struct Page {
     pub more: bool,
 }
 
+impl Page {
+    /// The cursor of the page after this one, for `query`'s order and filters; `None` on the last page.
+    pub fn next_cursor(&self, query: &ListQuery) -> Option<String> {
+        let last = self.events.last().filter(|_| self.more)?;
+        Some(
+            super::cursor::Cursor::after(
+                query.order,
+                &query.filters,
+                last.record.created_at,
+                last.record.event_id.clone(),
+            )
+            .encode(),
+        )
+    }
+}
+
 /// Counts of events, by status, channel (`none` for record-only events) and priority.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {

@@ -5,7 +5,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use herald_domain::{EventId, FieldError};
 
-use super::cursor::Cursor;
 use super::params::{self, ListParams, Position};
 use super::reader::Found;
 use super::view::{EventDetail, EventSummary, LogPage, Pagination};
@@ -56,18 +55,7 @@ pub async fn list_logs(
         None if query.with_total => Some(state.reader.count(&query.filters).await.map_err(mongo)?),
         None => None,
     };
-    let next_cursor = match page.events.last() {
-        Some(last) if page.more => Some(
-            Cursor::after(
-                query.order,
-                &query.filters,
-                last.record.created_at,
-                last.record.event_id.clone(),
-            )
-            .encode(),
-        ),
-        _ => None,
-    };
+    let next_cursor = page.next_cursor(&query);
     let pagination = Pagination {
         page: match query.position {
             Position::Page(page) => Some(page),
