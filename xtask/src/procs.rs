@@ -87,6 +87,39 @@ impl Procs {
         let _ = fs::remove_file(self.pid_file(name));
         Ok(stopped)
     }
+
+    /// Stops `pid`, a child this process spawned and has not waited for (so the pid is still its own, whatever
+    /// its command line shows): SIGTERM, then SIGKILL after `grace`; waits until it has exited (a zombie
+    /// counts as exited) and forgets `name`'s pid file.
+    pub fn stop_child(&self, name: &str, pid: u32, grace: Duration) -> Result<()> {
+        // Its state, not its command line: an exec'ing process shows an empty command line for a moment after its
+        // parent's spawn returned (seen in CI with FerretDB), as a zombie does.
+        let exited = || {
+            fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                stat.rsplit_once(')')
+                    .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+            })
+        };
+        if !exited() {
+            signal(pid, "TERM")?;
+        }
+        let deadline = Instant::now() + grace;
+        while !exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !exited() {
+            signal(pid, "KILL")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !exited() {
+                if Instant::now() >= deadline {
+                    bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = fs::remove_file(self.pid_file(name));
+        Ok(())
+    }
 }
 
 impl Procs {

@@ -226,25 +226,17 @@ impl Stack {
             Ok(()) => Ok(!started.is_empty()),
             Err(e) => {
                 for &(part, pid) in started.iter().rev() {
-                    // A part spawned an instant ago may not have exec'd yet: until it has, its command line is
-                    // this process's, without the part's marker, and `stop` would take it for gone. On a loaded
-                    // machine the exec of a large binary has taken over 3 s (FerretDB, in xtask's stack_up test).
-                    let grace = Instant::now() + Duration::from_secs(15);
-                    while self.running_pid(part).is_none()
-                        && Instant::now() < grace
-                        && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-                    {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    // Each pid is this process's own child, never waited for, so it cannot have been given to
+                    // anything else: it is stopped by pid, not found again through its pid file and marker (which
+                    // missed a FerretDB that had just started, in CI, and left it running).
                     match self
                         .procs
-                        .stop(part.name(), part.marker(), Duration::from_secs(30))
+                        .stop_child(part.name(), pid, Duration::from_secs(30))
                     {
-                        Ok(Some(pid)) => eprintln!(
+                        Ok(()) => eprintln!(
                             "{:<10} stopped (pid {pid}): `up` failed after starting it",
                             part.name()
                         ),
-                        Ok(None) => {}
                         Err(stop) => {
                             eprintln!("{:<10} could not be stopped: {stop:#}", part.name())
                         }
