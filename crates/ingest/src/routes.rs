@@ -230,13 +230,21 @@ async fn accept(
             PublishError::Encode(_) => ApiError::Internal,
         });
     }
-    // Kafka has the event, so it is accepted whatever happens here; an entry left behind makes the sweeper publish
-    // the event once more, which is harmless.
-    match state.clearer.call((event.event_id.clone(), 0)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
-        Err(e) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
-    }
+    // Kafka has the event, so it is accepted whatever happens here: the outbox entry is cleared after the answer,
+    // gathered with other requests' entries. An entry left behind makes the sweeper publish the event once more,
+    // which is harmless.
+    let clearer = state.clearer.clone();
+    let published = (event.event_id.clone(), 0);
+    state.clearing.spawn(async move {
+        let cleared = clearer.call(published).await;
+        if let Some(e) = match cleared {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        } {
+            tracing::warn!(error = %e, "cannot clear the event's outbox entry");
+        }
+    });
     let status = Status::Queued;
     tracing::info!(%status, "accepted");
     metrics::counter!("herald_events_accepted_total",

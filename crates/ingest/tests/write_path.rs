@@ -1,5 +1,6 @@
 //! What accepting an event costs the store, counted by the MongoDB driver's command monitoring: the outbox entry,
-//! the event and the entry's deletion (shared by concurrent requests, which ingest gathers into batches), and never an update of the event document once it is published.
+//! the event and, after the answer, the entry's deletion (all shared by concurrent requests, which ingest gathers
+//! into batches), and never an update of the event document once it is published.
 //!
 //! That last point is a correctness property, not only a cost: FerretDB 1.24 applies an update by reading the
 //! document and writing it back whole, so a publisher's late update of the event (ingest's PENDING to QUEUED did
@@ -51,8 +52,40 @@ fn writes(counts: &HashMap<(String, String), u64>) -> HashMap<(String, String), 
         .collect()
 }
 
+/// The writes since `before`, once the outbox is empty again: ingest clears the entries of published events after
+/// its answers.
+async fn once_cleared(
+    before: &HashMap<(String, String), u64>,
+    db: &mongodb::Database,
+) -> HashMap<(String, String), u64> {
+    let outbox = db.collection::<mongodb::bson::Document>("outbox");
+    eventually(
+        Duration::from_secs(30),
+        "the outbox entries to be cleared",
+        || async {
+            let left = outbox
+                .count_documents(mongodb::bson::doc! {})
+                .await
+                .map_err(|e| e.to_string())?;
+            let spent: HashMap<(String, String), u64> =
+                writes(&ingest_commands().map_err(|e| e.to_string())?)
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+                    .filter(|(_, v)| *v > 0)
+                    .collect();
+            if left == 0 {
+                Ok(spent)
+            } else {
+                Err(format!("{left} outbox entries left; {spent:?}"))
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test]
-async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated() -> Result<()> {
+async fn an_accepted_event_costs_at_most_three_writes_and_its_document_is_never_updated(
+) -> Result<()> {
     let ctx = TestContext::new("ingest-write-path").await?;
     let mut config = Config::for_test(ctx.kafka.clone(), ctx.mongo.clone());
     // The sweeper only reads unless something is left in the outbox; keep it out of the way all the same.
@@ -71,6 +104,7 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
         }
     })
     .await;
+    let db = herald_platform::mongo::connect(&ctx.mongo, "write-path-test").await?;
     let before = writes(&ingest_commands()?);
 
     let requests: [(&str, Value); 3] = [
@@ -96,13 +130,9 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
         ensure!(answer["status"] == "QUEUED", "{path}: {answer}");
     }
 
-    let after = writes(&ingest_commands()?);
-    let spent: HashMap<(String, String), u64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect();
+    // The outbox entries are cleared after the answers: wait for their deletes before counting.
     let n = requests.len() as u64;
+    let spent = once_cleared(&before, &db).await;
     let of = |command: &str, collection: &str| {
         spent
             .get(&(command.to_owned(), collection.to_owned()))
@@ -115,9 +145,10 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
     );
     ensure!(of("insert", "events") == n, "{spent:?}");
     ensure!(of("insert", "outbox") == n, "{spent:?}");
-    ensure!(of("delete", "outbox") == n, "{spent:?}");
+    // One request after the other: the clears may still meet in one delete.
+    ensure!((1..=n).contains(&of("delete", "outbox")), "{spent:?}");
     let total: u64 = spent.values().sum();
-    ensure!(total == 3 * n, "{total} writes for {n} events: {spent:?}");
+    ensure!(total <= 3 * n, "{total} writes for {n} events: {spent:?}");
 
     // Concurrent requests share commands: ingest gathers them into batches (one insert_many of outbox entries, one
     // of events, one delete_many), so many events cost fewer than three writes each.
@@ -142,22 +173,18 @@ async fn an_accepted_event_costs_three_writes_and_its_document_is_never_updated(
         "{} distinct event ids for {n} events",
         distinct.len()
     );
-    let after = writes(&ingest_commands()?);
-    let spent: HashMap<(String, String), u64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect();
+    let spent = once_cleared(&before, &db).await;
     let total: u64 = spent.values().sum();
+    // Two batches at a time and the clears after the answers, one batch at a time: here 9 writes for the 48 (three
+    // batches of each step). With the clears before the answers, each request waited for its own: 21.
     ensure!(
-        total <= 2 * n,
+        total <= n / 3,
         "{total} writes for {n} concurrent events (not batched): {spent:?}"
     );
     ensure!(
         !spent.contains_key(&("update".to_owned(), "events".to_owned())),
         "the event document was updated after its insert: {spent:?}"
     );
-    let db = herald_platform::mongo::connect(&ctx.mongo, "write-path-test").await?;
     let store = herald_platform::store::EventStore::new(&db);
     for id in &ids {
         let id = herald_domain::EventId::parse(id).map_err(anyhow::Error::msg)?;
