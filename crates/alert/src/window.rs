@@ -8,6 +8,15 @@
 //! plus one): two processes, or a redelivery, raising the same alert collide on that id, and only one wins. While
 //! the latest alert of a rule and group is younger than the cooldown, nothing is raised. (FerretDB 1.x does not
 //! make concurrent conditional updates of one document atomic; unique inserts are atomic everywhere.)
+//!
+//! Within a cooldown a step costs at most one command, and usually none: each process remembers until when each
+//! rule and group is quiet (from the alerts it read or raised; alerts are only ever added, so what it remembers
+//! can only be earlier than the truth, never later). A step inside that time raises nothing, so nothing is
+//! counted; its hit is kept only when a window ending after the cooldown would still count it. A restart forgets
+//! this and reads the alerts again: a cost, never a different answer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
@@ -26,6 +35,11 @@ use crate::rules::{format_duration, Rule, ALL};
 pub const ALERT_HITS: &str = "alert_hits";
 /// How many event ids an alert carries as samples.
 pub const N_SAMPLES: i64 = 5;
+/// The most rule and group pairs whose quiet time a process remembers; past it, it forgets them all.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Until when each (rule name, group) is known to be quiet.
+type QuietUntil = HashMap<(String, String), DateTime<Utc>>;
 
 /// The windows and the alerts of one database.
 #[derive(Debug, Clone)]
@@ -33,6 +47,8 @@ pub struct Windows {
     hits: Collection<Document>,
     alerts: Collection<AlertRecord>,
     query_url: Url,
+    /// Until when each (rule, group) is known to be in its cooldown.
+    quiet: Arc<Mutex<QuietUntil>>,
 }
 
 /// A stored alert that was just raised.
@@ -52,6 +68,7 @@ impl Windows {
             hits: db.collection(ALERT_HITS),
             alerts: db.collection(ALERTS),
             query_url,
+            quiet: Arc::default(),
         }
     }
 
@@ -85,6 +102,13 @@ impl Windows {
         status: &StatusMessage,
     ) -> mongo::Result<Option<Raised>> {
         let window = chrono_window(rule);
+        let quiet_until = self.quiet_until(rule, group);
+        if let Some(until) = quiet_until.filter(|until| status.at < *until) {
+            // In the cooldown: nothing is raised. Only a window ending after it would count this step.
+            if status.at < until.checked_sub_signed(window).unwrap_or(until) {
+                return Ok(None);
+            }
+        }
         let hit_id = format!(
             "{}\u{1f}{group}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
             rule.name, status.event_id, status.replay_count, status.attempt, status.outcome
@@ -104,6 +128,9 @@ impl Windows {
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(e),
         }
+        if quiet_until.is_some_and(|until| status.at < until) {
+            return Ok(None);
+        }
         let since = status.at.checked_sub_signed(window).unwrap_or(status.at);
         let in_window =
             doc! { "rule": &rule.name, "group": group, "at": { "$gte": to_bson_time(since) } };
@@ -121,6 +148,7 @@ impl Windows {
                 let cooldown =
                     chrono::Duration::from_std(rule.cooldown).unwrap_or(chrono::Duration::MAX);
                 let quiet_until = latest.last_at.checked_add_signed(cooldown);
+                self.remember_quiet(rule, group, quiet_until);
                 if quiet_until.is_none_or(|until| status.at < until) {
                     return Ok(None);
                 }
@@ -147,11 +175,35 @@ impl Windows {
         samples.reverse();
         let alert = self.compose(rule, group, seq, count, first_at, last_at, samples);
         match self.alerts.insert_one(&alert).await {
-            Ok(_) => Ok(Some(alert)),
+            Ok(_) => {
+                let cooldown =
+                    chrono::Duration::from_std(rule.cooldown).unwrap_or(chrono::Duration::MAX);
+                self.remember_quiet(rule, group, alert.last_at.checked_add_signed(cooldown));
+                Ok(Some(alert))
+            }
             // Raised by another process, or by an earlier delivery of this message.
             Err(e) if is_duplicate_key(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Until when `rule` is known to be quiet for `group`, if this process has seen an alert of theirs.
+    fn quiet_until(&self, rule: &Rule, group: &str) -> Option<DateTime<Utc>> {
+        let quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        quiet.get(&(rule.name.clone(), group.to_owned())).copied()
+    }
+
+    /// Remembers that `rule` is quiet for `group` until `until` (`None`: for ever), unless it knew of a later time.
+    fn remember_quiet(&self, rule: &Rule, group: &str, until: Option<DateTime<Utc>>) {
+        let until = until.unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
+        if quiet.len() >= MAX_REMEMBERED {
+            quiet.clear();
+        }
+        let known = quiet
+            .entry((rule.name.clone(), group.to_owned()))
+            .or_insert(until);
+        *known = (*known).max(until);
     }
 
     /// Deletes hits that no window needs any more.

@@ -1,5 +1,5 @@
 //! The failed-request monitor: six `request.failed` events from one IP within ten minutes give exactly one email,
-//! a hundred more within the cooldown give none, another IP gets its own, five give none.
+//! a hundred more within the cooldown give none (and are not even stored), another IP gets its own, five give none.
 
 use anyhow::{ensure, Context, Result};
 use herald_alert::rules::FAILED_REQUESTS;
@@ -80,7 +80,10 @@ async fn one_ip_gets_one_email_per_burst_and_each_ip_its_own() -> Result<()> {
         harness.publish(&failed_request(c)).await?;
     }
     harness.wait_for_mails(c, 1).await;
-    ensure!(harness.hits(FAILED_REQUESTS, a).await? == 106);
+    // The hundred came within the first twenty minutes of a thirty-minute cooldown: no window that can alert again
+    // (ten minutes, ending after the cooldown) would count them, so none was stored (each cost no command).
+    let kept = harness.hits(FAILED_REQUESTS, a).await?;
+    ensure!(kept == 6, "{kept} hits kept for A");
     ensure!(
         harness.mails(a).await?.len() == 1,
         "{:?}",
