@@ -21,6 +21,7 @@ mod console_probe;
 mod limits;
 mod paths;
 mod procs;
+mod prune;
 mod services;
 mod stack;
 
@@ -184,6 +185,11 @@ async fn run(command: Cmd) -> Result<ExitCode> {
 /// leaves it out (for a quick local run; CI runs it).
 async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     let started = stack.up().await?;
+    prune::leftovers(
+        &herald_platform::KafkaConfig::new(stack.kafka_brokers(), ""),
+        &herald_platform::MongoConfig::new(stack.mongodb_uri(), "admin"),
+    )
+    .await;
     // `cargo xtask test -p herald-query` tests one package; without `-p`, the whole workspace.
     let one_package = args
         .iter()

@@ -31,6 +31,11 @@ pub enum Error {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error("deleting topic {topic} failed: {code}")]
+    DeleteTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("kafka did not answer within {0:?}")]
     Timeout(Duration),
 }
@@ -208,6 +213,42 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// The names of every topic in the cluster.
+pub async fn topic_names(config: &KafkaConfig, timeout: Duration) -> Result<Vec<String>> {
+    let admin = build_admin(config)?;
+    let answer = tokio::task::spawn_blocking(move || {
+        admin.inner().fetch_metadata(None, timeout).map(|metadata| {
+            metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.name().to_owned())
+                .collect::<Vec<_>>()
+        })
+    });
+    match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(_)) | Err(_) => Err(Error::Timeout(timeout)),
+    }
+}
+
+/// Deletes `names` (a topic already gone is fine). Returns how many the cluster deleted.
+pub async fn delete_topics(config: &KafkaConfig, names: &[String]) -> Result<usize> {
+    let admin = build_admin(config)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let mut deleted = 0;
+    for chunk in names.chunks(200) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for result in admin.delete_topics(&chunk, &options).await? {
+            match result {
+                Ok(_) => deleted += 1,
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => return Err(Error::DeleteTopic { topic, code }),
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 /// Asks the cluster for its metadata: the readiness check for anything that talks to Kafka.
