@@ -278,7 +278,13 @@ async fn session(herald: &Herald, console: &Console, browser: &Client) -> Result
     browser.find(Locator::Id("search")).await?.click().await?;
     let first = delivered[0].as_str();
     let link = format!("#events a[href='/console/events/{first}']");
+    // The unfiltered page lists the event too (it is among the newest): wait for the search's page, which holds
+    // the filter in its URL, before looking for it (the link found on the old page failed this under load).
     eventually(VIEW_TIMEOUT, "the search to list the event", || async {
+        let url = browser.current_url().await.map_err(|e| e.to_string())?;
+        if !url.as_str().contains(&format!("userId={user}")) {
+            return Err(format!("the URL does not hold the filter yet: {url}"));
+        }
         browser
             .find(Locator::Css(&link))
             .await
@@ -286,11 +292,6 @@ async fn session(herald: &Herald, console: &Console, browser: &Client) -> Result
             .map_err(|e| e.to_string())
     })
     .await;
-    let url = browser.current_url().await?;
-    ensure!(
-        url.as_str().contains(&format!("userId={user}")),
-        "the URL holds the filter: {url}"
-    );
     ensure!(
         browser
             .find_all(Locator::Css("#events tbody a.id"))
