@@ -185,11 +185,7 @@ async fn run(command: Cmd) -> Result<ExitCode> {
 /// leaves it out (for a quick local run; CI runs it).
 async fn test(stack: &stack::Stack, args: &[String]) -> Result<ExitCode> {
     let started = stack.up().await?;
-    prune::leftovers(
-        &herald_platform::KafkaConfig::new(stack.kafka_brokers(), ""),
-        &herald_platform::MongoConfig::new(stack.mongodb_uri(), "admin"),
-    )
-    .await;
+    prune::leftovers(&stack.kafka_admin(), &stack.mongo_admin()).await;
     // `cargo xtask test -p herald-query` tests one package; without `-p`, the whole workspace.
     let one_package = args
         .iter()

@@ -109,13 +109,7 @@ impl Procs {
         }
         if !exited() {
             signal(pid, "KILL")?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !exited() {
-                if Instant::now() >= deadline {
-                    bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            gone_after_kill(name, pid, exited)?;
         }
         let _ = fs::remove_file(self.pid_file(name));
         Ok(())
@@ -130,16 +124,22 @@ impl Procs {
             return Ok(None);
         };
         signal(pid, "KILL")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.running_pid(name, marker).is_some() {
-            if Instant::now() >= deadline {
-                bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        gone_after_kill(name, pid, || self.running_pid(name, marker).is_none())?;
         let _ = fs::remove_file(self.pid_file(name));
         Ok(Some(pid))
     }
+}
+
+/// Waits (at most 10 s) until `gone` says the SIGKILLed `pid` is gone.
+fn gone_after_kill(name: &str, pid: u32, gone: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone() {
+        if Instant::now() >= deadline {
+            bail!("{name} (pid {pid}) still runs 10 s after SIGKILL");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn signal(pid: u32, name: &str) -> Result<()> {

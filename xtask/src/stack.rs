@@ -156,6 +156,16 @@ impl Stack {
         format!("mongodb://127.0.0.1:{}", self.ports.mongo)
     }
 
+    /// A Kafka configuration for admin work (no topic prefix).
+    pub fn kafka_admin(&self) -> KafkaConfig {
+        KafkaConfig::new(self.kafka_brokers(), "")
+    }
+
+    /// A MongoDB configuration for admin work (the `admin` database).
+    pub fn mongo_admin(&self) -> MongoConfig {
+        MongoConfig::new(self.mongodb_uri(), "admin")
+    }
+
     /// The variables tests and services read to find the stack.
     pub fn test_env(&self) -> Vec<(String, String)> {
         vec![
@@ -298,9 +308,8 @@ impl Stack {
     async fn wait_ready(&self) -> Result<()> {
         let waiting_since = Instant::now();
         let deadline = waiting_since + self.timeout;
-        let kafka = KafkaConfig::new(self.kafka_brokers(), "");
-        let mongo_config = MongoConfig::new(self.mongodb_uri(), "admin");
-        let mongo = mongo::connect(&mongo_config, "xtask").await?;
+        let kafka = self.kafka_admin();
+        let mongo = mongo::connect(&self.mongo_admin(), "xtask").await?;
         let mut pending: Vec<Part> = Part::ALL.to_vec();
         let mut last_error: Vec<(Part, String)> = Vec::new();
         while !pending.is_empty() {

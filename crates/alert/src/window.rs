@@ -62,6 +62,10 @@ fn chrono_window(rule: &Rule) -> chrono::Duration {
     chrono::Duration::from_std(rule.window).unwrap_or(chrono::Duration::MAX)
 }
 
+fn chrono_cooldown(rule: &Rule) -> chrono::Duration {
+    chrono::Duration::from_std(rule.cooldown).unwrap_or(chrono::Duration::MAX)
+}
+
 impl Windows {
     pub fn new(db: &Database, query_url: Url) -> Self {
         Self {
@@ -102,9 +106,12 @@ impl Windows {
         status: &StatusMessage,
     ) -> mongo::Result<Option<Raised>> {
         let window = chrono_window(rule);
-        let quiet_until = self.quiet_until(rule, group);
-        if let Some(until) = quiet_until.filter(|until| status.at < *until) {
-            // In the cooldown: nothing is raised. Only a window ending after it would count this step.
+        // Within a cooldown this process knows of, nothing is raised. Only a window ending after it would count
+        // this step.
+        let in_cooldown = self
+            .quiet_until(rule, group)
+            .filter(|until| status.at < *until);
+        if let Some(until) = in_cooldown {
             if status.at < until.checked_sub_signed(window).unwrap_or(until) {
                 return Ok(None);
             }
@@ -128,7 +135,7 @@ impl Windows {
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(e),
         }
-        if quiet_until.is_some_and(|until| status.at < until) {
+        if in_cooldown.is_some() {
             return Ok(None);
         }
         let since = status.at.checked_sub_signed(window).unwrap_or(status.at);
@@ -145,9 +152,7 @@ impl Windows {
             .await?;
         let seq = match &latest {
             Some(latest) => {
-                let cooldown =
-                    chrono::Duration::from_std(rule.cooldown).unwrap_or(chrono::Duration::MAX);
-                let quiet_until = latest.last_at.checked_add_signed(cooldown);
+                let quiet_until = latest.last_at.checked_add_signed(chrono_cooldown(rule));
                 self.remember_quiet(rule, group, quiet_until);
                 if quiet_until.is_none_or(|until| status.at < until) {
                     return Ok(None);
@@ -176,9 +181,8 @@ impl Windows {
         let alert = self.compose(rule, group, seq, count, first_at, last_at, samples);
         match self.alerts.insert_one(&alert).await {
             Ok(_) => {
-                let cooldown =
-                    chrono::Duration::from_std(rule.cooldown).unwrap_or(chrono::Duration::MAX);
-                self.remember_quiet(rule, group, alert.last_at.checked_add_signed(cooldown));
+                let quiet_until = alert.last_at.checked_add_signed(chrono_cooldown(rule));
+                self.remember_quiet(rule, group, quiet_until);
                 Ok(Some(alert))
             }
             // Raised by another process, or by an earlier delivery of this message.

@@ -2,8 +2,8 @@
 //!
 //! It validates an event (`POST /event`, or an activity log entry on `POST /api/logs`), records it in MongoDB
 //! as QUEUED with an outbox entry, publishes it to the lane topic of its priority, waits for Kafka's
-//! acknowledgement and only then answers 202; the entry is cleared after the answer, many at a time. A repeated `Idempotency-Key` or `eventId`
-//! answers 200 with the event accepted first. When Kafka does not acknowledge, the answer is 503 and the entry
+//! acknowledgement and only then answers 202; the entry is cleared after the answer, many at a time. A repeated
+//! `Idempotency-Key` or `eventId` answers 200 with the event accepted first. When Kafka does not acknowledge, the answer is 503 and the entry
 //! stays; the outbox sweeper publishes the event when Kafka is back.
 
 use std::convert::Infallible;

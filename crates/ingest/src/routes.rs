@@ -236,13 +236,10 @@ async fn accept(
     let clearer = state.clearer.clone();
     let published = (event.event_id.clone(), 0);
     state.clearing.spawn(async move {
-        let cleared = clearer.call(published).await;
-        if let Some(e) = match cleared {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        } {
-            tracing::warn!(error = %e, "cannot clear the event's outbox entry");
+        match clearer.call(published).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
+            Err(e) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
         }
     });
     let status = Status::Queued;

@@ -217,20 +217,14 @@ pub async fn ensure_topics(
 
 /// The names of every topic in the cluster.
 pub async fn topic_names(config: &KafkaConfig, timeout: Duration) -> Result<Vec<String>> {
-    let admin = build_admin(config)?;
-    let answer = tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(None, timeout).map(|metadata| {
-            metadata
-                .topics()
-                .iter()
-                .map(|topic| topic.name().to_owned())
-                .collect::<Vec<_>>()
-        })
-    });
-    match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
-        Ok(Ok(result)) => Ok(result?),
-        Ok(Err(_)) | Err(_) => Err(Error::Timeout(timeout)),
-    }
+    with_metadata(config, timeout, |metadata| {
+        metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_owned())
+            .collect()
+    })
+    .await
 }
 
 /// Deletes `names` (a topic already gone is fine). Returns how many the cluster deleted.
@@ -256,12 +250,21 @@ pub async fn delete_topics(config: &KafkaConfig, names: &[String]) -> Result<usi
 /// Returns the number of brokers that answered. Runs on the blocking pool, since librdkafka's metadata call
 /// blocks its thread.
 pub async fn check_metadata(config: &KafkaConfig, timeout: Duration) -> Result<usize> {
+    with_metadata(config, timeout, |metadata| metadata.brokers().len()).await
+}
+
+/// Fetches the cluster's metadata on the blocking pool (librdkafka's call blocks its thread) and reads `read` from it.
+async fn with_metadata<T: Send + 'static>(
+    config: &KafkaConfig,
+    timeout: Duration,
+    read: impl FnOnce(&rdkafka::metadata::Metadata) -> T + Send + 'static,
+) -> Result<T> {
     let admin = build_admin(config)?;
     let answer = tokio::task::spawn_blocking(move || {
         admin
             .inner()
             .fetch_metadata(None, timeout)
-            .map(|metadata| metadata.brokers().len())
+            .map(|metadata| read(&metadata))
     });
     match tokio::time::timeout(timeout + Duration::from_secs(1), answer).await {
         Ok(Ok(result)) => Ok(result?),
