@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
+use herald_domain::messages::HEADER_EVENT_ID;
 use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequest, Topics};
 use herald_domain::{StatusMessage, StatusOutcome};
-use herald_platform::kafka;
 use herald_platform::retry::Backoff;
 use herald_platform::store::{self, Claim, EventRecord, EventStore};
+use herald_platform::{kafka, lanes};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -373,11 +373,7 @@ impl Handler {
                 return Ok(());
             }
         };
-        let attempt = attempt.to_string();
-        let headers = kafka::headers(&[
-            (HEADER_EVENT_ID, event.event_id.as_str()),
-            (HEADER_ATTEMPT, &attempt),
-        ]);
+        let headers = lanes::attempt_headers(&event.event_id, attempt, None);
         let topic = self.topics.retry_requests();
         self.publish(
             "publish retry request",

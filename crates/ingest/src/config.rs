@@ -9,6 +9,7 @@ use herald_domain::template::Templates;
 use herald_domain::request::{Region, Rules};
 use herald_platform::http::rate_limit::RateLimitConfig;
 use herald_platform::http::HttpConfig;
+use herald_platform::lanes::Sweep;
 use herald_platform::service::ServiceConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
 
@@ -25,12 +26,8 @@ pub struct Config {
     /// `HERALD_DEFAULT_REGION`: ISO 3166-1 alpha-2 region of SMS numbers written without `+` (national form).
     /// Default `US`.
     pub default_region: Region,
-    /// `HERALD_SWEEP_INTERVAL_MS`: how often the outbox sweeper looks for unpublished events, in milliseconds.
-    /// Default 2000.
-    pub sweep_interval: Duration,
-    /// `HERALD_SWEEP_AGE_MS`: how long an event's outbox entry must have been there before the sweeper publishes it, in
-    /// milliseconds. Default 5000.
-    pub sweep_age: Duration,
+    /// `HERALD_SWEEP_INTERVAL_MS` and `HERALD_SWEEP_AGE_MS`: the outbox sweeper's pace, see [`Sweep`].
+    pub sweep: Sweep,
     /// `HERALD_REQUEST_TIMEOUT_MS`: bound on handling one request, in milliseconds; past it the answer is 503.
     /// Default 10000.
     pub request_timeout: Duration,
@@ -61,8 +58,7 @@ impl ServiceConfig for Config {
             port: env.parse("HERALD_INGEST_PORT", 3000),
             max_body_bytes: env.parse("HERALD_MAX_BODY_BYTES", 256 * 1024),
             default_region: env.parse("HERALD_DEFAULT_REGION", Region::default()),
-            sweep_interval: env.millis("HERALD_SWEEP_INTERVAL_MS", Duration::from_secs(2)),
-            sweep_age: env.millis("HERALD_SWEEP_AGE_MS", Duration::from_secs(5)),
+            sweep: Sweep::read(env),
             request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             kafka: KafkaConfig::read(env, "herald-ingest"),
             mongo: MongoConfig::read(env),
@@ -74,7 +70,6 @@ impl ServiceConfig for Config {
         };
         for (key, is_zero) in [
             ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
-            ("HERALD_SWEEP_INTERVAL_MS", config.sweep_interval.is_zero()),
             (
                 "HERALD_REQUEST_TIMEOUT_MS",
                 config.request_timeout.is_zero(),
@@ -138,8 +133,8 @@ mod tests {
         assert_eq!(config.port, 3000);
         assert_eq!(config.max_body_bytes, 262_144);
         assert_eq!(config.default_region.to_string(), "US");
-        assert_eq!(config.sweep_interval, Duration::from_millis(2000));
-        assert_eq!(config.sweep_age, Duration::from_millis(5000));
+        assert_eq!(config.sweep.interval, Duration::from_millis(2000));
+        assert_eq!(config.sweep.age, Duration::from_millis(5000));
         assert_eq!(config.request_timeout, Duration::from_millis(10_000));
         assert_eq!(config.kafka.client_id, "herald-ingest");
     }

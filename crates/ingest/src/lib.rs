@@ -6,7 +6,6 @@
 //! `Idempotency-Key` or `eventId` answers 200 with the event accepted first. When Kafka does not acknowledge, the answer is 503 and the entry
 //! stays; the outbox sweeper publishes the event when Kafka is back.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use herald_domain::request::Rules;
 use herald_domain::EventId;
 use herald_platform::batch::{Batcher, Limits};
 use herald_platform::kafka;
+use herald_platform::lanes::{self, LanePublisher, Sweep};
 use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::{self, Accepting, EventStore, Inserted};
 use mongodb::Database;
@@ -26,13 +26,10 @@ pub mod config;
 pub mod dropin;
 pub mod error;
 pub mod openapi;
-mod outbox;
 mod routes;
 
 pub use config::Config;
 pub use error::{ApiError, Error, Result};
-
-use outbox::Publisher;
 
 /// How long shutdown waits for messages still in the producer's queue.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,7 +65,7 @@ pub struct AppState {
     clearer: Batcher<(EventId, u32), store::Result<()>>,
     /// The clears not yet done, waited for at shutdown.
     clearing: TaskTracker,
-    publisher: Publisher,
+    publisher: LanePublisher,
     rules: Rules,
     /// Open once the `events` indexes exist. The unique `eventId` index is what makes a repeated event id a
     /// duplicate, so no event is written before it exists.
@@ -107,8 +104,7 @@ pub struct App {
     address: SocketAddr,
     router: Router,
     state: AppState,
-    sweep_interval: Duration,
-    sweep_age: Duration,
+    sweep: Sweep,
 }
 
 impl Service for App {
@@ -132,7 +128,7 @@ impl Service for App {
             clearing: TaskTracker::new(),
             store,
             db,
-            publisher: Publisher::new(producer, config.kafka.topics()),
+            publisher: LanePublisher::new(producer, config.kafka.topics()),
             rules: config.rules(),
             indexes,
         };
@@ -144,8 +140,7 @@ impl Service for App {
             address,
             router,
             state,
-            sweep_interval: config.sweep_interval,
-            sweep_age: config.sweep_age,
+            sweep: config.sweep,
         })
     }
 
@@ -163,16 +158,16 @@ impl Service for App {
             "mongodb indexes",
             self.state.indexes.clone().run(stop.clone()),
         );
-        let sweeper = outbox::sweep_until_stopped(
-            self.state.clone(),
-            self.sweep_interval,
-            self.sweep_age,
-            stop.clone(),
+        tasks.spawn_droppable(
+            "outbox sweeper",
+            lanes::sweep_until_stopped(
+                self.state.store.clone(),
+                self.state.publisher.clone(),
+                self.sweep,
+                self.state.indexes.clone(),
+                stop.clone(),
+            ),
         );
-        tasks.spawn_until_stopped("outbox sweeper", async move {
-            sweeper.await;
-            Ok::<(), Infallible>(())
-        });
         tracing::info!(address = %self.address, "herald-ingest listening");
         let server =
             axum::serve(self.listener, self.router).with_graceful_shutdown(stop.cancelled_owned());

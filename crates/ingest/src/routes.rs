@@ -23,8 +23,8 @@ use crate::config::Config;
 use crate::dropin::{published, Published, PublishedBody, ACTIVITY_PUBLISHED};
 use crate::error::{ApiError, Dependency};
 use crate::openapi::{AcceptedBody, ActivityRequest, ApiDoc, ErrorBody, EventRequest};
-use crate::outbox::PublishError;
 use crate::AppState;
+use herald_platform::lanes::PublishError;
 
 /// What a request cut short by the timeout means for its caller: a request cut short after its event was recorded
 /// leaves it in the outbox, the sweeper publishes it, and a retry with the same key or event id finds it.
@@ -223,7 +223,7 @@ async fn accept(
             return Ok((StatusCode::OK, Json(answer)));
         }
     }
-    if let Err(e) = state.publisher.publish(&event, 0, request_id).await {
+    if let Err(e) = state.publisher.publish_first(&event, 0, request_id).await {
         tracing::warn!(error = %e, "kafka did not acknowledge; the event stays in the outbox for the sweeper");
         return Err(match e {
             PublishError::Kafka(_) => ApiError::Unavailable(Dependency::Kafka),

@@ -89,7 +89,7 @@ async fn an_accepted_event_costs_at_most_three_writes_and_its_document_is_never_
     let ctx = TestContext::new("ingest-write-path").await?;
     let mut config = Config::for_test(ctx.kafka.clone(), ctx.mongo.clone());
     // The sweeper only reads unless something is left in the outbox; keep it out of the way all the same.
-    config.sweep_interval = Duration::from_secs(3600);
+    config.sweep.interval = Duration::from_secs(3600);
     // A loaded machine may take seconds to publish to the test's new topics; a timeout would leave the count short.
     config.request_timeout = Duration::from_secs(60);
     let app = App::build(config).await?;

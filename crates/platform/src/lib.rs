@@ -7,6 +7,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod kafka;
+pub mod lanes;
 pub mod mongo;
 pub mod retry;
 pub mod service;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use herald_platform::http::HttpConfig;
+use herald_platform::lanes::Sweep;
 use herald_platform::service::ServiceConfig;
 use herald_platform::store::retention::{
     Retention, DEFAULT_DLQ_RETENTION_DAYS, DEFAULT_RETENTION_DAYS,
@@ -38,6 +39,9 @@ pub struct Config {
     /// `HERALD_DLQ_RETENTION_DAYS` (dead letters, after they were dead-lettered; default 90), in whole days:
     /// herald-replay deletes what is older.
     pub retention: Retention,
+    /// `HERALD_SWEEP_INTERVAL_MS` and `HERALD_SWEEP_AGE_MS`: the outbox sweeper's pace, see [`Sweep`]. Replay
+    /// sweeps as ingest does, so that a replayed event whose publish failed goes out without ingest running.
+    pub sweep: Sweep,
 }
 
 impl ServiceConfig for Config {
@@ -57,6 +61,7 @@ impl ServiceConfig for Config {
                 env.parse("HERALD_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
                 env.parse("HERALD_DLQ_RETENTION_DAYS", DEFAULT_DLQ_RETENTION_DAYS),
             ),
+            sweep: Sweep::read(env),
         };
         for (key, is_zero) in [
             ("HERALD_RETENTION_DAYS", config.retention.events.is_zero()),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use herald_platform::kafka;
+use herald_platform::lanes::{self, LanePublisher, Sweep};
 use herald_platform::service::{self, IndexGate, Service, Supervisor};
 use herald_platform::store::{retention, EventStore};
 use mongodb::Database;
@@ -56,6 +57,7 @@ pub struct App {
     address: SocketAddr,
     router: Router,
     state: AppState,
+    sweep: Sweep,
 }
 
 impl Service for App {
@@ -78,8 +80,7 @@ impl Service for App {
         let state = AppState {
             replayer: Replayer::new(
                 store.clone(),
-                producer,
-                config.kafka.topics(),
+                LanePublisher::new(producer, config.kafka.topics()),
                 config.rate_per_sec,
             ),
             store,
@@ -96,6 +97,7 @@ impl Service for App {
             address,
             router,
             state,
+            sweep: config.sweep,
         })
     }
 
@@ -137,6 +139,16 @@ impl Service for App {
                 stop.clone(),
             ),
         );
+        tasks.spawn_droppable(
+            "outbox sweeper",
+            lanes::sweep_until_stopped(
+                self.state.store.clone(),
+                self.state.replayer.publisher().clone(),
+                self.sweep,
+                self.state.indexes.clone(),
+                stop.clone(),
+            ),
+        );
         let stopping = self.state.replayer.stopping();
         let signal = async move {
             stop.cancelled().await;
@@ -153,9 +165,9 @@ impl Service for App {
             .await
             .is_err()
         {
-            tracing::warn!("replays still running at shutdown; their claimed events stay in the outbox for ingest's sweeper");
+            tracing::warn!("replays still running at shutdown; their claimed events stay in the outbox for the sweeper");
         }
-        self.state.replayer.flush(DRAIN_TIMEOUT).await;
+        self.state.replayer.publisher().flush(DRAIN_TIMEOUT).await;
         tracing::info!("herald-replay stopped");
         Ok(stopped?)
     }

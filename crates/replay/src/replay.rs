@@ -4,19 +4,17 @@
 //!
 //! The claim is a conditional update on the status and the replay count as read, so two replays of the same dead
 //! letter cannot both win it, and a dead letter already back in flight is left alone. Claiming before publishing
-//! means a publish that fails, or a process that dies, leaves the outbox entry: herald-ingest's sweeper publishes
-//! the events it names, with their replay count, so nothing replayed is lost.
+//! means a publish that fails, or a process that dies, leaves the outbox entry: the outbox sweeper (replay's own, or
+//! ingest's) publishes the events it names, with their replay count, so nothing replayed is lost.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
-use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID, HEADER_REQUEST_ID};
-use herald_domain::{EventId, Lane, LaneMessage, Topics};
-use herald_platform::kafka;
+use herald_domain::EventId;
+use herald_platform::lanes::LanePublisher;
 use herald_platform::store::{DeadLetterFilter, DeadLetterRef, EventStore};
-use rdkafka::producer::{FutureProducer, Producer};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -28,7 +26,7 @@ use crate::params::ReplayRequest;
 /// every dead letter (2 s for 10000), however few it returns; a selection is a few fields per dead letter.
 const PAGE_SIZE: u32 = 5000;
 /// Most events claimed but not yet acknowledged by Kafka at once. This also bounds how many events a replay leaves
-/// in the outbox (for ingest's sweeper) when Kafka stops answering.
+/// in the outbox (for the sweeper) when Kafka stops answering.
 const MAX_IN_FLIGHT: usize = 32;
 
 /// Spaces out the events put back on the lanes to at most a given rate, across every replay of the process.
@@ -102,12 +100,11 @@ enum Outcome {
     ClaimFailed,
 }
 
-/// Runs replays. Cheap to clone: the store, the producer and the pacer are shared.
+/// Runs replays. Cheap to clone: the store, the publisher and the pacer are shared.
 #[derive(Clone)]
 pub(crate) struct Replayer {
     store: EventStore,
-    producer: FutureProducer,
-    topics: Topics,
+    publisher: LanePublisher,
     pacer: Arc<Pacer>,
     /// Cancelled at shutdown: replays stop taking new dead letters and finish the ones in flight.
     stopping: CancellationToken,
@@ -116,23 +113,17 @@ pub(crate) struct Replayer {
 impl fmt::Debug for Replayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replayer")
-            .field("topics", &self.topics)
+            .field("publisher", &self.publisher)
             .field("pacer", &self.pacer)
             .finish_non_exhaustive()
     }
 }
 
 impl Replayer {
-    pub(crate) fn new(
-        store: EventStore,
-        producer: FutureProducer,
-        topics: Topics,
-        rate_per_sec: u32,
-    ) -> Self {
+    pub(crate) fn new(store: EventStore, publisher: LanePublisher, rate_per_sec: u32) -> Self {
         Self {
             store,
-            producer,
-            topics,
+            publisher,
             pacer: Arc::new(Pacer::per_second(rate_per_sec)),
             stopping: CancellationToken::new(),
         }
@@ -365,11 +356,11 @@ impl Replayer {
             }
         };
         // The record as the claim left it: its event, and the replay count the dispatchers will check.
-        let message = LaneMessage {
-            replay_count: record.replay_count,
-            ..LaneMessage::first(record.event())
-        };
-        if let Err(e) = self.publish(&message, request_id).await {
+        if let Err(e) = self
+            .publisher
+            .publish_first(&record.event(), record.replay_count, request_id)
+            .await
+        {
             tracing::warn!(error = %e, "kafka did not acknowledge; the event stays in the outbox for the sweeper");
             return Outcome::Unpublished;
         }
@@ -385,44 +376,9 @@ impl Replayer {
         Outcome::Replayed(record.event_id)
     }
 
-    /// Publishes `message` to the lane of its event's priority and waits for Kafka's acknowledgement.
-    #[tracing::instrument(skip_all, fields(topic, partition, offset))]
-    async fn publish(&self, message: &LaneMessage, request_id: Option<&str>) -> Result<(), String> {
-        let event = &message.event;
-        let topic = self.topics.lane(Lane::for_priority(event.priority));
-        tracing::Span::current().record("topic", topic.as_str());
-        let payload = serde_json::to_vec(message).map_err(|e| e.to_string())?;
-        let attempt = message.attempt.to_string();
-        let mut headers = vec![
-            (HEADER_EVENT_ID, event.event_id.as_str()),
-            (HEADER_ATTEMPT, attempt.as_str()),
-        ];
-        if let Some(id) = request_id {
-            headers.push((HEADER_REQUEST_ID, id));
-        }
-        let (partition, offset) = kafka::send(
-            &self.producer,
-            &topic,
-            event.partition_key(),
-            &payload,
-            Some(kafka::headers(&headers)),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        tracing::Span::current()
-            .record("partition", partition)
-            .record("offset", offset);
-        Ok(())
-    }
-
-    /// Waits (at most `timeout`) for messages still in the producer's queue; called once, at shutdown.
-    pub(crate) async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
-        // librdkafka's flush blocks its thread.
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
-        if let Ok(Err(e)) = flushed {
-            tracing::warn!(error = %e, "messages left unflushed at shutdown");
-        }
+    /// The publisher of first attempts this replayer uses (its sweeper's too).
+    pub(crate) fn publisher(&self) -> &LanePublisher {
+        &self.publisher
     }
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use herald_domain::messages::{dlq_headers, HEADER_ATTEMPT, HEADER_EVENT_ID};
+use herald_domain::messages::{dlq_headers, HEADER_EVENT_ID};
 use herald_domain::retry::{jitter_for, tier_for, Decision, Failure};
 use herald_domain::{
     DelayedRetry, ErrorClass, LaneMessage, RetryRequest, StatusMessage, StatusOutcome,
@@ -15,7 +15,7 @@ use herald_domain::{
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::retry::{until_done, Backoff};
 use herald_platform::store::{self, DeadLettered, Scheduled};
-use herald_platform::{kafka, KafkaConfig};
+use herald_platform::{kafka, lanes, KafkaConfig};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 
@@ -231,10 +231,7 @@ pub async fn decide_and_apply(
                 tier_secs: tier,
             };
             let payload = serde_json::to_vec(&delayed)?;
-            let headers = kafka::headers(&[
-                (HEADER_EVENT_ID, event_id.as_str()),
-                (HEADER_ATTEMPT, &attempt.to_string()),
-            ]);
+            let headers = lanes::attempt_headers(event_id, attempt, None);
             kafka::send(
                 &state.producer,
                 &state.topics.delay(tier),

@@ -19,8 +19,8 @@ async fn without_kafka_the_event_stays_pending_until_the_sweeper_publishes_it() 
     dead_kafka.brokers = "127.0.0.1:1".into();
     dead_kafka.message_timeout = Duration::from_millis(1500);
     let mut config = Config::for_test(dead_kafka, ctx.mongo.clone());
-    config.sweep_interval = Duration::from_millis(200);
-    config.sweep_age = Duration::from_millis(300);
+    config.sweep.interval = Duration::from_millis(200);
+    config.sweep.age = Duration::from_millis(300);
     let service = Service::start_with(config).await?;
 
     let body = json!({"eventId": "outbox-1", "userId": "u5", "channel": "email", "priority": "critical",
@@ -47,8 +47,8 @@ async fn without_kafka_the_event_stays_pending_until_the_sweeper_publishes_it() 
 
     // Kafka is back: a new instance with the same database and prefix sweeps the outbox.
     let service = Service::start(&ctx, |config| {
-        config.sweep_interval = Duration::from_millis(200);
-        config.sweep_age = Duration::from_millis(300);
+        config.sweep.interval = Duration::from_millis(200);
+        config.sweep.age = Duration::from_millis(300);
     })
     .await?;
     let consumer = lane_consumer(&ctx, Lane::Critical).await?;

@@ -1,15 +1,14 @@
 //! Kafka away during a replay: the claimed events stay in the outbox with their new replay count, the answer says so,
-//! and herald-ingest's outbox sweeper publishes them, with that replay count, once Kafka answers.
+//! and replay's own outbox sweeper publishes them, with that replay count, once Kafka answers (no herald-ingest is
+//! running).
 
 use std::time::Duration;
 
 use anyhow::Result;
 use herald_domain::{Lane, Status};
-use herald_platform::service::Service as _;
 use herald_platform::store::Claim;
 use herald_test_support::eventually;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::support::{Fixture, Service, Spec};
 
@@ -61,13 +60,12 @@ async fn without_kafka_replayed_events_stay_in_the_outbox_until_the_sweeper_publ
         .events;
     assert_eq!(in_outbox.len(), n_pending, "{in_outbox:?}");
 
-    // Kafka is back: herald-ingest's outbox sweeper publishes the ones in the outbox, with their replay count.
-    let mut config = herald_ingest::Config::for_test(fx.ctx.kafka.clone(), fx.ctx.mongo.clone());
-    config.sweep_interval = Duration::from_millis(200);
-    config.sweep_age = Duration::from_millis(300);
-    let ingest = herald_ingest::App::build(config).await?;
-    let stop_ingest = CancellationToken::new();
-    let ingest = tokio::spawn(ingest.run_until_stopped(stop_ingest.clone()));
+    // Kafka is back: replay's outbox sweeper publishes the ones in the outbox, with their replay count.
+    let service = Service::start(&fx.ctx, |config| {
+        config.sweep.interval = Duration::from_millis(200);
+        config.sweep.age = Duration::from_millis(300);
+    })
+    .await?;
     let swept = eventually(
         Duration::from_secs(20),
         "the sweeper to publish",
@@ -114,11 +112,8 @@ async fn without_kafka_replayed_events_stay_in_the_outbox_until_the_sweeper_publ
         },
     )
     .await;
-    stop_ingest.cancel();
-    ingest.await??;
 
     // What the failed replay did not claim, a second one takes.
-    let service = Service::start(&fx.ctx, |_| {}).await?;
     let (status, body) = service.replay(&json!({})).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["replayed"], 2 - n_pending);

@@ -1,10 +1,11 @@
-//! Publishing accepted events to their lane, and the sweeper that publishes what the outbox still holds.
+//! Putting first attempts on the lanes, and the outbox sweeper: what every writer of the write path's front half
+//! shares (ingest for new events, replay for replayed dead letters).
 //!
-//! An event is recorded in MongoDB (QUEUED, with an entry in the `outbox` collection) before it is published, and
-//! the entry is deleted once Kafka acknowledged: when Kafka does not (it is down, or the process dies in between),
-//! the entry stays and the sweeper publishes its event once Kafka answers again. The event document itself is
-//! never written after the publish (see `herald_platform::store`'s outbox module for why). A sweep may publish an
-//! event that a slow request is still publishing; the duplicate is harmless because dispatchers claim attempts
+//! An event is recorded (QUEUED, with an entry in the `outbox` collection, see [`crate::store`]'s outbox module)
+//! before it is published, and the entry is deleted once Kafka acknowledged. When Kafka does not (it is down, or
+//! the process dies in between), the entry stays, and any running sweeper (ingest's or replay's) publishes its
+//! event once Kafka answers again. A sweep may publish an event that a slow request is still publishing, and two
+//! sweepers may publish the same entry: the duplicates are harmless because dispatchers claim attempts
 //! conditionally.
 
 use std::fmt;
@@ -13,82 +14,91 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::join_all;
 use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID, HEADER_REQUEST_ID};
-use herald_domain::{Event, Lane, LaneMessage, Topics};
-use herald_platform::kafka;
-use herald_platform::store::EventStore;
-use rdkafka::message::{Header, OwnedHeaders};
+use herald_domain::{Event, EventId, Lane, LaneMessage, Topics};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
+use crate::service::IndexGate;
+use crate::store::EventStore;
+use crate::{kafka, EnvReader};
 
-/// Most outbox entries looked at, and events published, at once.
+/// Most outbox entries looked at, and events published, at once by a sweep.
 const SWEEP_BATCH: usize = 100;
+
+/// The headers of a message about one attempt of an event: its id, the attempt's number and, when an HTTP
+/// request caused it, that request's id.
+pub fn attempt_headers(event_id: &EventId, attempt: u32, request_id: Option<&str>) -> OwnedHeaders {
+    let attempt = attempt.to_string();
+    let mut pairs = vec![
+        (HEADER_EVENT_ID, event_id.as_str()),
+        (HEADER_ATTEMPT, attempt.as_str()),
+    ];
+    if let Some(id) = request_id {
+        pairs.push((HEADER_REQUEST_ID, id));
+    }
+    kafka::headers(&pairs)
+}
 
 /// Why an event could not be published.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PublishError {
+pub enum PublishError {
     #[error("cannot encode the lane message: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Kafka(#[from] kafka::Error),
 }
 
-/// Publishes first attempts to the lane of their priority. Cheap to clone: the producer is shared.
+/// Publishes lane messages to the lane of their event's priority. Cheap to clone: the producer is shared.
 #[derive(Clone)]
-pub(crate) struct Publisher {
+pub struct LanePublisher {
     producer: FutureProducer,
     topics: Topics,
 }
 
-impl fmt::Debug for Publisher {
+impl fmt::Debug for LanePublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Publisher")
+        f.debug_struct("LanePublisher")
             .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
 }
 
-impl Publisher {
-    pub(crate) fn new(producer: FutureProducer, topics: Topics) -> Self {
+impl LanePublisher {
+    pub fn new(producer: FutureProducer, topics: Topics) -> Self {
         Self { producer, topics }
     }
 
-    /// Publishes the first attempt of `event` after `replay_count` replays (0 for a new event) and waits for
-    /// Kafka's acknowledgement (all in-sync replicas).
+    /// Publishes the first attempt of `event` in replay generation `replay_count` (0 for a new event) and waits
+    /// for Kafka's acknowledgement (all in-sync replicas).
     ///
-    /// The replay count must be the record's: dispatchers skip a message whose count differs, and a replayed
-    /// dead letter that `herald-replay` could not publish is left in the outbox for the sweeper.
-    /// `request_id` is the HTTP request that accepted the event, when there is one (the sweeper has none).
-    #[tracing::instrument(skip_all, fields(event_id = %event.event_id, topic, partition, offset))]
-    pub(crate) async fn publish(
+    /// The replay count must be the record's: dispatchers skip a message whose count differs. `request_id` is
+    /// the HTTP request that accepted or replayed the event, when there is one (a sweep has none).
+    pub async fn publish_first(
         &self,
         event: &Event,
         replay_count: u32,
         request_id: Option<&str>,
     ) -> Result<(), PublishError> {
-        let topic = self.topics.lane(Lane::for_priority(event.priority));
-        tracing::Span::current().record("topic", topic.as_str());
         let message = LaneMessage {
             replay_count,
             ..LaneMessage::first(event.clone())
         };
-        let payload = serde_json::to_vec(&message)?;
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: HEADER_EVENT_ID,
-                value: Some(event.event_id.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_ATTEMPT,
-                value: Some("1"),
-            });
-        if let Some(request_id) = request_id {
-            headers = headers.insert(Header {
-                key: HEADER_REQUEST_ID,
-                value: Some(request_id),
-            });
-        }
+        self.publish(&message, request_id).await
+    }
+
+    /// Publishes `message` to the lane of its event's priority and waits for Kafka's acknowledgement.
+    #[tracing::instrument(skip_all, fields(event_id = %message.event.event_id, topic, partition, offset))]
+    pub async fn publish(
+        &self,
+        message: &LaneMessage,
+        request_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let event = &message.event;
+        let topic = self.topics.lane(Lane::for_priority(event.priority));
+        tracing::Span::current().record("topic", topic.as_str());
+        let payload = serde_json::to_vec(message)?;
+        let headers = attempt_headers(&event.event_id, message.attempt, request_id);
         let (partition, offset) = kafka::send(
             &self.producer,
             &topic,
@@ -105,26 +115,50 @@ impl Publisher {
     }
 
     /// Waits (at most `timeout`) for messages still in the producer's queue; called once, at shutdown.
-    pub(crate) async fn flush(&self, timeout: Duration) {
+    pub async fn flush(&self, timeout: Duration) {
         let producer = self.producer.clone();
         // librdkafka's flush blocks its thread.
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         if let Ok(Err(e)) = flushed {
-            tracing::warn!(error = %e, "messages left unflushed at shutdown; the sweeper of the next start republishes them");
+            tracing::warn!(error = %e, "messages left unflushed at shutdown; a sweep publishes them again");
         }
     }
 }
 
-/// Publishes the events whose outbox entries are older than `age`, every `interval`, until `shutdown`.
-///
-/// Until the MongoDB indexes exist (MongoDB was away at startup), each tick first tries to create them.
-pub(crate) async fn sweep_until_stopped(
-    state: AppState,
-    interval: Duration,
-    age: Duration,
+/// How a service sweeps the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// `HERALD_SWEEP_INTERVAL_MS`: how often the sweeper looks for unpublished events. Default 2000.
+    pub interval: Duration,
+    /// `HERALD_SWEEP_AGE_MS`: how long an event's outbox entry must have been there before the sweeper
+    /// publishes it. Default 5000.
+    pub age: Duration,
+}
+
+impl Sweep {
+    /// Reads `HERALD_SWEEP_INTERVAL_MS` and `HERALD_SWEEP_AGE_MS`, recording a zero interval as a problem.
+    pub fn read(env: &mut EnvReader) -> Self {
+        let sweep = Self {
+            interval: env.millis("HERALD_SWEEP_INTERVAL_MS", Duration::from_secs(2)),
+            age: env.millis("HERALD_SWEEP_AGE_MS", Duration::from_secs(5)),
+        };
+        if sweep.interval.is_zero() {
+            env.problem("HERALD_SWEEP_INTERVAL_MS", "must be greater than 0");
+        }
+        sweep
+    }
+}
+
+/// Publishes the events whose outbox entries are older than `sweep.age`, every `sweep.interval`, until
+/// `shutdown`. Nothing is swept before `indexes` open (MongoDB was away at startup).
+pub async fn sweep_until_stopped(
+    store: EventStore,
+    publisher: LanePublisher,
+    sweep: Sweep,
+    indexes: IndexGate,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(sweep.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -133,8 +167,8 @@ pub(crate) async fn sweep_until_stopped(
         }
         // Stopping mid-sweep is safe: an entry is deleted only after its publish, so what is left is swept again.
         let work = async {
-            if state.indexes.is_open() {
-                sweep(&state.store, &state.publisher, age).await
+            if indexes.is_open() {
+                sweep_once(&store, &publisher, sweep.age).await
             } else {
                 Ok(0)
             }
@@ -165,9 +199,9 @@ enum SweepError {
 }
 
 /// One pass over the outbox, batch by batch, oldest first. Returns how many events were published.
-async fn sweep(
+async fn sweep_once(
     store: &EventStore,
-    publisher: &Publisher,
+    publisher: &LanePublisher,
     age: Duration,
 ) -> Result<usize, SweepError> {
     let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
@@ -188,7 +222,7 @@ async fn sweep(
         let results = join_all(
             events
                 .iter()
-                .map(|(event, replay_count)| publisher.publish(event, *replay_count, None)),
+                .map(|(event, replay_count)| publisher.publish_first(event, *replay_count, None)),
         )
         .await;
         let mut failures = Vec::new();
