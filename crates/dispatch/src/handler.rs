@@ -25,7 +25,7 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::provider::{Provider, Providers, SendError, UnknownProvider};
+use crate::provider::{Provider, Providers, SendError, Try, UnknownProvider};
 use crate::stats::{Counter, Stats};
 use crate::steps::Steps;
 
@@ -234,7 +234,7 @@ impl Handler {
                     let event = record.event();
                     let (attempt, retry_after_secs) =
                         match self.providers.select(channel, message.provider.as_deref()) {
-                            Ok(provider) => self.attempt(provider, &event, n).await,
+                            Ok(provider) => self.attempt(provider, &event, n, replay_count).await,
                             Err(unknown) => (unknown_provider_attempt(&unknown, n), None),
                         };
                     observe_attempt(channel, &attempt);
@@ -294,13 +294,21 @@ impl Handler {
         provider: &dyn Provider,
         event: &Event,
         n: u32,
+        replay_count: u32,
     ) -> (Attempt, Option<u64>) {
         let started_at = Utc::now();
         // The payload is read by the rules ingest accepted it under; one that no longer reads (written by hand,
         // or by another version) cannot be sent, now or later.
         let result = match event.message() {
             Ok(Some(message)) => {
-                let send = provider.send(event, &message, n);
+                let send = provider.send(
+                    event,
+                    &message,
+                    Try {
+                        number: n,
+                        replay_count,
+                    },
+                );
                 match tokio::time::timeout(self.send_timeout, send).await {
                     Ok(result) => result,
                     Err(_) => Err(SendError::transport(

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use handler::Handler;
-pub use provider::{Delivered, Provider, Providers, SendError};
+pub use provider::{Delivered, Provider, Providers, SendError, Try};
 pub use stats::{Counter, Stats};
 
 /// Why the dispatcher could not start or stopped with an error.

@@ -90,6 +90,15 @@ impl SendError {
     }
 }
 
+/// Which send of an event a provider is asked for: attempt `number` (1 for the first) of replay generation
+/// `replay_count` (0 until the event is replayed; a replay starts the numbers again). A resend of the same send,
+/// after a crash cut it, has the same pair, so a provider's idempotency key is made from it and the event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Try {
+    pub number: u32,
+    pub replay_count: u32,
+}
+
 /// One way of sending events of one channel.
 #[async_trait]
 pub trait Provider: Send + Sync + fmt::Debug {
@@ -97,13 +106,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// `webhook`, `sandbox`).
     fn name(&self) -> &str;
 
-    /// Hands `message`, the one `event` carries, over for attempt number `attempt` (1 for the first). The
-    /// caller bounds the time it takes.
+    /// Hands `message`, the one `event` carries, over for the send `attempt`. The caller bounds the time it
+    /// takes.
     async fn send(
         &self,
         event: &Event,
         message: &Message,
-        attempt: u32,
+        attempt: Try,
     ) -> Result<Delivered, SendError>;
 }
 
@@ -248,7 +257,7 @@ impl Provider for Alias {
         &self,
         event: &Event,
         message: &Message,
-        attempt: u32,
+        attempt: Try,
     ) -> Result<Delivered, SendError> {
         self.target.send(event, message, attempt).await
     }

@@ -80,6 +80,18 @@ fn free_port() -> u16 {
 fn native_env(name: &str, service: &Value, ctx: &TestContext) -> (BTreeMap<String, String>, u16) {
     let stack = stack();
     let port = free_port();
+    // A path inside the container that a volume mounts is, here, the volume's source on the host.
+    let mounts: BTreeMap<String, String> = service["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some((
+                v["target"].as_str()?.to_owned(),
+                v["source"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
     let mut env = BTreeMap::new();
     for (key, value) in service["environment"]
         .as_object()
@@ -99,7 +111,7 @@ fn native_env(name: &str, service: &Value, ctx: &TestContext) -> (BTreeMap<Strin
                 "127.0.0.1".to_owned()
             }
             k if k.starts_with("HERALD_") && k.ends_with("_PORT") => port.to_string(),
-            _ => value,
+            _ => mounts.get(&value).cloned().unwrap_or(value),
         };
         env.insert(key.clone(), native);
     }
@@ -287,6 +299,34 @@ async fn the_compose_services_run_natively_and_deliver_retry_and_answer_with_the
         let id = EventId::parse(id).expect("event id");
         assert_eq!(receiver.hits(&id).len(), 2, "{id}");
     }
+
+    // The templates compose mounts into ingest (docker/templates by default) fill in a message from its data.
+    let answer = http
+        .post(url("ingest", "/event"))
+        .header("x-api-key", DEMO_KEY)
+        .json(&json!({
+            "eventType": "order.shipped", "channel": "email", "metadata": {"locale": "fr"},
+            "payload": {"to": "ada@example.com", "data": {"order": {"id": "A-7"}}},
+        }))
+        .send()
+        .await
+        .expect("ingest answers");
+    assert_eq!(answer.status(), 202);
+    let body: Value = answer.json().await.expect("json");
+    let id = body["eventId"].as_str().expect("eventId").to_owned();
+    let detail: Value = http
+        .get(url("query", &format!("/api/logs/{id}")))
+        .header("authorization", format!("Bearer {DEMO_KEY}"))
+        .send()
+        .await
+        .expect("query answers")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        detail["payload"]["subject"], "Votre commande A-7 est partie",
+        "{detail}"
+    );
 
     // herald-replay takes the demo key too (a dry run: nothing is dead-lettered).
     let replay = http

@@ -15,7 +15,7 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::settings::{backend, read_extra_names, required, Backend, NamedProvider};
-use super::{wrong_channel, BuildError, Delivered, Provider, SendError};
+use super::{wrong_channel, BuildError, Delivered, Provider, SendError, Try};
 
 /// An HTTP email API that sends first instead of SMTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,7 @@ impl Provider for SmtpProvider {
         &self,
         event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Email(email) = message else {
             return Err(wrong_channel(Channel::Email, message));

@@ -26,7 +26,7 @@ use url::Url;
 use super::push::combine;
 use super::settings::{read_url, Secret};
 use super::{
-    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError, Try,
 };
 
 /// The scope FCM's send API asks for.
@@ -316,7 +316,7 @@ impl Provider for FcmProvider {
         &self,
         _event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Push(push) = message else {
             return Err(wrong_channel(Channel::Push, message));

@@ -14,7 +14,7 @@ use url::Url;
 use super::settings::{read_url_or, Secret};
 use super::{
     api_endpoint, judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider,
-    SendError,
+    SendError, Try,
 };
 
 /// Where Mailgun's API is, unless `HERALD_MAILGUN_BASE_URL` says otherwise.
@@ -116,7 +116,7 @@ impl Provider for MailgunProvider {
         &self,
         event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Email(email) = message else {
             return Err(wrong_channel(Channel::Email, message));

@@ -15,7 +15,7 @@ use url::Url;
 use super::settings::{read_url_or, Secret};
 use super::{
     api_endpoint, judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider,
-    SendError,
+    SendError, Try,
 };
 
 /// Where MessageBird's API is, unless `HERALD_MESSAGEBIRD_BASE_URL` says otherwise.
@@ -95,7 +95,7 @@ impl Provider for MessageBirdProvider {
         &self,
         event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Sms(sms) = message else {
             return Err(wrong_channel(Channel::Sms, message));

@@ -18,7 +18,7 @@ use url::Url;
 
 use super::settings::{read_url_or, Secret};
 use super::{
-    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError, Try,
 };
 
 /// Where OneSignal's API is, unless `HERALD_ONESIGNAL_BASE_URL` says otherwise.
@@ -55,15 +55,23 @@ impl OneSignalConfig {
     }
 }
 
-/// The `idempotency_key` of an attempt: OneSignal wants a v3 or v4 UUID, so this is a v4-shaped UUID whose bits
-/// are a SHA-256 of the event id and the attempt number, the same for every send of that attempt.
-pub(crate) fn idempotency_key(event: &Event, attempt: u32) -> String {
+/// The `idempotency_key` of a send: OneSignal wants a v3 or v4 UUID, so this is a v4-shaped UUID whose bits are
+/// a SHA-256 of the event id, the attempt number and the replay generation, the same for every resend of that
+/// attempt. The generation is in it because a replay numbers its attempts from 1 again: without it OneSignal
+/// (which remembers keys for 30 days) would take a replayed event's first send for a repeat of the original one
+/// and send nothing. Generation 0 leaves it out, so the keys of events never replayed are those of before.
+pub(crate) fn idempotency_key(event: &Event, attempt: Try) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
+    let mut hasher = Sha256::new()
         .chain_update(event.event_id.as_str())
         .chain_update([0])
-        .chain_update(attempt.to_be_bytes())
-        .finalize();
+        .chain_update(attempt.number.to_be_bytes());
+    if attempt.replay_count > 0 {
+        hasher = hasher
+            .chain_update([0])
+            .chain_update(attempt.replay_count.to_be_bytes());
+    }
+    let digest = hasher.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_random_bytes(bytes)
@@ -110,7 +118,7 @@ impl Provider for OneSignalProvider {
         &self,
         event: &Event,
         message: &Message,
-        attempt: u32,
+        attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Push(push) = message else {
             return Err(wrong_channel(Channel::Push, message));
@@ -162,27 +170,40 @@ impl Provider for OneSignalProvider {
 mod tests {
     use super::*;
 
+    fn send(number: u32, replay_count: u32) -> Try {
+        Try {
+            number,
+            replay_count,
+        }
+    }
+
     #[test]
-    fn the_idempotency_key_is_a_uuid_per_event_and_attempt() {
+    fn the_idempotency_key_is_a_uuid_per_event_attempt_and_replay() {
         let event = |id: &str| -> Event {
             serde_json::from_value(json!({
                 "eventId": id, "channel": "push", "payload": {}, "createdAt": "2026-01-01T00:00:00Z"
             }))
             .expect("an event")
         };
-        let key = idempotency_key(&event("e-1"), 1);
+        let key = idempotency_key(&event("e-1"), send(1, 0));
         let parsed = uuid::Uuid::parse_str(&key).expect("a UUID");
         assert_eq!(parsed.get_version_num(), 4);
         assert_eq!(
             key,
-            idempotency_key(&event("e-1"), 1),
+            idempotency_key(&event("e-1"), send(1, 0)),
             "a resend has the same key"
         );
         assert_ne!(
             key,
-            idempotency_key(&event("e-1"), 2),
+            idempotency_key(&event("e-1"), send(2, 0)),
             "a retry has its own"
         );
-        assert_ne!(key, idempotency_key(&event("e-2"), 1));
+        assert_ne!(key, idempotency_key(&event("e-2"), send(1, 0)));
+        let replayed = idempotency_key(&event("e-1"), send(1, 1));
+        assert_ne!(key, replayed, "a replay's first attempt is a new send");
+        assert_eq!(replayed, idempotency_key(&event("e-1"), send(1, 1)));
+        assert_ne!(replayed, idempotency_key(&event("e-1"), send(1, 2)));
+        // Generation 0 keeps the key of before the replay count was in it (a SHA-256 of "e-1", 0, 1 as u32).
+        assert_eq!(key, "3a7b16ee-c399-4418-891a-c525a35b82d9");
     }
 }

@@ -20,7 +20,7 @@ use chrono::Utc;
 use herald_domain::outcome::{classify, Observation, Outcome};
 use herald_domain::{Channel, Event, Message};
 
-use super::{wrong_channel, Delivered, Provider, SendError};
+use super::{wrong_channel, Delivered, Provider, SendError, Try};
 
 /// The sandbox's provider name, in attempts and retry rules.
 pub const SANDBOX: &str = herald_domain::provider::SANDBOX;
@@ -123,12 +123,12 @@ impl Provider for Sandbox {
         &self,
         _event: &Event,
         message: &Message,
-        attempt: u32,
+        attempt: Try,
     ) -> Result<Delivered, SendError> {
         if message.channel() != self.channel {
             return Err(wrong_channel(self.channel, message));
         }
-        decide(&target(message), attempt)
+        decide(&target(message), attempt.number)
     }
 }
 

@@ -14,7 +14,7 @@ use super::settings::{
     backend, read_extra_names, read_url, required, Backend, NamedProvider, Secret,
 };
 use super::{
-    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError, Try,
 };
 
 /// Which SMS API takes an SMS's first attempt.
@@ -202,7 +202,7 @@ impl Provider for HttpSmsProvider {
         &self,
         _event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Sms(sms) = message else {
             return Err(wrong_channel(Channel::Sms, message));

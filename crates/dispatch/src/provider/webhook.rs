@@ -18,7 +18,7 @@ use sha2::Sha256;
 
 use super::settings::{backend, Backend, Secret};
 use super::{
-    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError,
+    judge_response, transport_error, wrong_channel, BuildError, Delivered, Provider, SendError, Try,
 };
 
 /// The webhook signing secret used when `HERALD_WEBHOOK_SECRET` is unset. Fine for a laptop, wrong anywhere
@@ -144,7 +144,7 @@ impl Provider for WebhookProvider {
         &self,
         event: &Event,
         message: &Message,
-        _attempt: u32,
+        _attempt: Try,
     ) -> Result<Delivered, SendError> {
         let Message::Webhook(webhook) = message else {
             return Err(wrong_channel(Channel::Webhook, message));

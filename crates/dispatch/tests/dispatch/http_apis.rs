@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use herald_dispatch::config::{MailgunConfig, MessageBirdConfig, Secret, SendGridConfig};
 use herald_dispatch::provider::{MailgunProvider, MessageBirdProvider, SendGridProvider};
-use herald_dispatch::{Provider, SendError};
+use herald_dispatch::{Provider, SendError, Try};
 use herald_domain::{Channel, ErrorClass, Event, Priority};
 use herald_test_support::message_fakes::{self, MessageFakes};
 use serde_json::json;
@@ -43,7 +43,11 @@ async fn send(
         .message()
         .expect("a valid payload")
         .expect("a deliverable event");
-    provider.send(event, &message, 1).await
+    let first = Try {
+        number: 1,
+        replay_count: 0,
+    };
+    provider.send(event, &message, first).await
 }
 
 /// Checks the refusals every API shares: `bounce` permanent, `busy` 429 retryable after 1 s, `down` 503 retryable.
