@@ -1,4 +1,5 @@
-//! What Herald's integration tests share: where the stack is, unique names, and `eventually`.
+//! What Herald's integration tests share: where the stack is, unique names, `eventually`, and [`spawn`] to run any
+//! service in the test's process.
 //!
 //! Tests run against real Kafka and a real MongoDB-wire server, found in this order:
 //! 1. `KAFKA_BROKERS` and `MONGODB_URI` (set by `cargo xtask test`, which starts the native stack);
@@ -10,6 +11,9 @@ pub mod message_fakes;
 pub mod plain_kafka;
 pub mod push_fakes;
 pub mod secure_kafka;
+pub mod spawn;
+
+pub use spawn::{spawn, spawn_with, Spawned};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,15 +10,13 @@ use herald_alert::{App, Config};
 use herald_domain::{Channel, Event, EventId, Priority, StatusMessage, StatusOutcome};
 use herald_platform::alerts::{AlertRecord, ALERTS};
 use herald_platform::kafka::{build_producer, send};
-use herald_platform::service::{self, Service};
+use herald_platform::service;
 use herald_platform::EnvReader;
-use herald_test_support::{eventually, stack, unique_name, TestContext};
+use herald_test_support::{eventually, spawn, stack, unique_name, Spawned, TestContext};
 use mongodb::bson::{doc, Document};
 use mongodb::Database;
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// How long an alert email may take to show up in the sink.
 pub const MAIL: Duration = Duration::from_secs(30);
@@ -80,15 +78,7 @@ impl Harness {
 
     /// Starts an alert service of this test in this process.
     pub async fn start(&self, extra: &[(&str, &str)]) -> Result<Running> {
-        let app = App::build(self.config(extra)?).await?;
-        let port = app.port();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Ok(Running {
-            port,
-            shutdown,
-            task,
-        })
+        spawn::<App>(self.config(extra)?).await
     }
 
     /// Publishes `status` on the status topic. Every message of a test has the same key, hence the same
@@ -192,22 +182,7 @@ impl Harness {
 }
 
 /// An alert service running in this process.
-pub struct Running {
-    pub port: u16,
-    shutdown: CancellationToken,
-    task: JoinHandle<herald_alert::Result<()>>,
-}
-
-impl Running {
-    /// Stops it as SIGTERM would, and waits until it has committed and returned.
-    pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("herald-alert did not stop within 30 s")???;
-        Ok(())
-    }
-}
+pub type Running = Spawned<App>;
 
 /// A record-only `request.failed` event from `ip`, as recorded: its status message.
 pub fn failed_request(ip: &str) -> StatusMessage {

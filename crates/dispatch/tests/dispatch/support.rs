@@ -14,16 +14,14 @@ use chrono::Utc;
 use herald_dispatch::{App, Config, Stats};
 use herald_domain::{Channel, Event, EventId, Lane, LaneMessage, Priority, Status};
 use herald_platform::kafka::{build_consumer, build_producer, send};
-use herald_platform::service::Service;
 use herald_platform::store::{EventRecord, EventStore, Inserted};
 use herald_platform::EnvReader;
-use herald_test_support::{eventually, stack, unique_name, TestContext};
+use herald_test_support::{eventually, spawn_with, stack, unique_name, Spawned, TestContext};
 use mongodb::Database;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// The webhook signing secret every test dispatcher uses.
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
@@ -80,16 +78,11 @@ impl Harness {
         let mut env = EnvReader::from_map(self.env(extra));
         let config = Config::read(&mut env, Some(lane));
         env.finish()?;
-        let app = App::build(config).await?;
-        let port = app.port();
-        let stats = app.stats();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let (app, stats) = spawn_with::<App, _>(config, App::stats).await?;
         Ok(Running {
-            port,
+            port: app.port,
             stats,
-            shutdown,
-            task,
+            app,
         })
     }
 
@@ -169,18 +162,13 @@ impl Harness {
 pub struct Running {
     pub port: u16,
     pub stats: Arc<Stats>,
-    shutdown: CancellationToken,
-    task: JoinHandle<herald_dispatch::Result<()>>,
+    app: Spawned<App>,
 }
 
 impl Running {
     /// Stops it as SIGTERM would, and waits until it has committed and returned.
     pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .context("the dispatcher did not stop within 30 s")???;
-        Ok(())
+        self.app.stop().await
     }
 }
 

@@ -7,22 +7,18 @@ use anyhow::{bail, Context, Result};
 use herald_domain::{EventId, Lane, LaneMessage};
 use herald_ingest::{App, Config};
 use herald_platform::kafka::build_consumer;
-use herald_platform::service::Service as _;
 use herald_platform::store::{EventRecord, EventStore};
-use herald_test_support::{eventually, TestContext};
+use herald_test_support::{eventually, spawn, Spawned, TestContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
 use serde_json::Value;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// A running `herald-ingest`, stopped (and checked to stop cleanly) with [`Service::stop`].
 pub struct Service {
     pub base: String,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    running: JoinHandle<herald_ingest::Result<()>>,
+    app: Spawned<App>,
 }
 
 impl Service {
@@ -34,15 +30,11 @@ impl Service {
     }
 
     pub async fn start_with(config: Config) -> Result<Self> {
-        let app = App::build(config).await?;
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let app = spawn::<App>(config).await?;
         Ok(Self {
-            base,
+            base: app.base.clone(),
             http: reqwest::Client::new(),
-            shutdown,
-            running,
+            app,
         })
     }
 
@@ -70,11 +62,7 @@ impl Service {
 
     /// Stops the service and checks that it stopped cleanly, within a bound.
     pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.running)
-            .await
-            .context("the service did not stop within 15 s")???;
-        Ok(())
+        self.app.stop().await
     }
 }
 

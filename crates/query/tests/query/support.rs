@@ -1,27 +1,21 @@
 //! What the query tests share: an in-process service on port 0, a seed of varied events with its in-memory
 //! model, and the filter the API is checked against.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use herald_domain::{Channel, Event, EventId, Priority, Status};
 use herald_platform::mongo::{self, EVENTS};
-use herald_platform::service::Service as _;
 use herald_platform::store::EventRecord;
 use herald_query::{App, Config};
-use herald_test_support::TestContext;
+use herald_test_support::{spawn, Spawned, TestContext};
 use mongodb::Database;
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// A running `herald-query`, stopped (and checked to stop cleanly) with [`Service::stop`].
 pub struct Service {
     pub base: String,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    running: JoinHandle<herald_query::Result<()>>,
+    app: Spawned<App>,
 }
 
 impl Service {
@@ -34,15 +28,11 @@ impl Service {
     }
 
     pub async fn start_with(config: Config) -> Result<Self> {
-        let app = App::build(config).await?;
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let app = spawn::<App>(config).await?;
         Ok(Self {
-            base,
+            base: app.base.clone(),
             http: reqwest::Client::new(),
-            shutdown,
-            running,
+            app,
         })
     }
 
@@ -64,11 +54,7 @@ impl Service {
 
     /// Stops the service and checks that it stopped cleanly, within a bound.
     pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.running)
-            .await
-            .context("the service did not stop within 15 s")???;
-        Ok(())
+        self.app.stop().await
     }
 }
 

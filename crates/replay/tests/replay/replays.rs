@@ -444,7 +444,7 @@ async fn shutdown_stops_a_replay_part_way_and_says_so() -> Result<()> {
             },
         )
         .await;
-        service.shutdown.cancel();
+        service.shutdown().cancel();
     };
     let ((status, answer), ()) = tokio::join!(
         async { request.await.expect("an answer") },

@@ -11,26 +11,22 @@ use herald_domain::{
 };
 use herald_platform::kafka::build_consumer;
 use herald_platform::mongo::{self, EVENTS};
-use herald_platform::service::Service as _;
 use herald_platform::store::retention::Retention;
 use herald_platform::store::{Claim, DeadLettered, EventRecord, EventStore};
 use herald_replay::{App, Config};
-use herald_test_support::{eventually, unique_name, TestContext};
+use herald_test_support::{eventually, spawn, unique_name, Spawned, TestContext};
 use mongodb::bson::{self, doc, Document};
 use mongodb::Database;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// A running `herald-replay`, stopped (and checked to stop cleanly) with [`Service::stop`].
 pub struct Service {
     pub base: String,
     pub http: reqwest::Client,
-    pub shutdown: CancellationToken,
-    running: JoinHandle<herald_replay::Result<()>>,
+    app: Spawned<App>,
 }
 
 impl Service {
@@ -41,15 +37,11 @@ impl Service {
         // them away under the replay tests.
         config.retention = Retention::from_days(36_500, 36_500);
         adjust(&mut config);
-        let app = App::build(config).await?;
-        let base = format!("http://127.0.0.1:{}", app.port());
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let app = spawn::<App>(config).await?;
         Ok(Self {
-            base,
+            base: app.base.clone(),
             http: reqwest::Client::new(),
-            shutdown,
-            running,
+            app,
         })
     }
 
@@ -72,13 +64,14 @@ impl Service {
         answer(self.http.get(self.url(path_and_query)).send().await?).await
     }
 
+    /// The token whose cancellation stops the service, as SIGTERM does.
+    pub fn shutdown(&self) -> tokio_util::sync::CancellationToken {
+        self.app.shutdown_token()
+    }
+
     /// Stops the service and checks that it stopped cleanly, within a bound.
     pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.running)
-            .await
-            .context("the service did not stop within 20 s")???;
-        Ok(())
+        self.app.stop().await
     }
 }
 
