@@ -1,17 +1,32 @@
 //! Tracing setup: JSON lines in production, readable lines in development, and OpenTelemetry traces exported over
 //! OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! A trace follows an event across Kafka: every publish ([`crate::kafka::send`]) carries the W3C trace context of
+//! the span it is sent from in its `traceparent` and `tracestate` headers ([`with_trace_context`]), and every
+//! consumer of a message about an event makes its handling span a child of the context the message carries
+//! ([`follow_message`]). An HTTP request's span follows the client's `traceparent` the same way
+//! ([`follow_request`]). Without an exporter the spans stay what they were: the context is empty, nothing is
+//! added to a message, and following a message changes nothing.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogFormat, OtlpConfig, TelemetryConfig};
+
+/// The W3C trace context headers, on Kafka messages as on HTTP requests.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// Longest the exporter may take to send what it still holds when the service stops.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -161,4 +176,83 @@ fn provider(
         .with_span_processor(batches)
         .with_resource(resource)
         .build())
+}
+
+/// `headers` with the current span's trace context in place of any they carried: what [`crate::kafka::send`]
+/// publishes. Unchanged when there is no context to carry (no exporter, or no span).
+pub fn with_trace_context(headers: Option<OwnedHeaders>) -> Option<OwnedHeaders> {
+    let mut fields: HashMap<String, String> = HashMap::new();
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut fields);
+    if fields.is_empty() {
+        return headers;
+    }
+    // A message passed on as it came (a long delay re-queued on its tier) carries the context of its first
+    // publish: the new one replaces it.
+    let kept = headers.iter().flat_map(|headers| {
+        headers
+            .iter()
+            .filter(|header| !TRACE_HEADERS.contains(&header.key))
+    });
+    let mut out = OwnedHeaders::new();
+    for header in kept {
+        out = out.insert(header);
+    }
+    for (key, value) in &fields {
+        out = out.insert(Header {
+            key: key.as_str(),
+            value: Some(value.as_str()),
+        });
+    }
+    Some(out)
+}
+
+/// Makes `span` a child of the trace context `message` carries, if it carries one. Call before the span is first
+/// entered.
+pub fn follow_message(span: &tracing::Span, message: &impl Message) {
+    if let Some(headers) = message.headers() {
+        follow(span, &KafkaHeaders(headers));
+    }
+}
+
+/// Makes `span` (a request's) a child of the client's `traceparent`, if it sent one.
+pub fn follow_request(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    follow(span, &HttpHeaders(headers));
+}
+
+fn follow(span: &tracing::Span, carrier: &dyn Extractor) {
+    let parent = TraceContextPropagator::new().extract(carrier);
+    if parent.span().span_context().is_valid() {
+        // Fails only where there is nothing to follow: no exporter, a span filtered out, or one already entered.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// A Kafka message's headers, read as a W3C trace context carrier.
+struct KafkaHeaders<'a, H: Headers>(&'a H);
+
+impl<H: Headers> Extractor for KafkaHeaders<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|header| header.key.eq_ignore_ascii_case(key))
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|header| header.key).collect()
+    }
+}
+
+/// An HTTP request's headers, read as a W3C trace context carrier.
+struct HttpHeaders<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for HttpHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
 }
