@@ -179,6 +179,7 @@ impl Herald {
                 format: LogFormat::Pretty,
                 filter: "info".into(),
                 shutdown_timeout: Duration::from_secs(30),
+                otlp: None,
             },
         })
         .await?;

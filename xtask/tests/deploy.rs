@@ -499,7 +499,7 @@ fn literals(code: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (start, _) in code.match_indices('"') {
         let rest = &code[start + 1..];
-        if !["HERALD_", "KAFKA_", "MONGODB_", "RUST_LOG"]
+        if !["HERALD_", "KAFKA_", "MONGODB_", "OTEL_", "RUST_LOG"]
             .iter()
             .any(|p| rest.starts_with(p))
         {

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use herald_domain::StatusMessage;
-use herald_platform::kafka;
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::retry::{until_done, Backoff};
 use herald_platform::KafkaConfig;
+use herald_platform::{kafka, telemetry};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::rules::Rules;
 use crate::window::Windows;
@@ -68,18 +69,28 @@ pub async fn run(
 impl Handler {
     /// Handles `message` until it is done (true) or `shutdown` comes first (false: the offset must not be
     /// stored). MongoDB and Kafka failures are transient: the message is tried again, never dropped.
+    ///
+    /// Every try is in one span, `alert.status`, continuing the trace of the step the message reports.
     async fn handle_durably(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        let span = tracing::info_span!(
+            "alert.status",
+            event_id = tracing::field::Empty,
+            partition = message.partition(),
+            offset = message.offset(),
+        );
+        telemetry::follow_message(&span, message);
         until_done(
             "handling a status message",
             Backoff::TRANSIENT,
             shutdown,
             || self.handle(message),
         )
+        .instrument(span)
         .await
         .is_some()
     }
 
-    #[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
+    /// One try of a status message, in the span of [`Handler::handle_durably`].
     async fn handle(&self, message: &OwnedMessage) -> Result<(), HandleError> {
         let status: StatusMessage =
             match serde_json::from_slice(message.payload().unwrap_or_default()) {

@@ -19,7 +19,7 @@ use herald_domain::{Attempt, AttemptOutcome, Event, Lane, LaneMessage, RetryRequ
 use herald_domain::{StatusMessage, StatusOutcome};
 use herald_platform::retry::Backoff;
 use herald_platform::store::{self, Claim, EventRecord, EventStore};
-use herald_platform::{kafka, lanes};
+use herald_platform::{kafka, lanes, telemetry};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
@@ -105,23 +105,29 @@ impl std::fmt::Debug for Handler {
 
 impl Handler {
     /// Handles one message. `stop` is cancelled when the partition is revoked or the process stops.
+    ///
+    /// Its span, `dispatch.attempt`, continues the trace the message carries (the request that accepted the
+    /// event, or the retry scheduler's release of this attempt).
     pub async fn handle(
         &self,
         message: &OwnedMessage,
         stop: &CancellationToken,
     ) -> Result<(), Stopped> {
         let span = tracing::info_span!(
-            "handle",
+            "dispatch.attempt",
             topic = message.topic(),
             partition = message.partition(),
             offset = message.offset(),
             event_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
         );
+        telemetry::follow_message(&span, message);
         async {
             match decode(message.payload()) {
                 Ok(lane_message) => {
                     tracing::Span::current()
-                        .record("event_id", lane_message.event.event_id.as_str());
+                        .record("event_id", lane_message.event.event_id.as_str())
+                        .record("attempt", lane_message.attempt);
                     match self.dispatch(&lane_message, stop).await {
                         Ok(()) => Ok(()),
                         Err(Halt::Stopped) => Err(Stopped),
@@ -301,21 +307,36 @@ impl Handler {
         // or by another version) cannot be sent, now or later.
         let result = match event.message() {
             Ok(Some(message)) => {
-                let send = provider.send(
-                    event,
-                    &message,
-                    Try {
-                        number: n,
-                        replay_count,
-                    },
+                let span = tracing::info_span!(
+                    "dispatch.send",
+                    event_id = %event.event_id,
+                    attempt = n,
+                    channel = event.channel.map_or("none", |c| c.as_str()),
+                    provider = provider.name(),
+                    outcome = tracing::field::Empty,
                 );
-                match tokio::time::timeout(self.send_timeout, send).await {
+                let this = Try {
+                    number: n,
+                    replay_count,
+                };
+                let send = provider
+                    .send(event, &message, this)
+                    .instrument(span.clone());
+                let result = match tokio::time::timeout(self.send_timeout, send).await {
                     Ok(result) => result,
                     Err(_) => Err(SendError::transport(
                         herald_domain::outcome::TransportFailure::Timeout,
                         format!("no answer within {} ms", self.send_timeout.as_millis()),
                     )),
-                }
+                };
+                span.record(
+                    "outcome",
+                    match &result {
+                        Ok(_) => AttemptOutcome::Delivered.as_str(),
+                        Err(_) => AttemptOutcome::Failed.as_str(),
+                    },
+                );
+                result
             }
             Ok(None) => Err(SendError::invalid(
                 "a record-only event has nothing to send",

@@ -177,7 +177,11 @@ pub(crate) async fn accept_parsed(
 /// Records the event as QUEUED with its outbox entry, publishes it, clears the entry: 202 only once both MongoDB
 /// and Kafka have it.
 /// A repeated key or event id answers 200 with the event accepted first, and publishes nothing.
-#[tracing::instrument(skip_all, fields(event_id = %event.event_id, priority = %event.priority))]
+///
+/// Its span, `ingest.accept`, is the request's child, and the lane message carries the trace context of its
+/// publish, a child of this one: the publish runs here, in the request's task, while the store writes are batched
+/// in a task of their own.
+#[tracing::instrument(name = "ingest.accept", skip_all, fields(event_id = %event.event_id, priority = %event.priority))]
 async fn accept(
     state: &AppState,
     mut event: Event,

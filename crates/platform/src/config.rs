@@ -170,6 +170,9 @@ pub struct TelemetryConfig {
     /// `HERALD_SHUTDOWN_TIMEOUT_MS`: after SIGTERM or SIGINT, how long the process may take to finish its work in
     /// flight, store its offsets and exit before it exits anyway (code 1), in milliseconds. Default 30000.
     pub shutdown_timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` and `OTEL_SERVICE_NAME`: where traces are exported, see [`OtlpConfig`].
+    /// Default none: no traces are exported.
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl TelemetryConfig {
@@ -178,11 +181,60 @@ impl TelemetryConfig {
             format: env.parse("HERALD_LOG_FORMAT", LogFormat::Pretty),
             filter: env.string("RUST_LOG", "info"),
             shutdown_timeout: env.millis("HERALD_SHUTDOWN_TIMEOUT_MS", Duration::from_secs(30)),
+            otlp: OtlpConfig::read(env),
         };
         if config.shutdown_timeout.is_zero() {
             env.problem("HERALD_SHUTDOWN_TIMEOUT_MS", "must be greater than 0");
         }
         config
+    }
+}
+
+/// Where a service exports its traces (OTLP over HTTP, JSON), named by the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's OTLP/HTTP base URL (`http://collector:4318`); spans are
+    /// posted to `<endpoint>/v1/traces`. Unset: no exporter.
+    pub endpoint: String,
+    /// `OTEL_SERVICE_NAME`: the `service.name` of the traces. Default the service's own (`herald-ingest`).
+    pub service_name: Option<String>,
+}
+
+impl OtlpConfig {
+    /// An exporter to `endpoint`, named after the service.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            service_name: None,
+        }
+    }
+
+    /// Reads `OTEL_EXPORTER_OTLP_ENDPOINT` (none when unset) and `OTEL_SERVICE_NAME`.
+    pub fn read(env: &mut EnvReader) -> Option<Self> {
+        const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let service_name = env.optional_string("OTEL_SERVICE_NAME");
+        let endpoint = env.optional_string(ENDPOINT)?;
+        let is_http = endpoint.parse::<axum::http::Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+        });
+        if !is_http {
+            env.problem(
+                ENDPOINT,
+                format!(
+                    "'{endpoint}' is not an http:// or https:// URL like http://collector:4318"
+                ),
+            );
+            return None;
+        }
+        Some(Self {
+            endpoint,
+            service_name,
+        })
+    }
+
+    /// Where spans are posted: the endpoint's `/v1/traces`, as the OTLP/HTTP specification has it.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
     }
 }
 
@@ -506,6 +558,29 @@ mod tests {
         let mut env = reader(&[("HERALD_MONGO_JOURNAL", "maybe")]);
         let _mongo = MongoConfig::read(&mut env);
         assert!(env.finish().is_err());
+    }
+
+    #[test]
+    fn traces_are_exported_only_to_an_http_endpoint() {
+        let mut env = reader(&[]);
+        assert_eq!(TelemetryConfig::read(&mut env).otlp, None);
+        env.finish().expect("no endpoint is valid");
+
+        let mut env = reader(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_SERVICE_NAME", "herald-eu"),
+        ]);
+        let otlp = TelemetryConfig::read(&mut env).otlp.expect("an exporter");
+        env.finish().expect("valid");
+        assert_eq!(otlp.traces_url(), "http://collector:4318/v1/traces");
+        assert_eq!(otlp.service_name.as_deref(), Some("herald-eu"));
+
+        for bad in ["collector:4318", "ftp://collector", "http://"] {
+            let mut env = reader(&[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)]);
+            let _telemetry = TelemetryConfig::read(&mut env);
+            let text = env.finish().expect_err(bad).to_string();
+            assert!(text.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{text}");
+        }
     }
 
     #[test]

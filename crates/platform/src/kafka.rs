@@ -163,7 +163,8 @@ where
     }
 }
 
-/// Sends one message and waits for the broker's acknowledgement.
+/// Sends one message and waits for the broker's acknowledgement. The message carries the current span's trace
+/// context in its headers, when traces are exported ([`crate::telemetry::with_trace_context`]).
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -172,7 +173,7 @@ pub async fn send(
     headers: Option<OwnedHeaders>,
 ) -> Result<(i32, i64)> {
     let mut record = FutureRecord::to(topic).key(key).payload(payload);
-    if let Some(headers) = headers {
+    if let Some(headers) = crate::telemetry::with_trace_context(headers) {
         record = record.headers(headers);
     }
     // The producer's own message.timeout.ms bounds the wait; rdkafka's queue timeout only covers a full queue.

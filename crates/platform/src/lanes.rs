@@ -88,7 +88,7 @@ impl LanePublisher {
     }
 
     /// Publishes `message` to the lane of its event's priority and waits for Kafka's acknowledgement.
-    #[tracing::instrument(skip_all, fields(event_id = %message.event.event_id, topic, partition, offset))]
+    #[tracing::instrument(name = "lane.publish", skip_all, fields(event_id = %message.event.event_id, topic, partition, offset))]
     pub async fn publish(
         &self,
         message: &LaneMessage,

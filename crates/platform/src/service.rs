@@ -78,7 +78,8 @@ pub fn read_config<S: Service>(env: EnvReader) -> Result<S::Config, ConfigError>
 }
 
 /// A service binary's whole `main`: reads the configuration from `env`, starts telemetry, builds the service and
-/// runs it until SIGINT or SIGTERM. Exits [`EXIT_STOPPED`], [`EXIT_FAILED`], [`EXIT_CONFIG`] or [`EXIT_START`].
+/// runs it until SIGINT or SIGTERM, then exports the spans still held. Exits [`EXIT_STOPPED`], [`EXIT_FAILED`],
+/// [`EXIT_CONFIG`] or [`EXIT_START`].
 pub async fn main<S: Service>(env: EnvReader) -> ExitCode {
     let config = match read_config::<S>(env) {
         Ok(config) => config,
@@ -87,20 +88,27 @@ pub async fn main<S: Service>(env: EnvReader) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::telemetry::init(config.telemetry());
+    let telemetry = crate::telemetry::init(config.telemetry(), S::NAME);
+    let code = build_and_run::<S>(config).await;
+    telemetry.shutdown().await;
+    ExitCode::from(code)
+}
+
+/// Builds the service and runs it until SIGINT or SIGTERM; returns the exit code.
+async fn build_and_run<S: Service>(config: S::Config) -> u8 {
     let shutdown = crate::shutdown_signal_within(config.telemetry().shutdown_timeout);
     let service = match S::build(config).await {
         Ok(service) => service,
         Err(e) => {
             tracing::error!(service = S::NAME, error = %error_chain(&e), "failed to start");
-            return ExitCode::from(EXIT_START);
+            return EXIT_START;
         }
     };
     match service.run_until_stopped(shutdown).await {
-        Ok(()) => ExitCode::from(EXIT_STOPPED),
+        Ok(()) => EXIT_STOPPED,
         Err(e) => {
             tracing::error!(service = S::NAME, error = %error_chain(&e), "stopped with an error");
-            ExitCode::from(EXIT_FAILED)
+            EXIT_FAILED
         }
     }
 }

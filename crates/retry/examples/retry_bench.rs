@@ -201,6 +201,7 @@ async fn main() -> Result<()> {
             format: LogFormat::Pretty,
             filter: "warn".into(),
             shutdown_timeout: std::time::Duration::from_secs(30),
+            otlp: None,
         },
     })
     .await?;

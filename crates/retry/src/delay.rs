@@ -21,12 +21,13 @@ use herald_domain::messages::{HEADER_ATTEMPT, HEADER_EVENT_ID};
 use herald_domain::{DelayedRetry, Lane};
 use herald_platform::kafka::watch::Watch;
 use herald_platform::retry::{until_done, Backoff};
-use herald_platform::{kafka, KafkaConfig};
+use herald_platform::{kafka, telemetry, KafkaConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{AppState, Result};
 
@@ -270,7 +271,29 @@ async fn accept(
 
 /// At a head's wake time: fires it if due, otherwise (a wait longer than its tier) publishes it to its tier
 /// again, at most once per tier length. `None` on shutdown.
+///
+/// Its span, `retry.release`, continues the trace of the decision that scheduled the retry, and the message it
+/// publishes carries it on.
 async fn act(
+    state: &AppState,
+    message: &OwnedMessage,
+    delayed: &DelayedRetry,
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    let span = tracing::info_span!(
+        "retry.release",
+        event_id = %delayed.message.event.event_id,
+        attempt = delayed.message.attempt,
+        tier_secs = delayed.tier_secs,
+    );
+    telemetry::follow_message(&span, message);
+    release(state, message, delayed, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// [`act`]'s work, in its span.
+async fn release(
     state: &AppState,
     message: &OwnedMessage,
     delayed: &DelayedRetry,

@@ -15,9 +15,10 @@ use herald_domain::{
 use herald_platform::kafka::watch::{Watch, WatchedConsumer};
 use herald_platform::retry::{until_done, Backoff};
 use herald_platform::store::{self, DeadLettered, Scheduled};
-use herald_platform::{kafka, lanes, KafkaConfig};
+use herald_platform::{kafka, lanes, telemetry, KafkaConfig};
 use rdkafka::message::{Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{AppState, Result};
 
@@ -59,12 +60,21 @@ pub async fn run(
     let mut consumer = WatchedConsumer::subscribe(&kafka_config, &watch, "retry requests")?;
     while let Some(message) = consumer.next(&shutdown).await? {
         let handling = consumer.watch().handling();
+        // Every try of the request in one span, continuing the trace of the attempt that failed.
+        let span = tracing::info_span!(
+            "retry.schedule",
+            event_id = tracing::field::Empty,
+            partition = message.partition(),
+            offset = message.offset(),
+        );
+        telemetry::follow_message(&span, &message);
         let handled = until_done(
             "handling a retry request",
             Backoff::TRANSIENT,
             &shutdown,
             || handle(&state, &message),
         )
+        .instrument(span)
         .await;
         if handled.is_none() {
             break;
@@ -75,7 +85,7 @@ pub async fn run(
     Ok(consumer.commit_and_close().await?)
 }
 
-#[tracing::instrument(skip_all, fields(event_id, partition = message.partition(), offset = message.offset()))]
+/// One try of a retry request, in the `retry.schedule` span [`run`] opened for it.
 async fn handle(state: &AppState, message: &OwnedMessage) -> std::result::Result<(), ApplyError> {
     let request: RetryRequest = match serde_json::from_slice(message.payload().unwrap_or_default())
     {

@@ -83,6 +83,7 @@ async fn spawn_retry(
             format: LogFormat::Pretty,
             filter: "info".into(),
             shutdown_timeout: Duration::from_secs(30),
+            otlp: None,
         },
     };
     let app = App::build(config).await?;

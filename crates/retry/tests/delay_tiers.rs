@@ -35,6 +35,7 @@ fn config(ctx: &TestContext, tiers: &[u64]) -> Config {
             format: LogFormat::Pretty,
             filter: "info".into(),
             shutdown_timeout: Duration::from_secs(30),
+            otlp: None,
         },
     }
 }

@@ -54,6 +54,7 @@ fn config(ctx: &TestContext, rules: &str, tiers: &[u64]) -> Config {
             format: LogFormat::Pretty,
             filter: "info".into(),
             shutdown_timeout: std::time::Duration::from_secs(30),
+            otlp: None,
         },
     }
 }

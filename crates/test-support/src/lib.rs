@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod message_fakes;
+pub mod otlp;
 pub mod plain_kafka;
 pub mod push_fakes;
 pub mod secure_kafka;

@@ -34,9 +34,10 @@ pub struct Harness {
 impl Harness {
     pub async fn new(label: &str) -> Result<Self> {
         if std::env::var_os("RUST_LOG").is_some() {
-            herald_platform::telemetry::init(&herald_platform::TelemetryConfig::read(
-                &mut EnvReader::from_env(),
-            ));
+            let _telemetry = herald_platform::telemetry::init(
+                &herald_platform::TelemetryConfig::read(&mut EnvReader::from_env()),
+                "herald-alert",
+            );
         }
         let ctx = TestContext::new(label).await?;
         let db = herald_platform::mongo::connect(&ctx.mongo, label).await?;

@@ -364,10 +364,14 @@ pub fn kafka_header(message: &OwnedMessage, name: &str) -> Option<String> {
 /// Logs of in-process dispatchers go to the test output when `RUST_LOG` is set.
 fn init_logs() {
     if let Ok(filter) = std::env::var("RUST_LOG") {
-        herald_platform::telemetry::init(&herald_platform::TelemetryConfig {
-            format: herald_platform::config::LogFormat::Pretty,
-            filter,
-            shutdown_timeout: std::time::Duration::from_secs(30),
-        });
+        let _telemetry = herald_platform::telemetry::init(
+            &herald_platform::TelemetryConfig {
+                format: herald_platform::config::LogFormat::Pretty,
+                filter,
+                shutdown_timeout: std::time::Duration::from_secs(30),
+                otlp: None,
+            },
+            "herald-dispatch",
+        );
     }
 }

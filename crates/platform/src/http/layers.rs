@@ -93,7 +93,8 @@ pub struct Standard<'a> {
 impl Standard<'_> {
     /// Wraps every route of `router` (which must already hold all of them) in the standard middleware: 404 and
     /// 405 in the standard shape, a request id (the client's `x-request-id` or a new UUID, echoed back), a
-    /// tracing span per request, CORS when configured, request metrics, and the request timeout.
+    /// tracing span per request (a child of the client's `traceparent`, if it sent one), CORS when configured,
+    /// request metrics, and the request timeout.
     pub fn apply(self, router: Router) -> Router {
         metrics::install();
         let trace = TraceLayer::new_for_http()
@@ -103,7 +104,10 @@ impl Standard<'_> {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, caller = tracing::field::Empty)
+                let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, caller = tracing::field::Empty);
+                // A client that traces its call makes this request a part of its trace.
+                crate::telemetry::follow_request(&span, request.headers());
+                span
             })
             .on_response(DefaultOnResponse::new().level(Level::INFO));
         let timeout = Timeout {
