@@ -50,6 +50,14 @@ pub trait ServiceConfig: Sized + Send + 'static {
         let config = Self::read(&mut env);
         env.finish().map(|()| config)
     }
+
+    /// Reads exactly these variables, with the HTTP APIs' authentication off (`HERALD_AUTH=off`, which a
+    /// service without an API does not read): what configuration tests start from.
+    fn read_pairs_without_auth(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        Self::read_all(EnvReader::from_pairs(
+            &[&[("HERALD_AUTH", "off")], pairs].concat(),
+        ))
+    }
 }
 
 /// A Herald service, as [`main`] runs it.

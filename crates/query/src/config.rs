@@ -97,9 +97,7 @@ mod tests {
 
     fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
         // Authentication's own checks are tested in herald-platform.
-        Config::read_all(EnvReader::from_pairs(
-            &[&[("HERALD_AUTH", "off")], pairs].concat(),
-        ))
+        Config::read_pairs_without_auth(pairs)
     }
 
     #[test]
