@@ -16,7 +16,7 @@ use herald_platform::batch::{Batcher, Limits};
 use herald_platform::kafka;
 use herald_platform::lanes::{self, LanePublisher, Sweep};
 use herald_platform::service::{self, IndexGate, Service, Supervisor};
-use herald_platform::store::{self, Accepting, EventStore, Inserted};
+use herald_platform::store::{self, Accepting, EventStore};
 use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,22 +26,16 @@ pub mod config;
 pub mod dropin;
 pub mod error;
 pub mod openapi;
+mod recorders;
 mod routes;
 
 pub use config::Config;
 pub use error::{ApiError, Error, Result};
 
+use recorders::Recorders;
+
 /// How long shutdown waits for messages still in the producer's queue.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How ingest gathers concurrent requests into the commands that record them: batches of up to 64 events, two
-/// running at once. Few at once on purpose: the requests that arrive while two batches run wait for the next one,
-/// so under load a batch carries many events and the store sees few commands (eight at once left about 1.2 events
-/// a batch at 16 connections, 2.4 commands an event); one slow batch still does not hold up the next.
-const RECORD_BATCHES: Limits = Limits {
-    max_batch: 64,
-    max_in_flight: 2,
-};
 
 /// How ingest clears the outbox entries of published events: off the answer's path, in one batch at a time, so
 /// they gather while it runs. A clear that never happens (the process died) leaves an entry the sweeper publishes
@@ -59,8 +53,8 @@ const CLEAR_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     db: Database,
     store: EventStore,
-    /// Records accepted events, many per command (see [`EventStore::insert_accepted_many`]).
-    recorder: Batcher<Accepting, store::Result<Inserted>>,
+    /// Records accepted events, many per command (see [`EventStore::insert_accepted_many`]), a batcher per lane.
+    recorders: Recorders,
     /// Clears the outbox entries of published events, many per command, after the answer.
     clearer: Batcher<(EventId, u32), store::Result<()>>,
     /// The clears not yet done, waited for at shutdown.
@@ -72,15 +66,11 @@ pub struct AppState {
     indexes: IndexGate,
 }
 
-fn recorder(store: EventStore) -> Batcher<Accepting, store::Result<Inserted>> {
-    Batcher::spawn(
-        "ingest record",
-        RECORD_BATCHES,
-        move |batch: Vec<Accepting>| {
-            let store = store.clone();
-            async move { store.insert_accepted_many(&batch).await }
-        },
-    )
+fn recorders(store: EventStore) -> Recorders {
+    Recorders::spawn(move |batch: Vec<Accepting>| {
+        let store = store.clone();
+        async move { store.insert_accepted_many(&batch).await }
+    })
 }
 
 fn clearer(store: EventStore) -> Batcher<(EventId, u32), store::Result<()>> {
@@ -123,7 +113,7 @@ impl Service for App {
         let producer = kafka::build_producer(&config.kafka)?;
         let store = EventStore::new(&db);
         let state = AppState {
-            recorder: recorder(store.clone()),
+            recorders: recorders(store.clone()),
             clearer: clearer(store.clone()),
             clearing: TaskTracker::new(),
             store,

@@ -201,7 +201,8 @@ async fn accept(
         key: key.map(|key| key.as_str().to_owned()),
     };
     let inserted = state
-        .recorder
+        .recorders
+        .for_priority(event.priority)
         .call(accepting)
         .await
         .map_err(|e| {
