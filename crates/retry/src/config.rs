@@ -127,6 +127,25 @@ impl ServiceConfig for Config {
     }
 }
 
+impl Config {
+    /// The defaults, the health server on a free port, with the given Kafka, MongoDB, rules and delay tiers: for
+    /// tests and embedding.
+    pub fn for_test(
+        kafka: KafkaConfig,
+        mongo: MongoConfig,
+        rules: RetryRules,
+        tiers_secs: &[u64],
+    ) -> Self {
+        let mut config = Self::read(&mut EnvReader::from_pairs(&[]));
+        config.port = 0;
+        config.kafka = kafka;
+        config.mongo = mongo;
+        config.rules = rules;
+        config.tiers_secs = tiers_secs.to_vec();
+        config
+    }
+}
+
 /// `"5,30,120"` to `[5, 30, 120]`: positive, strictly increasing, at least one.
 pub fn parse_tiers(raw: &str) -> Result<Vec<u64>, String> {
     let tiers: Vec<u64> = raw

@@ -13,21 +13,17 @@ use herald_domain::{
     Attempt, AttemptOutcome, Channel, DelayedRetry, ErrorClass, Event, EventId, Lane, Priority,
     RetryRequest, Status,
 };
-use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
 use herald_platform::mongo::{self, EVENTS};
-use herald_platform::service::Service;
 use herald_platform::store::{Claim, EventRecord, EventStore};
-use herald_platform::TelemetryConfig;
 use herald_retry::requests::decide_and_apply;
 use herald_retry::{App, AppState, Config};
-use herald_test_support::{eventually, TestContext};
+use herald_test_support::{eventually, spawn, Spawned, TestContext};
 use mongodb::bson::{doc, Document};
 use mongodb::Database;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -36,12 +32,15 @@ struct Harness {
     db: Database,
     store: EventStore,
     producer: FutureProducer,
-    shutdown: CancellationToken,
+    /// The herald-retry of this test, when it runs in this process.
+    retry: Option<Spawned<App>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        if let Some(retry) = &self.retry {
+            retry.shutdown_token().cancel();
+        }
     }
 }
 
@@ -50,45 +49,20 @@ async fn harness(label: &str, rules: &str, tiers: &[u64], run: bool) -> Result<H
     let ctx = TestContext::with_tiers(label, tiers).await?;
     let db = mongo::connect(&ctx.mongo, label).await?;
     EventStore::ensure_indexes(&db).await?;
-    let shutdown = CancellationToken::new();
-    if run {
-        spawn_retry(&ctx, rules, tiers, &shutdown).await?;
-    }
+    let retry = if run {
+        let rules = RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let config = Config::for_test(ctx.kafka.clone(), ctx.mongo.clone(), rules, tiers);
+        Some(spawn::<App>(config).await?)
+    } else {
+        None
+    };
     Ok(Harness {
         store: EventStore::new(&db),
         producer: build_producer(&ctx.kafka)?,
         db,
         ctx,
-        shutdown,
+        retry,
     })
-}
-
-async fn spawn_retry(
-    ctx: &TestContext,
-    rules: &str,
-    tiers: &[u64],
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    let config = Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        rules_path: None,
-        rules: RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        tiers_secs: tiers.to_vec(),
-        topic_replication: 1,
-        watch: Default::default(),
-        kafka: ctx.kafka.clone(),
-        mongo: ctx.mongo.clone(),
-        telemetry: TelemetryConfig {
-            format: LogFormat::Pretty,
-            filter: "info".into(),
-            shutdown_timeout: Duration::from_secs(30),
-            otlp: None,
-        },
-    };
-    let app = App::build(config).await?;
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Ok(())
 }
 
 fn event(user: &str) -> Event {

@@ -9,43 +9,23 @@ use anyhow::{ensure, Result};
 use chrono::Utc;
 use herald_domain::retry::RetryRules;
 use herald_domain::{Channel, DelayedRetry, Event, EventId, Lane, LaneMessage, Priority};
-use herald_platform::config::LogFormat;
 use herald_platform::kafka::{build_consumer, build_producer};
-use herald_platform::service::Service;
-use herald_platform::{KafkaConfig, TelemetryConfig};
+use herald_platform::KafkaConfig;
 use herald_retry::{App, Config};
-use herald_test_support::{eventually, unique_name, TestContext};
+use herald_test_support::{eventually, spawn, unique_name, Spawned, TestContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio_util::sync::CancellationToken;
 
-fn config(ctx: &TestContext, tiers: &[u64]) -> Config {
-    Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        rules_path: None,
-        rules: RetryRules::default(),
-        tiers_secs: tiers.to_vec(),
-        topic_replication: 1,
-        kafka: ctx.kafka.clone(),
-        watch: Default::default(),
-        mongo: ctx.mongo.clone(),
-        telemetry: TelemetryConfig {
-            format: LogFormat::Pretty,
-            filter: "info".into(),
-            shutdown_timeout: Duration::from_secs(30),
-            otlp: None,
-        },
-    }
-}
-
-/// Starts a herald-retry of `ctx`; cancel the token to stop it.
-async fn start(ctx: &TestContext, tiers: &[u64]) -> Result<CancellationToken> {
-    let app = App::build(config(ctx, tiers)).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    Ok(shutdown)
+/// Starts a herald-retry of `ctx` with the default rules and `tiers`.
+async fn start(ctx: &TestContext, tiers: &[u64]) -> Result<Spawned<App>> {
+    let config = Config::for_test(
+        ctx.kafka.clone(),
+        ctx.mongo.clone(),
+        RetryRules::default(),
+        tiers,
+    );
+    spawn::<App>(config).await
 }
 
 fn delayed(due_in: chrono::Duration, tier_secs: u64) -> DelayedRetry {
@@ -149,7 +129,7 @@ async fn group_is_stable_with(kafka: &KafkaConfig, group: &str, members: usize) 
 async fn a_wait_beyond_the_longest_tier_goes_through_it_once_per_tier_length() -> Result<()> {
     let tiers = [1, 2];
     let ctx = TestContext::with_tiers("delay-long-wait", &tiers).await?;
-    let shutdown = start(&ctx, &tiers).await?;
+    let scheduler = start(&ctx, &tiers).await?;
     let producer = build_producer(&ctx.kafka)?;
     let tier = ctx.topics.delay(2);
     // Due in an hour, on the 2 s tier: it must come back through the tier about every 2 s, not every few ms.
@@ -179,8 +159,7 @@ async fn a_wait_beyond_the_longest_tier_goes_through_it_once_per_tier_length() -
     );
     let (_, lane_end) = topic_ends(&ctx.kafka, &ctx.topics.lane(Lane::Retry)).await?;
     ensure!(lane_end == 0, "a retry due in an hour was fired");
-    shutdown.cancel();
-    Ok(())
+    scheduler.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +231,6 @@ async fn a_head_held_on_a_revoked_partition_is_fired_by_its_new_owner_only() -> 
             fired.get(&id)
         );
     }
-    first.cancel();
-    second.cancel();
-    Ok(())
+    first.stop().await?;
+    second.stop().await
 }

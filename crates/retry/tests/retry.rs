@@ -13,64 +13,47 @@ use herald_domain::{
     Attempt, AttemptOutcome, Channel, ErrorClass, Event, EventId, Lane, LaneMessage, Priority,
     RetryRequest, Status,
 };
-use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
-use herald_platform::service::Service;
+use herald_platform::mongo;
 use herald_platform::store::{Claim, EventRecord, EventStore};
-use herald_platform::{mongo, TelemetryConfig};
 use herald_retry::delay::HEADER_DUE_AT;
 use herald_retry::{App, Config};
-use herald_test_support::{eventually, TestContext};
+use herald_test_support::{eventually, spawn, Spawned, TestContext};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
-use tokio_util::sync::CancellationToken;
 
 struct Harness {
     ctx: TestContext,
     store: EventStore,
     producer: FutureProducer,
-    shutdown: CancellationToken,
+    /// The herald-retry of this test, when it runs in this process.
+    retry: Option<Spawned<App>>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        if let Some(retry) = &self.retry {
+            retry.shutdown_token().cancel();
+        }
     }
 }
 
 fn config(ctx: &TestContext, rules: &str, tiers: &[u64]) -> Config {
-    Config {
-        host: "127.0.0.1".into(),
-        port: 0,
-        rules_path: None,
-        rules: RetryRules::from_toml(rules).expect("valid test rules"),
-        tiers_secs: tiers.to_vec(),
-        topic_replication: 1,
-        kafka: ctx.kafka.clone(),
-        watch: Default::default(),
-        mongo: ctx.mongo.clone(),
-        telemetry: TelemetryConfig {
-            format: LogFormat::Pretty,
-            filter: "info".into(),
-            shutdown_timeout: std::time::Duration::from_secs(30),
-            otlp: None,
-        },
-    }
+    let rules = RetryRules::from_toml(rules).expect("valid test rules");
+    Config::for_test(ctx.kafka.clone(), ctx.mongo.clone(), rules, tiers)
 }
 
 async fn harness(label: &str, rules: &str, tiers: &[u64]) -> Result<Harness> {
     let ctx = TestContext::with_tiers(label, tiers).await?;
     let db = mongo::connect(&ctx.mongo, label).await?;
     EventStore::ensure_indexes(&db).await?;
-    let app = App::build(config(&ctx, rules, tiers)).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let retry = spawn::<App>(config(&ctx, rules, tiers)).await?;
     Ok(Harness {
         store: EventStore::new(&db),
         producer: build_producer(&ctx.kafka)?,
         ctx,
-        shutdown,
+        retry: Some(retry),
     })
 }
 
@@ -415,7 +398,7 @@ async fn sigkill_with_500_retries_scheduled_loses_none_and_fires_none_early() ->
         store: EventStore::new(&db),
         producer: build_producer(&ctx.kafka)?,
         ctx,
-        shutdown: CancellationToken::new(),
+        retry: None,
     };
     let rules_path = std::env::temp_dir().join(format!("{}rules.toml", h.ctx.topics.prefix()));
     std::fs::write(&rules_path, "[default]\nbase_ms = 5000\n")?;
