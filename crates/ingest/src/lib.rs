@@ -11,16 +11,13 @@ use std::time::Duration;
 
 use axum::Router;
 use herald_domain::request::Rules;
-use herald_domain::EventId;
-use herald_platform::batch::{Batcher, Limits};
 use herald_platform::kafka;
-use herald_platform::lanes::{self, LanePublisher, Sweep};
+use herald_platform::lanes::{self, LanePublisher, OutboxClearer, Sweep};
 use herald_platform::service::{self, IndexGate, Service, Supervisor};
-use herald_platform::store::{self, Accepting, EventStore};
+use herald_platform::store::{Accepting, EventStore};
 use mongodb::Database;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub mod config;
 pub mod dropin;
@@ -37,14 +34,6 @@ use recorders::Recorders;
 /// How long shutdown waits for messages still in the producer's queue.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How ingest clears the outbox entries of published events: off the answer's path, in one batch at a time, so
-/// they gather while it runs. A clear that never happens (the process died) leaves an entry the sweeper publishes
-/// once more, which dispatchers' claims make harmless.
-const CLEAR_BATCHES: Limits = Limits {
-    max_batch: 256,
-    max_in_flight: 1,
-};
-
 /// How long shutdown waits for the outbox clears still running.
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,9 +45,7 @@ pub struct AppState {
     /// Records accepted events, many per command (see [`EventStore::insert_accepted_many`]), a batcher per lane.
     recorders: Recorders,
     /// Clears the outbox entries of published events, many per command, after the answer.
-    clearer: Batcher<(EventId, u32), store::Result<()>>,
-    /// The clears not yet done, waited for at shutdown.
-    clearing: TaskTracker,
+    clearer: OutboxClearer,
     publisher: LanePublisher,
     rules: Rules,
     /// Open once the `events` indexes exist. The unique `eventId` index is what makes a repeated event id a
@@ -71,20 +58,6 @@ fn recorders(store: EventStore) -> Recorders {
         let store = store.clone();
         async move { store.insert_accepted_many(&batch).await }
     })
-}
-
-fn clearer(store: EventStore) -> Batcher<(EventId, u32), store::Result<()>> {
-    Batcher::spawn(
-        "ingest outbox clear",
-        CLEAR_BATCHES,
-        move |published: Vec<(EventId, u32)>| {
-            let store = store.clone();
-            async move {
-                let cleared = store.mark_published(&published).await;
-                vec![cleared; published.len()]
-            }
-        },
-    )
 }
 
 /// A built service: listening, not yet serving.
@@ -114,8 +87,7 @@ impl Service for App {
         let store = EventStore::new(&db);
         let state = AppState {
             recorders: recorders(store.clone()),
-            clearer: clearer(store.clone()),
-            clearing: TaskTracker::new(),
+            clearer: OutboxClearer::spawn(store.clone()),
             store,
             db,
             publisher: LanePublisher::new(producer, config.kafka.topics()),
@@ -163,13 +135,7 @@ impl Service for App {
             axum::serve(self.listener, self.router).with_graceful_shutdown(stop.cancelled_owned());
         tasks.spawn_until_stopped("http server", async move { server.await });
         let stopped = tasks.wait().await;
-        self.state.clearing.close();
-        if tokio::time::timeout(CLEAR_TIMEOUT, self.state.clearing.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("outbox clears still running at shutdown; the sweeper publishes their events once more");
-        }
+        self.state.clearer.finish(CLEAR_TIMEOUT).await;
         self.state.publisher.flush(FLUSH_TIMEOUT).await;
         tracing::info!("herald-ingest stopped");
         Ok(stopped?)

@@ -174,8 +174,8 @@ pub(crate) async fn accept_parsed(
     accept(state, event, key, request_id).await
 }
 
-/// Records the event as QUEUED with its outbox entry, publishes it, clears the entry: 202 only once both MongoDB
-/// and Kafka have it.
+/// Records the event as QUEUED with its outbox entry and publishes it: 202 only once both MongoDB and Kafka have it;
+/// the entry is cleared after the answer.
 /// A repeated key or event id answers 200 with the event accepted first, and publishes nothing.
 ///
 /// Its span, `ingest.accept`, is the request's child, and the lane message carries the trace context of its
@@ -238,15 +238,7 @@ async fn accept(
     // Kafka has the event, so it is accepted whatever happens here: the outbox entry is cleared after the answer,
     // gathered with other requests' entries. An entry left behind makes the sweeper publish the event once more,
     // which is harmless.
-    let clearer = state.clearer.clone();
-    let published = (event.event_id.clone(), 0);
-    state.clearing.spawn(async move {
-        match clearer.call(published).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
-            Err(e) => tracing::warn!(error = %e, "cannot clear the event's outbox entry"),
-        }
-    });
+    state.clearer.clear(event.event_id.clone(), 0);
     let status = Status::Queued;
     tracing::info!(%status, "accepted");
     metrics::counter!("herald_events_accepted_total",

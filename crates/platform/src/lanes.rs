@@ -18,9 +18,11 @@ use herald_domain::{Event, EventId, Lane, LaneMessage, Topics};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, Producer};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::batch::{Batcher, Limits};
 use crate::service::IndexGate;
-use crate::store::EventStore;
+use crate::store::{self, EventStore};
 use crate::{kafka, EnvReader};
 
 /// Most outbox entries looked at, and events published, at once by a sweep.
@@ -121,6 +123,69 @@ impl LanePublisher {
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "messages left unflushed at shutdown; a sweep publishes them again");
+        }
+    }
+}
+
+/// How the outbox entries of published events are cleared: off the publisher's path, one batch at a time, so that
+/// they gather while it runs.
+const CLEAR_BATCHES: Limits = Limits {
+    max_batch: 256,
+    max_in_flight: 1,
+};
+
+/// Clears the outbox entries of events Kafka acknowledged, many per command, after the publisher has moved on.
+/// A clear that never happens (the process died first) leaves an entry that a sweep publishes once more, which
+/// dispatchers' claims make harmless. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OutboxClearer {
+    batcher: Batcher<(EventId, u32), store::Result<()>>,
+    /// The clears not yet done, waited for by [`OutboxClearer::finish`].
+    clearing: TaskTracker,
+}
+
+impl OutboxClearer {
+    /// Starts the gathering task on the current runtime.
+    pub fn spawn(store: EventStore) -> Self {
+        let batcher = Batcher::spawn(
+            "outbox clear",
+            CLEAR_BATCHES,
+            move |published: Vec<(EventId, u32)>| {
+                let store = store.clone();
+                async move {
+                    let cleared = store.mark_published(&published).await;
+                    vec![cleared; published.len()]
+                }
+            },
+        );
+        Self {
+            batcher,
+            clearing: TaskTracker::new(),
+        }
+    }
+
+    /// Clears, in the background, the entry of replay generation `replay_count` of an event just published.
+    pub fn clear(&self, event_id: EventId, replay_count: u32) {
+        let batcher = self.batcher.clone();
+        self.clearing.spawn(async move {
+            match batcher.call((event_id, replay_count)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot clear an outbox entry"),
+                Err(e) => tracing::warn!(error = %e, "cannot clear an outbox entry"),
+            }
+        });
+    }
+
+    /// Waits, at most `timeout`, for the clears still running; called once, at shutdown.
+    pub async fn finish(&self, timeout: Duration) {
+        self.clearing.close();
+        if tokio::time::timeout(timeout, self.clearing.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "outbox clears still running at shutdown; a sweep publishes their events once more"
+            );
         }
     }
 }

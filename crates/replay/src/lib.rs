@@ -167,7 +167,7 @@ impl Service for App {
         {
             tracing::warn!("replays still running at shutdown; their claimed events stay in the outbox for the sweeper");
         }
-        self.state.replayer.publisher().flush(DRAIN_TIMEOUT).await;
+        self.state.replayer.finish(DRAIN_TIMEOUT).await;
         tracing::info!("herald-replay stopped");
         Ok(stopped?)
     }

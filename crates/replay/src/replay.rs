@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald_domain::EventId;
-use herald_platform::lanes::LanePublisher;
+use herald_platform::lanes::{LanePublisher, OutboxClearer};
 use herald_platform::store::{DeadLetterFilter, DeadLetterRef, EventStore};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -105,6 +105,8 @@ enum Outcome {
 pub(crate) struct Replayer {
     store: EventStore,
     publisher: LanePublisher,
+    /// Clears the outbox entries of the replayed events Kafka acknowledged, many per command.
+    clearer: OutboxClearer,
     pacer: Arc<Pacer>,
     /// Cancelled at shutdown: replays stop taking new dead letters and finish the ones in flight.
     stopping: CancellationToken,
@@ -122,6 +124,7 @@ impl fmt::Debug for Replayer {
 impl Replayer {
     pub(crate) fn new(store: EventStore, publisher: LanePublisher, rate_per_sec: u32) -> Self {
         Self {
+            clearer: OutboxClearer::spawn(store.clone()),
             store,
             publisher,
             pacer: Arc::new(Pacer::per_second(rate_per_sec)),
@@ -364,14 +367,10 @@ impl Replayer {
             tracing::warn!(error = %e, "kafka did not acknowledge; the event stays in the outbox for the sweeper");
             return Outcome::Unpublished;
         }
-        if let Err(e) = self
-            .store
-            .mark_published(&[(record.event_id.clone(), record.replay_count)])
-            .await
-        {
-            // Kafka has it, so it is replayed; the sweeper publishes it once more, which dispatchers ignore.
-            tracing::warn!(error = %e, "cannot clear the replayed event's outbox entry");
-        }
+        // Kafka has it, so it is replayed: its entry is cleared in the background, with others (one left behind is
+        // published once more by a sweep, which dispatchers ignore).
+        self.clearer
+            .clear(record.event_id.clone(), record.replay_count);
         tracing::info!(replay_count = record.replay_count, "replayed");
         Outcome::Replayed(record.event_id)
     }
@@ -379,6 +378,13 @@ impl Replayer {
     /// The publisher of first attempts this replayer uses (its sweeper's too).
     pub(crate) fn publisher(&self) -> &LanePublisher {
         &self.publisher
+    }
+
+    /// At shutdown, once no replay runs: waits (at most `timeout` each) for the outbox clears still running, then
+    /// for the messages still in the producer's queue.
+    pub(crate) async fn finish(&self, timeout: Duration) {
+        self.clearer.finish(timeout).await;
+        self.publisher.flush(timeout).await;
     }
 }
 
