@@ -240,7 +240,13 @@ impl Handler {
                     let event = record.event();
                     let (attempt, retry_after_secs) =
                         match self.providers.select(channel, message.provider.as_deref()) {
-                            Ok(provider) => self.attempt(provider, &event, n, replay_count).await,
+                            Ok(provider) => {
+                                let this = Try {
+                                    number: n,
+                                    replay_count,
+                                };
+                                self.attempt(provider, &event, this).await
+                            }
                             Err(unknown) => (unknown_provider_attempt(&unknown, n), None),
                         };
                     observe_attempt(channel, &attempt);
@@ -294,14 +300,14 @@ impl Handler {
         }
     }
 
-    /// One attempt through `provider`, bounded by the send timeout.
+    /// The send `this` through `provider`, bounded by the send timeout.
     async fn attempt(
         &self,
         provider: &dyn Provider,
         event: &Event,
-        n: u32,
-        replay_count: u32,
+        this: Try,
     ) -> (Attempt, Option<u64>) {
+        let n = this.number;
         let started_at = Utc::now();
         // The payload is read by the rules ingest accepted it under; one that no longer reads (written by hand,
         // or by another version) cannot be sent, now or later.
@@ -315,10 +321,6 @@ impl Handler {
                     provider = provider.name(),
                     outcome = tracing::field::Empty,
                 );
-                let this = Try {
-                    number: n,
-                    replay_count,
-                };
                 let send = provider
                     .send(event, &message, this)
                     .instrument(span.clone());
