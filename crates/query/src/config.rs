@@ -36,6 +36,10 @@ pub struct Config {
     pub stats_consumer: bool,
     /// `HERALD_KAFKA_CONSUMER_STALL_MS`, `HERALD_KAFKA_CONSUMER_CHECK_MS`: how the stats consumer watches itself.
     pub watch: WatchConfig,
+    /// `HERALD_QUERY_STATS_IN_FLIGHT_MAX_AGE_MS`: how old, in milliseconds, the count of the events in flight that
+    /// `GET /api/stats` answers with may be before it is taken again (in the background, while the answer is
+    /// given from the last one). Default 2000; 0 counts them for every answer.
+    pub stats_in_flight_max_age: Duration,
     /// `HERALD_QUERY_REPLAY_URL`: where herald-replay answers, for the console's replays (which it forwards with
     /// the signed-in key). Default `http://127.0.0.1:3005`.
     pub replay_url: Url,
@@ -60,6 +64,10 @@ impl ServiceConfig for Config {
             kafka: KafkaConfig::read(env, "herald-query"),
             stats_consumer: env.flag("HERALD_QUERY_STATS_CONSUMER", true),
             watch: WatchConfig::read(env),
+            stats_in_flight_max_age: env.millis(
+                "HERALD_QUERY_STATS_IN_FLIGHT_MAX_AGE_MS",
+                crate::stats::reader::IN_FLIGHT_MAX_AGE,
+            ),
             replay_url: env.parse(
                 "HERALD_QUERY_REPLAY_URL",
                 Url::parse("http://127.0.0.1:3005").expect("a valid default"),

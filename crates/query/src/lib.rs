@@ -105,7 +105,8 @@ impl Service for App {
             kafka: config.kafka.clone(),
             reader: logs::reader::EventReader::new(&db, config.request_timeout, config.slicing),
             alerts: alerts::reader::AlertReader::new(&db, config.request_timeout),
-            stats: stats::reader::StatsReader::new(&db, config.request_timeout),
+            stats: stats::reader::StatsReader::new(&db, config.request_timeout)
+                .with_in_flight_max_age(config.stats_in_flight_max_age),
             mask: Arc::new(config.mask.clone()),
             request_timeout: config.request_timeout,
             readiness: Arc::new(Readiness {

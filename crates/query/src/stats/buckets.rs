@@ -1,5 +1,13 @@
-//! The hourly buckets of `stats_hours`: per hour of event creation (UTC), how many events are delivered, recorded
-//! and dead-lettered, by status, channel and priority, and per status-topic partition the last offset folded in.
+//! The buckets of `stats_hours` and `stats_days`: per hour and per day of event creation (UTC), how many events
+//! are delivered, recorded and dead-lettered, by status, channel and priority, and per status-topic partition the
+//! last offset folded in. Every step is folded into its hour's bucket and its day's, each on its own, so a range
+//! of whole days reads one small document a day instead of 24 (reading a month of hours cost 91 ms on FerretDB,
+//! which fetches every document at about 0.1 ms).
+//!
+//! Day buckets came after hour buckets: an installation that had folded hours before them has day buckets only
+//! for the days that began after it first ran with them. The marker `{_id: "since"}` in `stats_days` says from
+//! which day they are complete ([`Buckets::ensure_indexes`] writes it once: the epoch when `stats_hours` is still
+//! empty, else the first midnight at least an hour away); the reader counts earlier days from the hours.
 //!
 //! Accuracy: each status message is counted once. A bucket remembers, per partition, the highest offset it has
 //! counted, and a message at or below it is skipped, so a batch redelivered after a crash (folded, offsets not yet
@@ -20,8 +28,15 @@ use mongodb::{Collection, Database, IndexModel};
 
 use crate::logs::reader::NO_CHANNEL;
 
-/// The collection of the buckets.
+/// The collection of the hour buckets.
 pub const STATS_HOURS: &str = "stats_hours";
+/// The collection of the day buckets, and of the marker of the first day they are complete from.
+pub const STATS_DAYS: &str = "stats_days";
+/// The `_id` of the marker in [`STATS_DAYS`]; its field `since` is the first day the day buckets count whole.
+pub const DAYS_SINCE: &str = "since";
+/// The field of an hour bucket naming its day (`2026-12-02`), so that a day's hours are read by equality, which
+/// FerretDB pushes down, rather than by a range, which it filters after fetching every bucket.
+pub const HOUR_DAY: &str = "d";
 
 /// Why folding steps into the buckets failed; every case is transient (the batch is folded again).
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +117,29 @@ pub fn hour_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// The start of the UTC day `at` falls in.
+pub fn day_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::days(1)).unwrap_or(at)
+}
+
+/// The first UTC day that starts at or after `at`.
+pub fn day_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
+    let start = day_of(at);
+    if start == at {
+        start
+    } else {
+        start + TimeDelta::days(1)
+    }
+}
+
 /// A bucket's id: its hour, `2026-12-02T01`.
 fn bucket_id(hour: DateTime<Utc>) -> String {
     hour.format("%Y-%m-%dT%H").to_string()
+}
+
+/// A day bucket's id, and the [`HOUR_DAY`] of its hours: `2026-12-02`.
+pub fn day_id(day: DateTime<Utc>) -> String {
+    day.format("%Y-%m-%d").to_string()
 }
 
 /// The hour of creation a step is counted in: the event's `createdAt`, or the step's own time for a message from
@@ -113,31 +148,62 @@ fn hour_of_step(status: &StatusMessage) -> DateTime<Utc> {
     hour_of(status.created_at.unwrap_or(status.at))
 }
 
-/// Read and write access to `stats_hours`.
+/// Read and write access to `stats_hours` and `stats_days`.
 #[derive(Debug, Clone)]
 pub struct Buckets {
     hours: Collection<Document>,
+    days: Collection<Document>,
 }
 
 impl Buckets {
     pub fn new(db: &Database) -> Self {
         Self {
             hours: db.collection(STATS_HOURS),
+            days: db.collection(STATS_DAYS),
         }
     }
 
-    /// The index a range of hours is read with (idempotent).
+    /// The indexes ranges of hours and of days are read with, and the marker of the first complete day
+    /// (idempotent: the marker is written once, by whichever process gets there first).
     pub async fn ensure_indexes(db: &Database) -> mongodb::error::Result<()> {
-        let index = IndexModel::builder()
-            .keys(doc! { "hour": 1 })
-            .options(IndexOptions::builder().name("hour".to_owned()).build())
-            .build();
-        herald_platform::mongo::ensure_indexes(db, STATS_HOURS, vec![index]).await
+        let index = |field: &str| {
+            IndexModel::builder()
+                .keys(doc! { field: 1 })
+                .options(IndexOptions::builder().name(field.to_owned()).build())
+                .build()
+        };
+        herald_platform::mongo::ensure_indexes(
+            db,
+            STATS_HOURS,
+            vec![index("hour"), index(HOUR_DAY)],
+        )
+        .await?;
+        herald_platform::mongo::ensure_indexes(db, STATS_DAYS, vec![index("day")]).await?;
+        let days = db.collection::<Document>(STATS_DAYS);
+        if days.find_one(doc! { "_id": DAYS_SINCE }).await?.is_some() {
+            return Ok(());
+        }
+        let hours_folded = db
+            .collection::<Document>(STATS_HOURS)
+            .find_one(doc! {})
+            .projection(doc! { "_id": 1 })
+            .await?
+            .is_some();
+        let since = match hours_folded {
+            false => DateTime::<Utc>::UNIX_EPOCH,
+            // A process of the release before may still fold today's steps into hours only.
+            true => day_at_or_after(Utc::now() + TimeDelta::hours(1)),
+        };
+        let marker = doc! { "_id": DAYS_SINCE, "since": bson::DateTime::from_chrono(since) };
+        match days.insert_one(marker).await {
+            Err(e) if !is_duplicate_key(&e) => Err(e),
+            _ => Ok(()),
+        }
     }
 
-    /// Folds `steps` into their buckets: one read and one conditional update per bucket touched, skipping every
-    /// step a bucket has already counted. On `Err` some buckets may be updated and others not; folding the same
-    /// steps again completes it without counting any twice.
+    /// Folds `steps` into their buckets, hours and days: one read and one conditional update per bucket
+    /// touched, skipping every step a bucket has already counted. On `Err` some buckets may be updated and others
+    /// not; folding the same steps again completes it without counting any twice.
     pub async fn apply(&self, steps: &[Step]) -> Result<(), BucketError> {
         let mut by_hour: BTreeMap<DateTime<Utc>, Vec<Counted>> = BTreeMap::new();
         for step in steps {
@@ -152,8 +218,26 @@ impl Buckets {
                     delta,
                 });
         }
+        let mut by_day: BTreeMap<DateTime<Utc>, Vec<Counted>> = BTreeMap::new();
+        for (hour, counted) in &by_hour {
+            by_day
+                .entry(day_of(*hour))
+                .or_default()
+                .extend(counted.iter().cloned());
+        }
         for (hour, counted) in by_hour {
-            fold(&self.hours, &bucket_id(hour), ("hour", hour), &counted).await?;
+            let day = (HOUR_DAY, day_id(day_of(hour)));
+            fold(
+                &self.hours,
+                &bucket_id(hour),
+                ("hour", hour),
+                Some(day),
+                &counted,
+            )
+            .await?;
+        }
+        for (day, counted) in by_day {
+            fold(&self.days, &day_id(day), ("day", day), None, &counted).await?;
         }
         Ok(())
     }
@@ -171,11 +255,13 @@ pub struct Counted {
 /// Folds `counted` into the bucket `id` (created with `time`, its start, when it does not exist): one read of the
 /// offsets it has counted and one update conditional on them, so a message at or below a source's counted offset
 /// adds nothing and two folds of one bucket cannot both apply (the loser gets [`BucketError::Changed`] and folds
-/// again). Returns whether the bucket was created.
+/// again). `label`, when given, is a field set on every fold (an hour bucket's day). Returns whether the bucket was
+/// created.
 pub async fn fold(
     bucket: &Collection<Document>,
     id: &str,
     time: (&str, DateTime<Utc>),
+    label: Option<(&str, String)>,
     counted: &[Counted],
 ) -> Result<bool, BucketError> {
     let stored = bucket
@@ -214,6 +300,9 @@ pub async fn fold(
             None => filter.insert(&key, doc! { "$exists": false }),
         };
         set.insert(key, *offset);
+    }
+    if let Some((field, value)) = label {
+        set.insert(field, value);
     }
     let (field, at) = time;
     let mut update =

@@ -199,6 +199,7 @@ impl MinuteBuckets {
                 &self.minutes,
                 &bucket_id(minute),
                 ("minute", minute),
+                None,
                 &counted,
             )
             .await?;

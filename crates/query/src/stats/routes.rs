@@ -13,8 +13,9 @@ use crate::AppState;
 ///
 /// Counted per whole UTC hour of creation: `from` is taken down to its hour and `to` up to the end of its hour
 /// (`countedFrom` and `countedBefore` say which hours were counted). Delivered, recorded and dead-lettered events
-/// come from hourly buckets kept from the status topic (seconds behind the events); events still in flight are
-/// counted from the events themselves.
+/// come from day and hour buckets kept from the status topic (seconds behind the events); events still in flight
+/// from a count of the events themselves at most `HERALD_QUERY_STATS_IN_FLIGHT_MAX_AGE_MS` old
+/// (`inFlightCountedAt` says when).
 #[utoipa::path(
     get,
     path = "/api/stats",

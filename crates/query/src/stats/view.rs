@@ -9,12 +9,16 @@ use utoipa::ToSchema;
 
 use super::reader::HourCounts;
 
+fn millis<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
 fn optional_millis<S: Serializer>(
     at: &Option<DateTime<Utc>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match at {
-        Some(at) => serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        Some(at) => millis(at, serializer),
         None => serializer.serialize_none(),
     }
 }
@@ -51,10 +55,21 @@ pub struct Stats {
     )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub counted_before: Option<DateTime<Utc>>,
+    /// When the events still in flight (pending, queued, dispatching, retry scheduled) were counted: they come
+    /// from a snapshot at most a few seconds old; the other statuses from the buckets.
+    #[serde(serialize_with = "millis")]
+    #[schema(value_type = String, format = DateTime)]
+    pub in_flight_counted_at: DateTime<Utc>,
 }
 
 impl From<HourCounts> for Stats {
-    fn from(HourCounts { counts, hours }: HourCounts) -> Self {
+    fn from(
+        HourCounts {
+            counts,
+            hours,
+            in_flight_at,
+        }: HourCounts,
+    ) -> Self {
         let dead_letters_waiting = counts
             .by_status
             .get(Status::DeadLettered.as_str())
@@ -68,6 +83,7 @@ impl From<HourCounts> for Stats {
             dead_letters_waiting,
             counted_from: hours.from,
             counted_before: hours.before,
+            in_flight_counted_at: in_flight_at,
         }
     }
 }
