@@ -313,37 +313,20 @@ impl StatsReader {
             .clone()
     }
 
-    /// Counts the events in flight now (one query per in-flight status, whose equality on `status` FerretDB
-    /// pushes down to its GIN index) and keeps the count.
+    /// Counts the events in flight now (one query per in-flight status, all at once, each an equality on `status`
+    /// that FerretDB pushes down to its GIN index) and keeps the count.
     async fn take_snapshot(&self, max_time: Duration) -> mongodb::error::Result<Arc<Snapshot>> {
         let started = Instant::now();
         let at = Utc::now();
+        let counted = futures::future::try_join_all(
+            IN_FLIGHT.map(|status| self.count_in_flight(status, max_time)),
+        )
+        .await?;
         let mut by_hour: BTreeMap<DateTime<Utc>, HourInFlight> = BTreeMap::new();
-        for status in IN_FLIGHT {
-            let mut found = self
-                .events
-                .find(doc! { "status": status.as_str() })
-                .projection(doc! { "_id": 0, "createdAt": 1, "channel": 1, "priority": 1 })
-                .max_time(max_time)
-                .await?;
-            while found.advance().await? {
-                let event = found.deserialize_current()?;
-                let Ok(created) = event.get_datetime("createdAt") else {
-                    continue;
-                };
-                let text = |name: &str, or: &'static str| {
-                    event.get_str(name).map_or(or.to_owned(), str::to_owned)
-                };
-                let key = (
-                    status,
-                    text("channel", NO_CHANNEL),
-                    text("priority", default_priority()),
-                );
-                *by_hour
-                    .entry(hour_of(created.to_chrono()))
-                    .or_default()
-                    .entry(key)
-                    .or_default() += 1;
+        for (hour, groups) in counted.into_iter().flatten() {
+            let into = by_hour.entry(hour).or_default();
+            for (key, n) in groups {
+                *into.entry(key).or_default() += n;
             }
         }
         let snapshot = Arc::new(Snapshot {
@@ -357,6 +340,41 @@ impl StatsReader {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot.clone());
         Ok(snapshot)
+    }
+
+    /// The events in `status`, counted by hour of creation, channel and priority.
+    async fn count_in_flight(
+        &self,
+        status: Status,
+        max_time: Duration,
+    ) -> mongodb::error::Result<BTreeMap<DateTime<Utc>, HourInFlight>> {
+        let mut by_hour: BTreeMap<DateTime<Utc>, HourInFlight> = BTreeMap::new();
+        let mut found = self
+            .events
+            .find(doc! { "status": status.as_str() })
+            .projection(doc! { "_id": 0, "createdAt": 1, "channel": 1, "priority": 1 })
+            .max_time(max_time)
+            .await?;
+        while found.advance().await? {
+            let event = found.deserialize_current()?;
+            let Ok(created) = event.get_datetime("createdAt") else {
+                continue;
+            };
+            let text = |name: &str, or: &'static str| {
+                event.get_str(name).map_or(or.to_owned(), str::to_owned)
+            };
+            let key = (
+                status,
+                text("channel", NO_CHANNEL),
+                text("priority", default_priority()),
+            );
+            *by_hour
+                .entry(hour_of(created.to_chrono()))
+                .or_default()
+                .entry(key)
+                .or_default() += 1;
+        }
+        Ok(by_hour)
     }
 }
 
