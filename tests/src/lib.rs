@@ -14,12 +14,10 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use herald_domain::retry::RetryRules;
 use herald_domain::{EventId, Lane, Status};
-use herald_platform::config::LogFormat;
-use herald_platform::service::Service as _;
+use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::store::{EventRecord, EventStore};
-use herald_platform::{EnvReader, TelemetryConfig};
-use herald_test_support::{eventually, stack, TestContext};
-use tokio::task::JoinHandle;
+use herald_platform::EnvReader;
+use herald_test_support::{eventually, spawn, stack, Spawned, TestContext};
 use tokio_util::sync::CancellationToken;
 
 /// The webhook secret of every dispatcher started here.
@@ -36,14 +34,35 @@ pub struct Herald {
     pub http: reqwest::Client,
     /// Where this test's herald-alert sends every alert (unique, so tests tell their mail apart in the sink).
     pub alert_recipient: String,
-    shutdown: CancellationToken,
-    /// Each service's task, by name, for [`Herald::stop`].
-    services: Vec<(String, JoinHandle<Result<()>>)>,
+    /// The services, each started through [`herald_test_support::spawn`]; `None` once [`Herald::stop`] took them.
+    services: Option<Services>,
+}
+
+/// Every service of one [`Herald`].
+#[derive(Debug)]
+struct Services {
+    ingest: Spawned<herald_ingest::App>,
+    dispatchers: Vec<Spawned<herald_dispatch::App>>,
+    retry: Spawned<herald_retry::App>,
+    alert: Spawned<herald_alert::App>,
+}
+
+impl Services {
+    /// Every service's shutdown token.
+    fn tokens(&self) -> Vec<CancellationToken> {
+        let mut tokens = vec![self.ingest.shutdown_token()];
+        tokens.extend(self.dispatchers.iter().map(Spawned::shutdown_token));
+        tokens.push(self.retry.shutdown_token());
+        tokens.push(self.alert.shutdown_token());
+        tokens
+    }
 }
 
 impl Drop for Herald {
     fn drop(&mut self) {
-        self.shutdown.cancel();
+        for token in self.services.iter().flat_map(Services::tokens) {
+            token.cancel();
+        }
     }
 }
 
@@ -105,7 +124,6 @@ impl Herald {
         herald_test_support::test_log();
         let db = herald_platform::mongo::connect(&ctx.mongo, label).await?;
         EventStore::ensure_indexes(&db).await?;
-        let shutdown = CancellationToken::new();
 
         // Ingest reads the dispatchers' provider and template variables too, as a deployment gives them to both.
         let mut delivery_env = EnvReader::from_map(
@@ -117,15 +135,10 @@ impl Herald {
         let ingest_config = herald_ingest::Config::for_test(ctx.kafka.clone(), ctx.mongo.clone())
             .with_delivery_env(&mut delivery_env);
         delivery_env.finish()?;
-        let ingest = herald_ingest::App::build(ingest_config).await?;
-        let ingest_url = format!("http://127.0.0.1:{}", ingest.port());
-        let mut services = Vec::new();
-        let run = ingest.run_until_stopped(shutdown.clone());
-        services.push((
-            "ingest".to_owned(),
-            tokio::spawn(async move { Ok(run.await?) }),
-        ));
+        let ingest = spawn::<herald_ingest::App>(ingest_config).await?;
+        let ingest_url = ingest.base.clone();
 
+        let mut dispatchers = Vec::new();
         for lane in Lane::ALL {
             let stack = stack();
             let vars: HashMap<String, String> = [
@@ -151,43 +164,19 @@ impl Herald {
             let mut env = EnvReader::from_map(vars);
             let config = herald_dispatch::Config::read(&mut env, Some(*lane));
             env.finish()?;
-            let run = herald_dispatch::App::build(config)
-                .await?
-                .run_until_stopped(shutdown.clone());
-            services.push((
-                format!("dispatch {}", lane.as_str()),
-                tokio::spawn(async move { Ok(run.await?) }),
-            ));
+            dispatchers.push(spawn::<herald_dispatch::App>(config).await?);
         }
 
-        let retry = herald_retry::App::build(herald_retry::Config {
-            host: "127.0.0.1".into(),
-            port: 0,
-            rules_path: None,
-            rules: RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("rules: {e:?}"))?,
-            tiers_secs: TIERS_SECS.to_vec(),
-            topic_replication: 1,
-            kafka: ctx.kafka.clone(),
-            watch: herald_platform::kafka::watch::WatchConfig::read(&mut EnvReader::from_map(
-                kafka_env
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            )),
-            mongo: ctx.mongo.clone(),
-            telemetry: TelemetryConfig {
-                format: LogFormat::Pretty,
-                filter: "info".into(),
-                shutdown_timeout: Duration::from_secs(30),
-                otlp: None,
-            },
-        })
-        .await?;
-        let run = retry.run_until_stopped(shutdown.clone());
-        services.push((
-            "retry".to_owned(),
-            tokio::spawn(async move { Ok(run.await?) }),
+        let rules = RetryRules::from_toml(rules).map_err(|e| anyhow::anyhow!("rules: {e:?}"))?;
+        let mut retry_config =
+            herald_retry::Config::for_test(ctx.kafka.clone(), ctx.mongo.clone(), rules, TIERS_SECS);
+        retry_config.watch = WatchConfig::read(&mut EnvReader::from_map(
+            kafka_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         ));
+        let retry = spawn::<herald_retry::App>(retry_config).await?;
 
         let alert_recipient = format!(
             "{}@alerts.test",
@@ -212,15 +201,10 @@ impl Herald {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         )
         .collect();
-        let alert = herald_alert::App::build(herald_platform::service::read_config::<
+        let alert = spawn::<herald_alert::App>(herald_platform::service::read_config::<
             herald_alert::App,
         >(EnvReader::from_map(alert_env))?)
         .await?;
-        let run = alert.run_until_stopped(shutdown.clone());
-        services.push((
-            "alert".to_owned(),
-            tokio::spawn(async move { Ok(run.await?) }),
-        ));
 
         Ok(Self {
             store: EventStore::new(&db),
@@ -228,8 +212,12 @@ impl Herald {
             ingest_url,
             http: reqwest::Client::new(),
             alert_recipient,
-            shutdown,
-            services,
+            services: Some(Services {
+                ingest,
+                dispatchers,
+                retry,
+                alert,
+            }),
         })
     }
 
@@ -237,16 +225,25 @@ impl Herald {
     /// their groups), up to 30 s each. Dropping a [`Herald`] only asks them to stop; a test that then takes Kafka
     /// away must stop them first, or the runtime drops consumers that still wait on the broker.
     pub async fn stop(mut self) -> Result<()> {
-        self.shutdown.cancel();
-        let mut problems = Vec::new();
-        for (name, service) in std::mem::take(&mut self.services) {
-            match tokio::time::timeout(Duration::from_secs(30), service).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => problems.push(format!("{name}: {e:#}")),
-                Ok(Err(e)) => problems.push(format!("{name} panicked: {e}")),
-                Err(_) => problems.push(format!("{name} did not stop within 30 s")),
-            }
+        let Some(services) = self.services.take() else {
+            return Ok(());
+        };
+        // Every one is asked first, as one SIGTERM to the whole installation would.
+        for token in services.tokens() {
+            token.cancel();
         }
+        let mut problems = Vec::new();
+        let mut note = |stopped: Result<()>| {
+            if let Err(e) = stopped {
+                problems.push(format!("{e:#}"));
+            }
+        };
+        note(services.ingest.stop().await);
+        for dispatcher in services.dispatchers {
+            note(dispatcher.stop().await);
+        }
+        note(services.retry.stop().await);
+        note(services.alert.stop().await);
         anyhow::ensure!(
             problems.is_empty(),
             "stopping Herald: {}",
