@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use herald_domain::{Topics, DEFAULT_DELAY_TIERS_SECS};
+use herald_platform::kafka::kraft::SingleNode;
 use herald_platform::{mongo, KafkaConfig, MongoConfig};
 
 use crate::paths;
@@ -511,27 +512,14 @@ impl Stack {
             kafka_controller,
             ..
         } = self.ports;
+        let broker = SingleNode::plaintext(kafka, kafka_controller, data)
+            .partitions(3, 10)
+            .properties();
         format!(
             "# Written by `cargo xtask stack up`; edits are overwritten.\n\
-             process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{kafka_controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{kafka_controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{kafka}\n\
-             controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={}\n\
-             num.partitions=3\n\
-             auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=10\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n\
+             {broker}\
              log.retention.hours=24\n\
-             log.segment.bytes=67108864\n",
-            data.display()
+             log.segment.bytes=67108864\n"
         )
     }
 

@@ -91,17 +91,12 @@ impl ServiceConfig for Config {
                 Url::parse("http://localhost:3001").expect("a valid URL")
             }
         };
-        let sweep_interval = positive(
-            env,
-            "HERALD_ALERT_SWEEP_INTERVAL_MS",
-            Duration::from_secs(2),
-        );
-        let send_timeout = positive(env, "HERALD_ALERT_SEND_TIMEOUT_MS", Duration::from_secs(10));
-        let send_backoff_cap = positive(
-            env,
-            "HERALD_ALERT_SEND_BACKOFF_CAP_MS",
-            Duration::from_secs(60),
-        );
+        let sweep_interval =
+            env.positive_millis("HERALD_ALERT_SWEEP_INTERVAL_MS", Duration::from_secs(2));
+        let send_timeout =
+            env.positive_millis("HERALD_ALERT_SEND_TIMEOUT_MS", Duration::from_secs(10));
+        let send_backoff_cap =
+            env.positive_millis("HERALD_ALERT_SEND_BACKOFF_CAP_MS", Duration::from_secs(60));
         let send_attempts = env.parse("HERALD_ALERT_SEND_ATTEMPTS", 100u32);
         if send_attempts == 0 {
             env.problem("HERALD_ALERT_SEND_ATTEMPTS", "must be 1 or more");
@@ -142,16 +137,6 @@ impl Config {
     }
 }
 
-/// A duration in milliseconds that must not be 0.
-fn positive(env: &mut EnvReader, key: &str, default: Duration) -> Duration {
-    let value = env.millis(key, default);
-    if value.is_zero() {
-        env.problem(key, "must be greater than 0");
-        return default;
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use herald_platform::ConfigError;
@@ -163,12 +148,7 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> EnvReader {
-        EnvReader::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        EnvReader::from_pairs(pairs)
     }
 
     #[test]

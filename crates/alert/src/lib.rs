@@ -12,11 +12,10 @@
 
 use std::sync::Arc;
 
-use herald_platform::health::{self, Readiness};
+use herald_platform::health::Readiness;
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
-use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
-use tokio::net::TcpListener;
+use herald_platform::service::{self, HealthServer, IndexGate, Service, Supervisor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,20 +27,8 @@ pub mod window;
 
 pub use config::{Config, SERVICE};
 
-/// Why the service could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kafka(#[from] kafka::Error),
-    #[error(transparent)]
-    Mongo(#[from] mongodb::error::Error),
-    #[error("smtp transport: {0}")]
-    Smtp(#[from] mail::BuildError),
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    #[error(transparent)]
-    Task(#[from] TaskFailed),
-}
+/// Why the service could not start or stopped (the SMTP transport is [`Error::Build`]).
+pub use herald_platform::service::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -51,16 +38,13 @@ pub struct App {
     config: Config,
     handler: consumer::Handler,
     mailer: mail::Mailer,
-    listener: TcpListener,
-    port: u16,
-    readiness: Readiness,
+    health: HealthServer,
     indexes: IndexGate,
 }
 
 impl Service for App {
     const NAME: &'static str = SERVICE;
     type Config = Config;
-    type Error = Error;
 
     /// Connects, builds the SMTP transport, binds the health server and tries the indexes once (the consumer and
     /// the sender wait for them; they are tried again in the background while MongoDB is away).
@@ -84,14 +68,10 @@ impl Service for App {
             config.send_timeout,
             config.send_backoff_cap,
             config.send_attempts,
-        )?;
-        let (listener, address) = service::bind(&config.host, config.port).await?;
-        let readiness = Readiness {
-            kafka: Some(config.kafka.clone()),
-            mongo: Some(db),
-            timeout: None,
-            indexes: Some(indexes.clone()),
-        };
+        )
+        .map_err(Error::build)?;
+        let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
+        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
         for rule in config.rules.all() {
             tracing::info!(rule = %rule.name, matches = %rule.matcher.describe(), threshold = rule.threshold,
                 window_secs = rule.window.as_secs(), cooldown_secs = rule.cooldown.as_secs(), "alert rule");
@@ -100,16 +80,14 @@ impl Service for App {
             config,
             handler,
             mailer,
-            listener,
-            port: address.port(),
-            readiness,
+            health,
             indexes,
         })
     }
 
     /// The health server's port (tests bind port 0).
     fn port(&self) -> u16 {
-        self.port
+        self.health.port()
     }
 
     /// Runs the consumer, the sender (both once the indexes exist) and the health server until `shutdown` or
@@ -121,21 +99,12 @@ impl Service for App {
         let mut tasks = Supervisor::new(&shutdown);
         let stop = tasks.stop_token();
         let checks = watch.spawn_checks(self.config.kafka.clone(), self.config.watch, stop.clone());
-        let router = health::router_with_consumers(SERVICE, self.readiness, consumers);
-        tasks.spawn_until_stopped(
-            "health server",
-            service::serve_health(self.listener, router, stop.clone()),
-        );
-        tasks.spawn("mongodb indexes", self.indexes.clone().run(stop.clone()));
+        self.health.spawn(SERVICE, consumers, &mut tasks);
+        tasks.spawn_index_gate(&self.indexes);
         let windows = self.handler.windows.clone();
-        let (gate, sender_stop) = (self.indexes.clone(), stop.clone());
         let (mailer, wake) = (self.mailer, Arc::clone(&self.handler.wake));
-        let sweep_interval = self.config.sweep_interval;
-        tasks.spawn_until_stopped("alert sender", async move {
-            tokio::select! {
-                () = gate.opened() => {}
-                () = sender_stop.cancelled() => return Ok::<(), Error>(()),
-            }
+        let (sweep_interval, sender_stop) = (self.config.sweep_interval, stop.clone());
+        tasks.spawn_when_open("alert sender", &self.indexes, async move {
             mailer
                 .run(wake, sweep_interval, sender_stop, move || {
                     let windows = windows.clone();
@@ -146,16 +115,14 @@ impl Service for App {
                     }
                 })
                 .await;
-            Ok(())
+            Ok::<(), Error>(())
         });
-        let (gate, consumer_stop) = (self.indexes, stop);
         let (kafka, handler) = (self.config.kafka.clone(), self.handler);
-        tasks.spawn_until_stopped("status consumer", async move {
-            tokio::select! {
-                () = gate.opened() => consumer::run(kafka, watch, handler, consumer_stop).await,
-                () = consumer_stop.cancelled() => Ok(()),
-            }
-        });
+        tasks.spawn_when_open(
+            "status consumer",
+            &self.indexes,
+            consumer::run(kafka, watch, handler, stop),
+        );
         let stopped = tasks.wait().await;
         checks.abort();
         Ok(stopped?)

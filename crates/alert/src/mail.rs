@@ -68,7 +68,9 @@ pub struct Mailer {
 }
 
 /// Why the transport could not be built.
-pub type BuildError = lettre::transport::smtp::Error;
+#[derive(Debug, thiserror::Error)]
+#[error("smtp transport: {0}")]
+pub struct BuildError(#[from] lettre::transport::smtp::Error);
 
 impl Mailer {
     pub fn build(

@@ -110,10 +110,7 @@ impl Config {
                 }
             },
         };
-        let send_timeout = env.millis("HERALD_SEND_TIMEOUT_MS", Duration::from_secs(10));
-        if send_timeout.is_zero() {
-            env.problem("HERALD_SEND_TIMEOUT_MS", "must be greater than 0");
-        }
+        let send_timeout = env.positive_millis("HERALD_SEND_TIMEOUT_MS", Duration::from_secs(10));
         let queue_depth = env.parse("HERALD_DISPATCH_QUEUE_DEPTH", 16usize);
         if !(1..=MAX_QUEUE_DEPTH).contains(&queue_depth) {
             env.problem(
@@ -216,12 +213,7 @@ mod tests {
         pairs: &[(&str, &str)],
         lane: Option<Lane>,
     ) -> Result<Config, herald_platform::ConfigError> {
-        let mut env = EnvReader::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut env = EnvReader::from_pairs(pairs);
         let config = Config::read(&mut env, lane);
         env.finish().map(|()| config)
     }

@@ -21,13 +21,12 @@ use steps::Steps;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use herald_platform::health::{self, Readiness};
+use herald_platform::health::Readiness;
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch, WatchConfig};
-use herald_platform::service::{self, BindError, IndexGate, Service, Supervisor, TaskFailed};
+use herald_platform::service::{self, HealthServer, IndexGate, Service, Supervisor};
 use herald_platform::store::{retention, EventStore};
 use herald_platform::KafkaConfig;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -35,30 +34,16 @@ use handler::Handler;
 pub use provider::{Delivered, Provider, Providers, SendError, Try};
 pub use stats::{Counter, Stats};
 
-/// Why the dispatcher could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("mongodb: {0}")]
-    Mongo(#[from] mongodb::error::Error),
-    #[error(transparent)]
-    Kafka(#[from] kafka::Error),
-    #[error(transparent)]
-    Provider(#[from] provider::BuildError),
-    #[error(transparent)]
-    Bind(#[from] BindError),
-    #[error(transparent)]
-    Task(#[from] TaskFailed),
-}
+/// Why the dispatcher could not start or stopped with an error (its providers are [`Error::Build`]).
+pub use herald_platform::service::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A built dispatcher: connected, subscribed and listening, not yet consuming.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
-    port: u16,
+    health: HealthServer,
     router: lane::Router,
-    readiness: Readiness,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
     /// For deleting claims of long-finished attempts (`store::retention`).
@@ -81,7 +66,6 @@ impl App {
 impl Service for App {
     const NAME: &'static str = config::SERVICE;
     type Config = Config;
-    type Error = Error;
 
     /// Connects to MongoDB and Kafka, builds the providers, subscribes to the lane, binds the health server and
     /// tries the indexes once (the lane waits for them; they are tried again in the background while MongoDB is
@@ -96,7 +80,7 @@ impl Service for App {
             })
             .await?;
         let producer = kafka::build_producer(&config.kafka)?;
-        let providers = Providers::build(&config)?;
+        let providers = Providers::build(&config).map_err(Error::build)?;
         let stats = Arc::new(Stats::new(
             config.lane,
             config.queue_depth,
@@ -128,8 +112,9 @@ impl Service for App {
             config.queue_depth,
             config.concurrency,
         )?;
-        let (listener, address) = service::bind(&config.host, config.port).await?;
-        let port = address.port();
+        let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
+        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
+        let port = health.port();
         tracing::info!(
             lane = config.lane.as_str(),
             %topic,
@@ -141,15 +126,8 @@ impl Service for App {
             "dispatcher built"
         );
         Ok(Self {
-            listener,
-            port,
+            health,
             router,
-            readiness: Readiness {
-                kafka: Some(config.kafka.clone()),
-                mongo: Some(db),
-                timeout: None,
-                indexes: Some(indexes.clone()),
-            },
             stats,
             shutdown,
             store,
@@ -163,7 +141,7 @@ impl Service for App {
 
     /// The port of the health server (tests bind port 0).
     fn port(&self) -> u16 {
-        self.port
+        self.health.port()
     }
 
     /// Consumes (once the indexes exist) until `shutdown` is cancelled or one of its tasks fails (the health
@@ -171,9 +149,8 @@ impl Service for App {
     /// commits synchronously and returns.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let Self {
-            listener,
+            health,
             router,
-            readiness,
             shutdown: own,
             store,
             watch,
@@ -187,12 +164,8 @@ impl Service for App {
         let stop = tasks.stop_token();
         // `/metrics` is platform's: the dispatcher's counters are recorded through the `metrics` facade.
         let checks = watch.spawn_checks(kafka, watch_config, stop.clone());
-        let app = health::router_with_consumers(config::SERVICE, readiness, consumers);
-        tasks.spawn_until_stopped(
-            "health server",
-            service::serve_health(listener, app, stop.clone()),
-        );
-        tasks.spawn("mongodb indexes", indexes.clone().run(stop.clone()));
+        health.spawn(config::SERVICE, consumers, &mut tasks);
+        tasks.spawn_index_gate(&indexes);
         tasks.spawn_droppable(
             "claim pruner",
             retention::prune_periodically(
@@ -205,11 +178,7 @@ impl Service for App {
                 },
             ),
         );
-        tasks.spawn_until_stopped("lane consumer", async move {
-            tokio::select! {
-                () = indexes.opened() => {}
-                () = stop.cancelled() => return Ok::<(), Infallible>(()),
-            }
+        tasks.spawn_when_open("lane consumer", &indexes, async move {
             // The handler was built with its own token, before this one existed: it stops with the rest.
             let link = {
                 let (stop, own) = (stop.clone(), own.clone());
@@ -220,7 +189,7 @@ impl Service for App {
             };
             router.run(own).await;
             link.abort();
-            Ok(())
+            Ok::<(), Infallible>(())
         });
         let stopped = tasks.wait().await;
         checks.abort();

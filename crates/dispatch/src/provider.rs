@@ -498,12 +498,7 @@ mod tests {
     use herald_platform::EnvReader;
 
     fn providers(pairs: &[(&str, &str)]) -> Providers {
-        let mut env = EnvReader::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut env = EnvReader::from_pairs(pairs);
         let config = Config::read(&mut env, Some(Lane::Retry));
         env.finish().expect("valid configuration");
         Providers::build(&config).expect("providers")
@@ -596,20 +591,10 @@ mod tests {
     /// A service-account key file FCM's provider can load (its key is only used to sign, never checked here).
     fn service_account_file() -> String {
         let path = std::env::temp_dir().join(format!("herald-sa-{}.json", std::process::id()));
-        let key = std::process::Command::new("openssl")
-            .args([
-                "genpkey",
-                "-quiet",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-            ])
-            .output()
-            .expect("openssl");
+        let key = herald_test_support::push_fakes::rsa_private_key().expect("openssl");
         let account = serde_json::json!({
             "type": "service_account", "project_id": "p", "private_key_id": "k",
-            "private_key": String::from_utf8_lossy(&key.stdout), "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": key, "client_email": "a@p.iam.gserviceaccount.com",
             "token_uri": "http://127.0.0.1:9/token",
         });
         std::fs::write(&path, account.to_string()).expect("written");

@@ -53,13 +53,14 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
-        let config = Self {
+        Self {
             host: env.string("HERALD_INGEST_HOST", "127.0.0.1"),
             port: env.parse("HERALD_INGEST_PORT", 3000),
-            max_body_bytes: env.parse("HERALD_MAX_BODY_BYTES", 256 * 1024),
+            max_body_bytes: env.positive("HERALD_MAX_BODY_BYTES", 256 * 1024),
             default_region: env.parse("HERALD_DEFAULT_REGION", Region::default()),
             sweep: Sweep::read(env),
-            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
+            request_timeout: env
+                .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             kafka: KafkaConfig::read(env, "herald-ingest"),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
@@ -67,19 +68,7 @@ impl ServiceConfig for Config {
             rate_limit: RateLimitConfig::read(env),
             providers: Arc::new(herald_platform::templates::read_providers(env)),
             templates: herald_platform::templates::read_templates(env),
-        };
-        for (key, is_zero) in [
-            ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
-            (
-                "HERALD_REQUEST_TIMEOUT_MS",
-                config.request_timeout.is_zero(),
-            ),
-        ] {
-            if is_zero {
-                env.problem(key, "must be greater than 0");
-            }
         }
-        config
     }
 
     fn telemetry(&self) -> &TelemetryConfig {

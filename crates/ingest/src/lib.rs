@@ -6,17 +6,14 @@
 //! `Idempotency-Key` or `eventId` answers 200 with the event accepted first. When Kafka does not acknowledge, the answer is 503 and the entry
 //! stays; the outbox sweeper publishes the event when Kafka is back.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use herald_domain::request::Rules;
 use herald_platform::kafka;
 use herald_platform::lanes::{self, LanePublisher, OutboxClearer, Sweep};
-use herald_platform::service::{self, IndexGate, Service, Supervisor};
+use herald_platform::service::{self, HttpServer, IndexGate, Service, Supervisor};
 use herald_platform::store::{Accepting, EventStore};
 use mongodb::Database;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod config;
@@ -63,9 +60,7 @@ fn recorders(store: EventStore) -> Recorders {
 /// A built service: listening, not yet serving.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
-    address: SocketAddr,
-    router: Router,
+    server: HttpServer,
     state: AppState,
     sweep: Sweep,
 }
@@ -73,7 +68,6 @@ pub struct App {
 impl Service for App {
     const NAME: &'static str = "herald-ingest";
     type Config = Config;
-    type Error = Error;
 
     /// Connects to MongoDB and Kafka (lazily: neither needs to be up), tries the indexes once (then in the
     /// background until MongoDB answers; no event is accepted before), and binds the listener.
@@ -94,13 +88,10 @@ impl Service for App {
             rules: config.rules(),
             indexes,
         };
-        config.http.auth.warn_if_off(Self::NAME);
         let router = routes::router(state.clone(), &config);
-        let (listener, address) = service::bind(&config.host, config.port).await?;
+        let server = HttpServer::bind(&config.host, config.port, router).await?;
         Ok(Self {
-            listener,
-            address,
-            router,
+            server,
             state,
             sweep: config.sweep,
         })
@@ -108,7 +99,7 @@ impl Service for App {
 
     /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
-        self.address.port()
+        self.server.port()
     }
 
     /// Serves requests and sweeps the outbox until `shutdown` is cancelled or one of them fails; then stops
@@ -116,10 +107,7 @@ impl Service for App {
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
         let mut tasks = Supervisor::new(&shutdown);
         let stop = tasks.stop_token();
-        tasks.spawn(
-            "mongodb indexes",
-            self.state.indexes.clone().run(stop.clone()),
-        );
+        tasks.spawn_index_gate(&self.state.indexes);
         tasks.spawn_droppable(
             "outbox sweeper",
             lanes::sweep_until_stopped(
@@ -130,10 +118,8 @@ impl Service for App {
                 stop.clone(),
             ),
         );
-        tracing::info!(address = %self.address, "herald-ingest listening");
-        let server =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(stop.cancelled_owned());
-        tasks.spawn_until_stopped("http server", async move { server.await });
+        self.server
+            .spawn(Self::NAME, &mut tasks, stop.cancelled_owned());
         let stopped = tasks.wait().await;
         self.state.clearer.finish(CLEAR_TIMEOUT).await;
         self.state.publisher.flush(FLUSH_TIMEOUT).await;

@@ -33,12 +33,7 @@ const TIMEOUT_HINT: &str =
 
 /// Every route of the service, with its middleware.
 pub(crate) fn router(state: AppState, config: &Config) -> Router {
-    let readiness = Readiness {
-        kafka: Some(config.kafka.clone()),
-        mongo: Some(state.db.clone()),
-        timeout: None,
-        indexes: Some(state.indexes.clone()),
-    };
+    let readiness = Readiness::of(Some(&config.kafka), &state.db, &state.indexes);
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accept_event))
         .routes(routes!(accept_activity))

@@ -109,6 +109,30 @@ impl EnvReader {
         Duration::from_millis(self.parse(key, default_ms))
     }
 
+    /// A whole number that must not be 0 (a count, a size, a rate): 0 is recorded as a problem.
+    pub fn positive<T>(&mut self, key: &str, default: T) -> T
+    where
+        T: FromStr + Default + PartialEq + Clone,
+        T::Err: fmt::Display,
+    {
+        let value = self.parse(key, default.clone());
+        if value == T::default() {
+            self.problem(key, "must be greater than 0");
+            return default;
+        }
+        value
+    }
+
+    /// A duration in milliseconds that must not be 0 (a timeout, an interval): 0 is recorded as a problem.
+    pub fn positive_millis(&mut self, key: &str, default: Duration) -> Duration {
+        let value = self.millis(key, default);
+        if value.is_zero() {
+            self.problem(key, "must be greater than 0");
+            return default;
+        }
+        value
+    }
+
     /// A boolean: true/false, 1/0, yes/no, on/off.
     pub fn flag(&mut self, key: &str, default: bool) -> bool {
         match self.raw(key).map(str::to_ascii_lowercase).as_deref() {
@@ -177,16 +201,13 @@ pub struct TelemetryConfig {
 
 impl TelemetryConfig {
     pub fn read(env: &mut EnvReader) -> Self {
-        let config = Self {
+        Self {
             format: env.parse("HERALD_LOG_FORMAT", LogFormat::Pretty),
             filter: env.string("RUST_LOG", "info"),
-            shutdown_timeout: env.millis("HERALD_SHUTDOWN_TIMEOUT_MS", Duration::from_secs(30)),
+            shutdown_timeout: env
+                .positive_millis("HERALD_SHUTDOWN_TIMEOUT_MS", Duration::from_secs(30)),
             otlp: OtlpConfig::read(env),
-        };
-        if config.shutdown_timeout.is_zero() {
-            env.problem("HERALD_SHUTDOWN_TIMEOUT_MS", "must be greater than 0");
         }
-        config
     }
 }
 
@@ -287,18 +308,15 @@ impl KafkaConfig {
             })
             .collect();
         extra.sort();
-        let config = Self {
+        Self {
             brokers: env.string("KAFKA_BROKERS", "127.0.0.1:9092"),
             topic_prefix: env.string("HERALD_TOPIC_PREFIX", ""),
             client_id: env.string("KAFKA_CLIENT_ID", service),
-            message_timeout: env.millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10)),
+            message_timeout: env
+                .positive_millis("KAFKA_MESSAGE_TIMEOUT_MS", Duration::from_secs(10)),
             extra,
             security: KafkaSecurity::read(env),
-        };
-        if config.message_timeout.is_zero() {
-            env.problem("KAFKA_MESSAGE_TIMEOUT_MS", "must be greater than 0");
         }
-        config
     }
 
     /// A config for tests and tools: given brokers and prefix, defaults for the rest.
@@ -461,12 +479,7 @@ mod tests {
     use super::*;
 
     fn reader(pairs: &[(&str, &str)]) -> EnvReader {
-        EnvReader::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        EnvReader::from_pairs(pairs)
     }
 
     #[test]

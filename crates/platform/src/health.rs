@@ -30,6 +30,17 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// What a service on Kafka and MongoDB is ready with: Kafka's metadata (when `kafka` is given), a MongoDB ping
+    /// and its indexes, each check bounded by the default timeout.
+    pub fn of(kafka: Option<&KafkaConfig>, mongo: &Database, indexes: &IndexGate) -> Self {
+        Self {
+            kafka: kafka.cloned(),
+            mongo: Some(mongo.clone()),
+            timeout: None,
+            indexes: Some(indexes.clone()),
+        }
+    }
+
     /// Runs every check; `Err` lists each dependency that did not answer.
     pub async fn check(&self) -> Result<(), Vec<FieldError>> {
         let timeout = self.timeout.unwrap_or(Duration::from_secs(2));

@@ -5,7 +5,9 @@
 //! - Consumers auto-commit only offsets that were explicitly stored (`enable.auto.offset.store=false`), and code
 //!   stores an offset only after the work it stands for is durable.
 //! - Consumers watch themselves and are rebuilt when stuck ([`watch`]).
+//! - [`kraft`]: the properties of the one-node brokers of the dev stack and of tests.
 
+pub mod kraft;
 pub mod watch;
 
 use std::time::Duration;

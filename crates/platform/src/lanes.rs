@@ -203,14 +203,10 @@ pub struct Sweep {
 impl Sweep {
     /// Reads `HERALD_SWEEP_INTERVAL_MS` and `HERALD_SWEEP_AGE_MS`, recording a zero interval as a problem.
     pub fn read(env: &mut EnvReader) -> Self {
-        let sweep = Self {
-            interval: env.millis("HERALD_SWEEP_INTERVAL_MS", Duration::from_secs(2)),
+        Self {
+            interval: env.positive_millis("HERALD_SWEEP_INTERVAL_MS", Duration::from_secs(2)),
             age: env.millis("HERALD_SWEEP_AGE_MS", Duration::from_secs(5)),
-        };
-        if sweep.interval.is_zero() {
-            env.problem("HERALD_SWEEP_INTERVAL_MS", "must be greater than 0");
         }
-        sweep
     }
 }
 

@@ -2,29 +2,25 @@
 //! run until stopped), [`main`] (a binary's whole body: the same steps and exit codes everywhere),
 //! [`Supervisor`] (the service's tasks under one child token; the first that fails ends them all, naming
 //! itself), [`IndexGate`] (MongoDB indexes created in the background, with the retry helper, reported by
-//! `/api/ready`), [`serve_health`] (the health server of the services whose only HTTP is health, with a request
-//! timeout) and [`bind`].
+//! `/api/ready`), [`HttpServer`] and [`HealthServer`] (an HTTP service's server, and the health server of the
+//! services whose only HTTP is health, with a request timeout) and [`bind`].
 //!
 //! A new service implements [`ServiceConfig`] on its `Config` and [`Service`] on its `App`, spawns its consumers and servers on a [`Supervisor`] in
 //! `run_until_stopped`, and its binary is `herald_platform::service::main::<App>(EnvReader::from_env())`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::Router;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{ConfigError, EnvReader, TelemetryConfig};
 
 mod gate;
+mod server;
 mod supervisor;
 
 pub use gate::{connect_with_indexes, IndexGate};
+pub use server::{bind, HealthServer, HttpServer, HEALTH_TIMEOUT};
 pub use supervisor::{BoxError, EndedEarly, Supervisor, TaskFailed};
 
 /// The exit code of a service that stopped on SIGINT or SIGTERM, as asked.
@@ -65,10 +61,9 @@ pub trait Service: Sized + Send + 'static {
     /// The binary's name (`herald-retry`), in logs and error messages.
     const NAME: &'static str;
     type Config: ServiceConfig;
-    type Error: std::error::Error + Send + Sync + 'static;
 
     /// Connects, binds its port, and returns the service ready to run.
-    fn build(config: Self::Config) -> impl Future<Output = Result<Self, Self::Error>> + Send;
+    fn build(config: Self::Config) -> impl Future<Output = Result<Self, Error>> + Send;
 
     /// The port it listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16;
@@ -77,7 +72,7 @@ pub trait Service: Sized + Send + 'static {
     fn run_until_stopped(
         self,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
 /// Reads `S`'s configuration from `env`: `Err` lists every bad variable.
@@ -137,8 +132,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// What can stop a service from starting or running: the whole `Error` of the services that need nothing more
-/// (ingest, replay, query, retry); the others add their own variants beside these.
+/// What can stop a service from starting or running: the `Error` of every service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("mongodb: {0}")]
@@ -149,6 +143,16 @@ pub enum Error {
     Bind(#[from] BindError),
     #[error(transparent)]
     Task(#[from] TaskFailed),
+    /// A part of the service's own that could not be built (dispatch's providers, alert's SMTP transport).
+    #[error(transparent)]
+    Build(BoxError),
+}
+
+impl Error {
+    /// A part of the service's own that could not be built: its error says which.
+    pub fn build(error: impl Into<BoxError>) -> Self {
+        Error::Build(error.into())
+    }
 }
 
 /// A port that could not be bound.
@@ -158,39 +162,6 @@ pub struct BindError {
     pub address: String,
     #[source]
     pub source: std::io::Error,
-}
-
-/// Binds `host:port` (port 0: one the system picks); returns the listener and the address it got.
-pub async fn bind(host: &str, port: u16) -> Result<(TcpListener, SocketAddr), BindError> {
-    let address = format!("{host}:{port}");
-    let listener = TcpListener::bind(&address)
-        .await
-        .map_err(|source| BindError {
-            address: address.clone(),
-            source,
-        })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| BindError { address, source })?;
-    Ok((listener, bound))
-}
-
-/// Longest a health, readiness or metrics request may take.
-pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serves `router` (the health routes) on `listener` until `stop`, each request bounded by [`HEALTH_TIMEOUT`].
-pub async fn serve_health(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let router = router.layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        HEALTH_TIMEOUT,
-    ));
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
 }
 
 #[cfg(test)]

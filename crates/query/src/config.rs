@@ -55,11 +55,12 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
-        let config = Self {
+        Self {
             host: env.string("HERALD_QUERY_HOST", "127.0.0.1"),
             port: env.parse("HERALD_QUERY_PORT", 3001),
             mask: env.parse("HERALD_QUERY_MASK_FIELDS", Masker::default()),
-            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
+            request_timeout: env
+                .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),
             mongo: MongoConfig::read(env),
             kafka: KafkaConfig::read(env, "herald-query"),
             stats_consumer: env.flag("HERALD_QUERY_STATS_CONSUMER", true),
@@ -75,11 +76,7 @@ impl ServiceConfig for Config {
             slicing: env.parse("HERALD_QUERY_SLICED_LISTS", Slicing::Auto),
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
-        };
-        if config.request_timeout.is_zero() {
-            env.problem("HERALD_REQUEST_TIMEOUT_MS", "must be greater than 0");
         }
-        config
     }
 
     fn telemetry(&self) -> &TelemetryConfig {

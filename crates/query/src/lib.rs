@@ -8,17 +8,14 @@
 //! `/api/openapi.json`, Swagger UI at `/api/docs`. It also serves the web console (`/console`, see [`console`]),
 //! and reads each lane's consumer lag from Kafka for `GET /api/lanes`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use herald_platform::health::Readiness;
 use herald_platform::kafka::{self, watch};
-use herald_platform::service::{self, IndexGate, Service, Supervisor};
+use herald_platform::service::{self, HttpServer, IndexGate, Service, Supervisor};
 use herald_platform::store::EventStore;
 use mongodb::Database;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod activity;
@@ -56,9 +53,7 @@ pub struct AppState {
 /// A built service: listening, not yet serving.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
-    address: SocketAddr,
-    router: Router,
+    server: HttpServer,
     /// Open once the `events` and `stats_hours` indexes exist; lists scan until then.
     indexes: IndexGate,
     /// The stats consumer, when this process runs it.
@@ -77,7 +72,6 @@ struct StatsConsumer {
 impl Service for App {
     const NAME: &'static str = "herald-query";
     type Config = Config;
-    type Error = Error;
 
     /// Connects to MongoDB (lazily: it need not be up), tries the indexes once (then in the background while
     /// MongoDB is away), and binds the listener.
@@ -109,21 +103,13 @@ impl Service for App {
                 .with_in_flight_max_age(config.stats_in_flight_max_age),
             mask: Arc::new(config.mask.clone()),
             request_timeout: config.request_timeout,
-            readiness: Arc::new(Readiness {
-                kafka: None,
-                mongo: Some(db.clone()),
-                timeout: None,
-                indexes: Some(indexes.clone()),
-            }),
+            readiness: Arc::new(Readiness::of(None, &db, &indexes)),
             consumers,
         };
-        config.http.auth.warn_if_off(Self::NAME);
         let router = routes::router(state, &config);
-        let (listener, address) = service::bind(&config.host, config.port).await?;
+        let server = HttpServer::bind(&config.host, config.port, router).await?;
         Ok(Self {
-            listener,
-            address,
-            router,
+            server,
             indexes,
             stats,
         })
@@ -131,7 +117,7 @@ impl Service for App {
 
     /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
-        self.address.port()
+        self.server.port()
     }
 
     /// Serves requests (and runs the stats consumer) until `shutdown` is cancelled; then stops accepting
@@ -153,11 +139,9 @@ impl Service for App {
                 stats::consumer::run(stats.kafka, watch, stats.folder, stop.clone()),
             );
         }
-        tasks.spawn("mongodb indexes", self.indexes.run(stop.clone()));
-        tracing::info!(address = %self.address, "herald-query listening");
-        let server =
-            axum::serve(self.listener, self.router).with_graceful_shutdown(stop.cancelled_owned());
-        tasks.spawn_until_stopped("http server", async move { server.await });
+        tasks.spawn_index_gate(&self.indexes);
+        self.server
+            .spawn(Self::NAME, &mut tasks, stop.cancelled_owned());
         let stopped = tasks.wait().await;
         if let Some(checks) = checks {
             checks.abort();

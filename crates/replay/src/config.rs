@@ -47,40 +47,23 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
-        let config = Self {
+        Self {
             host: env.string("HERALD_REPLAY_HOST", "127.0.0.1"),
             port: env.parse("HERALD_REPLAY_PORT", 3005),
-            rate_per_sec: env.parse("HERALD_REPLAY_RATE_PER_SEC", 200),
-            request_timeout: env.millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(60)),
-            max_body_bytes: env.parse("HERALD_MAX_BODY_BYTES", 2 * 1024 * 1024),
+            rate_per_sec: env.positive("HERALD_REPLAY_RATE_PER_SEC", 200),
+            request_timeout: env
+                .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(60)),
+            max_body_bytes: env.positive("HERALD_MAX_BODY_BYTES", 2 * 1024 * 1024),
             kafka: KafkaConfig::read(env, "herald-replay"),
             mongo: MongoConfig::read(env),
             telemetry: TelemetryConfig::read(env),
             http: HttpConfig::read(env),
             retention: Retention::from_days(
-                env.parse("HERALD_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
-                env.parse("HERALD_DLQ_RETENTION_DAYS", DEFAULT_DLQ_RETENTION_DAYS),
+                env.positive("HERALD_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+                env.positive("HERALD_DLQ_RETENTION_DAYS", DEFAULT_DLQ_RETENTION_DAYS),
             ),
             sweep: Sweep::read(env),
-        };
-        for (key, is_zero) in [
-            ("HERALD_RETENTION_DAYS", config.retention.events.is_zero()),
-            (
-                "HERALD_DLQ_RETENTION_DAYS",
-                config.retention.dead_letters.is_zero(),
-            ),
-            ("HERALD_REPLAY_RATE_PER_SEC", config.rate_per_sec == 0),
-            (
-                "HERALD_REQUEST_TIMEOUT_MS",
-                config.request_timeout.is_zero(),
-            ),
-            ("HERALD_MAX_BODY_BYTES", config.max_body_bytes == 0),
-        ] {
-            if is_zero {
-                env.problem(key, "must be greater than 0");
-            }
         }
-        config
     }
 
     fn telemetry(&self) -> &TelemetryConfig {

@@ -7,16 +7,13 @@
 //! reports what would be replayed and changes nothing. `GET /api/dead-letters` lists the same selection a page
 //! at a time.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use herald_platform::kafka;
 use herald_platform::lanes::{self, LanePublisher, Sweep};
-use herald_platform::service::{self, IndexGate, Service, Supervisor};
+use herald_platform::service::{self, HttpServer, IndexGate, Service, Supervisor};
 use herald_platform::store::{retention, EventStore};
 use mongodb::Database;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -53,9 +50,7 @@ pub struct AppState {
 /// A built service: listening, not yet serving.
 #[derive(Debug)]
 pub struct App {
-    listener: TcpListener,
-    address: SocketAddr,
-    router: Router,
+    server: HttpServer,
     state: AppState,
     sweep: Sweep,
 }
@@ -63,7 +58,6 @@ pub struct App {
 impl Service for App {
     const NAME: &'static str = "herald-replay";
     type Config = Config;
-    type Error = Error;
 
     /// Connects to MongoDB and Kafka (lazily: neither needs to be up), tries the indexes once (then in the
     /// background while MongoDB is away), and binds the listener.
@@ -89,13 +83,10 @@ impl Service for App {
             indexes,
             retention: config.retention,
         };
-        config.http.auth.warn_if_off(Self::NAME);
         let router = routes::router(state.clone(), &config);
-        let (listener, address) = service::bind(&config.host, config.port).await?;
+        let server = HttpServer::bind(&config.host, config.port, router).await?;
         Ok(Self {
-            listener,
-            address,
-            router,
+            server,
             state,
             sweep: config.sweep,
         })
@@ -103,20 +94,16 @@ impl Service for App {
 
     /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
-        self.address.port()
+        self.server.port()
     }
 
     /// Serves requests until `shutdown` is cancelled or one of its tasks fails; then stops accepting
     /// connections, stops the running replays from taking more dead letters, waits for the events they have in
     /// flight, and flushes the producer.
     async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<()> {
-        tracing::info!(address = %self.address, "herald-replay listening");
         let mut tasks = Supervisor::new(&shutdown);
         let stop = tasks.stop_token();
-        tasks.spawn(
-            "mongodb indexes",
-            self.state.indexes.clone().run(stop.clone()),
-        );
+        tasks.spawn_index_gate(&self.state.indexes);
         let store = self.state.store.clone();
         tasks.spawn_droppable(
             "replay claims pruner",
@@ -155,8 +142,7 @@ impl Service for App {
             // Before the server waits for the requests in flight: a replay answers as soon as it has stopped.
             stopping.cancel();
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
-        tasks.spawn_until_stopped("http server", async move { server.await });
+        self.server.spawn(Self::NAME, &mut tasks, signal);
         let stopped = tasks.wait().await;
         // Also when the server failed on its own, and for replays whose request is gone (timed out).
         self.state.replayer.stop();

@@ -31,12 +31,7 @@ const TIMEOUT_HINT: &str =
 
 /// Every route of the service, with its middleware.
 pub(crate) fn router(state: AppState, config: &Config) -> Router {
-    let readiness = Readiness {
-        kafka: Some(config.kafka.clone()),
-        mongo: Some(state.db.clone()),
-        timeout: None,
-        indexes: Some(state.indexes.clone()),
-    };
+    let readiness = Readiness::of(Some(&config.kafka), &state.db, &state.indexes);
     let auth = Arc::new(config.http.auth.clone());
     let admin = OpenApiRouter::new()
         .routes(routes!(replay_dead_letters))

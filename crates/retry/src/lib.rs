@@ -14,13 +14,12 @@ use std::sync::Arc;
 
 use herald_domain::retry::RetryRules;
 use herald_domain::Topics;
-use herald_platform::health::{self, Readiness};
+use herald_platform::health::Readiness;
 use herald_platform::kafka;
 use herald_platform::kafka::watch::{self, Watch};
-use herald_platform::service::{self, IndexGate, Service, Supervisor};
+use herald_platform::service::{self, HealthServer, IndexGate, Service, Supervisor};
 use herald_platform::store::EventStore;
 use rdkafka::producer::FutureProducer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod config;
@@ -61,16 +60,13 @@ impl std::fmt::Debug for AppState {
 pub struct App {
     config: Config,
     state: AppState,
-    listener: TcpListener,
-    port: u16,
-    readiness: Readiness,
+    health: HealthServer,
     indexes: IndexGate,
 }
 
 impl Service for App {
     const NAME: &'static str = "herald-retry";
     type Config = Config;
-    type Error = Error;
 
     /// Connects, creates the delay-tier topics, binds the health server and tries the indexes once (the
     /// consumers wait for them; they are tried again in the background while MongoDB is away).
@@ -99,26 +95,19 @@ impl Service for App {
             rules: Arc::new(config.rules.clone()),
             tiers_secs: Arc::new(config.tiers_secs.clone()),
         };
-        let (listener, address) = service::bind(&config.host, config.port).await?;
-        let readiness = Readiness {
-            kafka: Some(config.kafka.clone()),
-            mongo: Some(db),
-            timeout: None,
-            indexes: Some(indexes.clone()),
-        };
+        let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
+        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
         Ok(Self {
             config,
             state,
-            listener,
-            port: address.port(),
-            readiness,
+            health,
             indexes,
         })
     }
 
     /// The health server's port (tests bind port 0).
     fn port(&self) -> u16 {
-        self.port
+        self.health.port()
     }
 
     /// Runs both consumers (once the indexes exist) and the health server until `shutdown` or until one of them
@@ -154,27 +143,19 @@ impl Service for App {
         let stop = tasks.stop_token();
         let checks = [&requests_watch, &delay_watch]
             .map(|w| w.spawn_checks(self.config.kafka.clone(), self.config.watch, stop.clone()));
-        let router = health::router_with_consumers(Self::NAME, self.readiness, consumers);
-        tasks.spawn_until_stopped(
-            "health server",
-            service::serve_health(self.listener, router, stop.clone()),
-        );
-        tasks.spawn("mongodb indexes", self.indexes.clone().run(stop.clone()));
-        let (gate, requests_stop) = (self.indexes.clone(), stop.clone());
+        self.health.spawn(Self::NAME, consumers, &mut tasks);
+        tasks.spawn_index_gate(&self.indexes);
         let (kafka, state) = (self.config.kafka.clone(), self.state.clone());
-        tasks.spawn_until_stopped("retry requests consumer", async move {
-            tokio::select! {
-                () = gate.opened() => requests::run(kafka, requests_watch, state, requests_stop).await,
-                () = requests_stop.cancelled() => Ok(()),
-            }
-        });
-        let (gate, delay_stop, state) = (self.indexes, stop, self.state);
-        tasks.spawn_until_stopped("delay tiers consumer", async move {
-            tokio::select! {
-                () = gate.opened() => delay::run(delay_kafka, delay_watch, state, delay_stop).await,
-                () = delay_stop.cancelled() => Ok(()),
-            }
-        });
+        tasks.spawn_when_open(
+            "retry requests consumer",
+            &self.indexes,
+            requests::run(kafka, requests_watch, state, stop.clone()),
+        );
+        tasks.spawn_when_open(
+            "delay tiers consumer",
+            &self.indexes,
+            delay::run(delay_kafka, delay_watch, self.state, stop),
+        );
         let stopped = tasks.wait().await;
         for check in checks {
             check.abort();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
+use herald_platform::kafka::kraft::SingleNode;
 use herald_platform::KafkaConfig;
 
 use crate::secure_kafka::{free_port, kafka_libs, run, wait_until_answers};
@@ -28,25 +29,7 @@ impl PlainKafka {
         let dir = std::env::temp_dir().join(unique_name("herald-plain-kafka"));
         std::fs::create_dir_all(&dir)?;
         let (port, controller) = (free_port()?, free_port()?);
-        let properties = format!(
-            "process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
-             controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={data}\n\
-             num.partitions=1\n\
-             auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=1\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n",
-            data = dir.join("data").display(),
-        );
+        let properties = SingleNode::plaintext(port, controller, &dir.join("data")).properties();
         std::fs::write(dir.join("server.properties"), properties)?;
         std::fs::write(
             dir.join("log4j.properties"),

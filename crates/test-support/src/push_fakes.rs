@@ -21,6 +21,23 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 /// The service account's email, the JWT's issuer.
+/// A new 2048-bit RSA private key in PEM (`openssl genpkey`), to sign a fake service account's tokens with.
+pub fn rsa_private_key() -> Result<String> {
+    let key = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-quiet",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .context("running openssl")?;
+    ensure!(key.status.success(), "openssl genpkey failed");
+    Ok(String::from_utf8(key.stdout)?)
+}
+
 pub const CLIENT_EMAIL: &str = "herald@herald-test.iam.gserviceaccount.com";
 /// The Firebase project of the key file.
 pub const PROJECT_ID: &str = "herald-test";
@@ -71,16 +88,7 @@ impl PushFakes {
         };
         let key_s = key.to_string_lossy().into_owned();
         let public_s = public.to_string_lossy().into_owned();
-        run(&[
-            "genpkey",
-            "-quiet",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            &key_s,
-        ])?;
+        std::fs::write(&key, rsa_private_key()?)?;
         run(&["pkey", "-in", &key_s, "-pubout", "-out", &public_s])?;
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let base_url = format!("http://{}", listener.local_addr()?);

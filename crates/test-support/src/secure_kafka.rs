@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use herald_platform::kafka::check_metadata;
+use herald_platform::kafka::kraft::SingleNode;
 use herald_platform::{EnvReader, KafkaConfig};
 
 use crate::{eventually, unique_name};
@@ -173,23 +174,14 @@ impl SecureKafka {
         kafka.ssl_brokers = format!("127.0.0.1:{ssl}");
         kafka.sasl_ssl_brokers = format!("127.0.0.1:{sasl_ssl}");
         let certs = certificates.display();
+        let listeners = [
+            ("INTERNAL", internal, "PLAINTEXT"),
+            ("SSL", ssl, "SSL"),
+            ("SASL_SSL", sasl_ssl, "SASL_SSL"),
+        ];
+        let broker = SingleNode::new(&listeners, controller, &dir.join("data")).properties();
         let properties = format!(
-            "process.roles=broker,controller\n\
-             node.id=1\n\
-             controller.quorum.voters=1@127.0.0.1:{controller}\n\
-             listeners=INTERNAL://127.0.0.1:{internal},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl},CONTROLLER://127.0.0.1:{controller}\n\
-             advertised.listeners=INTERNAL://127.0.0.1:{internal},SSL://127.0.0.1:{ssl},SASL_SSL://127.0.0.1:{sasl_ssl}\n\
-             controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=INTERNAL\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL\n\
-             log.dirs={data}\n\
-             num.partitions=1\n\
-             auto.create.topics.enable=false\n\
-             offsets.topic.replication.factor=1\n\
-             offsets.topic.num.partitions=1\n\
-             transaction.state.log.replication.factor=1\n\
-             transaction.state.log.min.isr=1\n\
-             group.initial.rebalance.delay.ms=0\n\
+            "{broker}\
              ssl.keystore.type=PEM\n\
              ssl.keystore.location={certs}/broker-keystore.pem\n\
              ssl.truststore.type=PEM\n\
@@ -199,7 +191,6 @@ impl SecureKafka {
              listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{USERNAME}=\"{PASSWORD}\";\n\
              listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
              listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
-            data = dir.join("data").display(),
         );
         let properties_path = dir.join("server.properties");
         std::fs::write(&properties_path, properties)?;

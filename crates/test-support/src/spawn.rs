@@ -2,10 +2,11 @@
 //! harness every crate's tests start their service with (`spawn::<App>(config)`), through the same
 //! [`Service`] trait that each binary's `main` runs.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use herald_platform::service::Service;
+use herald_platform::service::{self, Service};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,9 @@ pub struct Spawned<S: Service> {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     shutdown: CancellationToken,
-    running: JoinHandle<std::result::Result<(), S::Error>>,
+    running: JoinHandle<std::result::Result<(), service::Error>>,
+    /// Which service it is, for the messages of [`Spawned::stop`].
+    service: PhantomData<fn() -> S>,
 }
 
 /// Builds `S` from `config` and runs it until [`Spawned::stop`] (or a failure of its own).
@@ -45,6 +48,7 @@ pub async fn spawn_with<S: Service, T>(
         base: format!("http://127.0.0.1:{port}"),
         shutdown,
         running,
+        service: PhantomData,
     };
     Ok((spawned, seen))
 }

@@ -295,12 +295,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<KafkaSecurity, String> {
-        let mut env = EnvReader::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
+        let mut env = EnvReader::from_pairs(pairs);
         let security = KafkaSecurity::read(&mut env);
         env.finish().map(|()| security).map_err(|e| e.to_string())
     }

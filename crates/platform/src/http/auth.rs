@@ -312,16 +312,10 @@ pub async fn require(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     fn read(vars: &[(&str, &str)]) -> Result<AuthConfig, crate::ConfigError> {
-        let mut env = EnvReader::from_map(
-            vars.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<HashMap<_, _>>(),
-        );
+        let mut env = EnvReader::from_pairs(vars);
         let config = AuthConfig::read(&mut env);
         env.finish().map(|()| config)
     }

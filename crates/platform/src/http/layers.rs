@@ -94,8 +94,10 @@ impl Standard<'_> {
     /// Wraps every route of `router` (which must already hold all of them) in the standard middleware: 404 and
     /// 405 in the standard shape, a request id (the client's `x-request-id` or a new UUID, echoed back), a
     /// tracing span per request (a child of the client's `traceparent`, if it sent one), CORS when configured,
-    /// request metrics, and the request timeout.
+    /// request metrics, and the request timeout. Called once, while the service is built: it also logs the
+    /// warning of an API whose authentication is off.
     pub fn apply(self, router: Router) -> Router {
+        self.http.auth.warn_if_off(self.service);
         metrics::install();
         let trace = TraceLayer::new_for_http()
             .make_span_with(|request: &Request| {

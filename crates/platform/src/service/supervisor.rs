@@ -8,6 +8,8 @@ use std::future::Future;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::IndexGate;
+
 /// A task's error, whatever its type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,6 +76,27 @@ impl Supervisor {
             match stop.is_cancelled() {
                 true => Ok(()),
                 false => Err(BoxError::from(EndedEarly)),
+            }
+        });
+    }
+
+    /// Runs `gate`'s task (the task `mongodb indexes`): it tries the indexes until they exist, then ends.
+    pub fn spawn_index_gate(&mut self, gate: &IndexGate) {
+        self.spawn("mongodb indexes", gate.clone().run(self.stop.clone()));
+    }
+
+    /// Runs `task` once `gate` is open (a consumer that needs the indexes), until the stop token is cancelled, as
+    /// [`Self::spawn_until_stopped`] does. Stopped before the gate opens, it ends cleanly without starting.
+    pub fn spawn_when_open<F, E>(&mut self, name: impl Into<String>, gate: &IndexGate, task: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let (gate, stop) = (gate.clone(), self.stop.clone());
+        self.spawn_until_stopped(name, async move {
+            tokio::select! {
+                () = gate.opened() => task.await.map_err(Into::into),
+                () = stop.cancelled() => Ok::<(), BoxError>(()),
             }
         });
     }
