@@ -20,6 +20,8 @@
 -- `createdHour` and `createdDay` (the UTC hour and day of `createdAt`, which every event stores) bound a list to
 -- a slice of time by equality: herald-query reads a page one slice at a time (`crates/query/src/logs/slices.rs`),
 -- so PostgreSQL ANDs the filter's index with the slice's and FerretDB sorts one hour's matches, not all of them.
+-- `createdSlot` (the ten minutes of `createdAt`) has no index: a list asks for it together with `createdHour`,
+-- and PostgreSQL drops the hour's other rows before FerretDB fetches them.
 --
 -- An event trigger adds the indexes to every table FerretDB creates from now on; the DO block adds them to the
 -- tables that already exist. Neither may ever fail FerretDB's own statement: problems become warnings.
@@ -49,7 +51,7 @@ EXCEPTION WHEN others THEN
     RAISE WARNING 'herald: indexing % failed: %', target, SQLERRM;
 END $$;
 
--- Events stored before `createdHour`/`createdDay` existed get them here, from `createdAt`, in FerretDB's own
+-- Events stored before `createdHour`/`createdDay`/`createdSlot` existed get them here, from `createdAt`, in FerretDB's own
 -- layout: each document carries its schema under `$s` (`p`: the type of each field, `$k`: the field order), and
 -- a date is its milliseconds since the epoch. Without the fields herald-query's slice walk would not list them.
 -- Only rows that lack the fields are touched, so a second run reads but writes nothing.
@@ -61,21 +63,38 @@ BEGIN
     IF name !~ '^events_[0-9a-f]{8}$' THEN
         RETURN;
     END IF;
+    -- Rows with none of the fields get all three.
     EXECUTE format($update$
         UPDATE %s SET _jsonb = jsonb_set(jsonb_set(
                 _jsonb || jsonb_build_object(
                     'createdDay', to_char(created, 'YYYY-MM-DD'),
-                    'createdHour', to_char(created, 'YYYY-MM-DD"T"HH24')),
-                '{$s,p}', (_jsonb->'$s'->'p') || '{"createdDay": {"t": "string"}, "createdHour": {"t": "string"}}'),
-            '{$s,$k}', (_jsonb->'$s'->'$k') || '["createdDay", "createdHour"]')
+                    'createdHour', to_char(created, 'YYYY-MM-DD"T"HH24'),
+                    'createdSlot', to_char(created, 'YYYY-MM-DD"T"HH24:') || (extract(minute FROM created)::int / 10)),
+                '{$s,p}', (_jsonb->'$s'->'p')
+                    || '{"createdDay": {"t": "string"}, "createdHour": {"t": "string"}, "createdSlot": {"t": "string"}}'),
+            '{$s,$k}', (_jsonb->'$s'->'$k') || '["createdDay", "createdHour", "createdSlot"]')
         FROM (SELECT ctid AS row_id,
                      to_timestamp((_jsonb->>'createdAt')::bigint / 1000.0) AT TIME ZONE 'UTC' AS created
               FROM %s
               WHERE NOT _jsonb ? 'createdDay' AND jsonb_typeof(_jsonb->'createdAt') = 'number') AS old
         WHERE ctid = old.row_id
     $update$, target, target);
+    -- Rows stored with the day and hour but before `createdSlot` existed get the slot.
+    EXECUTE format($update$
+        UPDATE %s SET _jsonb = jsonb_set(jsonb_set(
+                _jsonb || jsonb_build_object(
+                    'createdSlot', to_char(created, 'YYYY-MM-DD"T"HH24:') || (extract(minute FROM created)::int / 10)),
+                '{$s,p}', (_jsonb->'$s'->'p') || '{"createdSlot": {"t": "string"}}'),
+            '{$s,$k}', (_jsonb->'$s'->'$k') || '["createdSlot"]')
+        FROM (SELECT ctid AS row_id,
+                     to_timestamp((_jsonb->>'createdAt')::bigint / 1000.0) AT TIME ZONE 'UTC' AS created
+              FROM %s
+              WHERE _jsonb ? 'createdDay' AND NOT _jsonb ? 'createdSlot'
+                AND jsonb_typeof(_jsonb->'createdAt') = 'number') AS old
+        WHERE ctid = old.row_id
+    $update$, target, target);
 EXCEPTION WHEN others THEN
-    RAISE WARNING 'herald: adding createdDay/createdHour to % failed: %', target, SQLERRM;
+    RAISE WARNING 'herald: adding createdDay/createdHour/createdSlot to % failed: %', target, SQLERRM;
 END $$;
 
 CREATE OR REPLACE FUNCTION herald_index_new_ferretdb_tables() RETURNS event_trigger

@@ -163,6 +163,8 @@ async fn events_stored_before_the_slice_fields_get_them() {
         .insert_many([
             doc! { "_id": "old", "eventId": "e-old", "status": "DELIVERED", "createdAt": created },
             doc! { "_id": "new", "eventId": "e-new", "createdAt": created, "createdDay": "kept", "createdHour": "kept" },
+            // Stored with the day and hour, before the ten-minute slot.
+            doc! { "_id": "mid", "eventId": "e-mid", "createdAt": created, "createdDay": "2025-12-02", "createdHour": "2025-12-02T04" },
         ])
         .await
         .expect("insert");
@@ -174,6 +176,7 @@ async fn events_stored_before_the_slice_fields_get_them() {
         .expect("the old event has its hour");
     assert_eq!(old.get_str("eventId"), Ok("e-old"));
     assert_eq!(old.get_str("createdDay"), Ok("2025-12-02"));
+    assert_eq!(old.get_str("createdSlot"), Ok("2025-12-02T04:3"));
     assert_eq!(old.get_datetime("createdAt"), Ok(&created), "{old}");
     assert_eq!(
         old.get_str("status"),
@@ -190,5 +193,25 @@ async fn events_stored_before_the_slice_fields_get_them() {
         Ok("kept"),
         "a stored field is not rewritten"
     );
+    let mid = events
+        .find_one(doc! { "eventId": "e-mid", "createdHour": "2025-12-02T04", "createdSlot": "2025-12-02T04:3" })
+        .await
+        .expect("find by slot")
+        .expect("the event stored before the slot has it");
+    assert_eq!(mid.get_str("createdDay"), Ok("2025-12-02"), "{mid}");
+    assert_eq!(mid.get_datetime("createdAt"), Ok(&created), "{mid}");
+    // Run again: nothing is added twice (FerretDB reads each field once from its field list).
+    psql(include_str!("../src/ferretdb_indexes.sql"));
+    let again = events
+        .find_one(doc! { "_id": "mid" })
+        .await
+        .expect("find")
+        .expect("still there");
+    assert_eq!(
+        again.keys().filter(|k| *k == "createdSlot").count(),
+        1,
+        "{again}"
+    );
+    assert_eq!(again, mid);
     db.drop().await.expect("drop");
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use herald_domain::{Attempt, Channel, Event, EventId, Priority, Status};
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::{FindOneAndUpdateOptions, ReturnDocument};
@@ -44,6 +44,12 @@ pub const CREATED_DAY: &str = "createdDay";
 /// The UTC hour an event was created (`"2026-12-02T05"`), beside [`CREATED_DAY`] and for the same reason.
 pub const CREATED_HOUR: &str = "createdHour";
 
+/// The UTC ten minutes an event was created in (`"2026-12-02T05:3"`: 05:30 to 05:40), beside [`CREATED_HOUR`].
+/// Not indexed: a list asks for it together with its hour, whose index narrows the rows to one hour's, and
+/// PostgreSQL drops the other fifty minutes' before FerretDB fetches them, so a filter dense within an hour
+/// (hundreds of matches) costs a tenth of them per page.
+pub const CREATED_SLOT: &str = "createdSlot";
+
 /// The value of [`CREATED_DAY`] for an event created at `at`.
 pub fn created_day(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d").to_string()
@@ -52,6 +58,11 @@ pub fn created_day(at: DateTime<Utc>) -> String {
 /// The value of [`CREATED_HOUR`] for an event created at `at`.
 pub fn created_hour(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H").to_string()
+}
+
+/// The value of [`CREATED_SLOT`] for an event created at `at`.
+pub fn created_slot(at: DateTime<Utc>) -> String {
+    format!("{}:{}", created_hour(at), at.minute() / 10)
 }
 
 /// One entry of an event's timeline: what happened, when.
@@ -175,12 +186,14 @@ impl EventRecord {
     }
 
     /// The document stored for this record: its fields plus the slices of its creation time
-    /// ([`CREATED_DAY`], [`CREATED_HOUR`]), derived here from `createdAt` so that they always agree with it.
+    /// ([`CREATED_DAY`], [`CREATED_HOUR`], [`CREATED_SLOT`]), derived here from `createdAt` so that they always
+    /// agree with it.
     pub fn to_document(&self) -> Result<Document> {
         let mut document =
             bson::to_document(self).map_err(|e| Error::custom(format!("cannot encode {e}")))?;
         document.insert(CREATED_DAY, created_day(self.created_at));
         document.insert(CREATED_HOUR, created_hour(self.created_at));
+        document.insert(CREATED_SLOT, created_slot(self.created_at));
         Ok(document)
     }
 

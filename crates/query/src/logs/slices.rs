@@ -1,29 +1,35 @@
-//! The slice walk: a page of a list read one slice of creation time (an hour, then a day) at a time.
+//! The slice walk: a page of a list read one slice of creation time (ten minutes, an hour, then a day) at a time.
 //!
 //! FerretDB 1.24 pushes a find's equalities down to PostgreSQL, but not its ranges, sort or limit: a filtered
 //! page made it fetch, decode and sort in Go every event the filter matches, seconds at 10,000 matches. Every
 //! event also stores the UTC hour and day it was created (`createdHour`, `createdDay`, GIN-indexed by the stack),
-//! so a query with the filter plus `createdHour = H` fetches only that hour's matches. The walk reads the slices
+//! so a query with the filter plus `createdHour = H` fetches only that hour's matches, and its ten minutes
+//! (`createdSlot`, asked for with its hour and checked by PostgreSQL on the hour's rows), so that a filter with
+//! hundreds of matches an hour fetches a sixth of them for its first page. The walk reads the slices
 //! in the list's order, each query sorted and limited as the whole list would be, until the page is full; slices
 //! partition `createdAt`, so the pages are exactly those of the one query, cursor and all.
 //!
-//! The walk is bounded: after [`HOURS_BEFORE_DAYS`] hours, or sooner when the hours read so far say the page
+//! The walk is bounded: it reads [`SLOTS_BEFORE_HOURS`] slots (and on to the hour's edge), then hours; after [`HOURS_BEFORE_DAYS`] hours, or sooner when the hours read so far say the page
 //! would need more than [`HOURS_AHEAD`] more of them (a sparse filter), it reads days (the first one only up to
 //! the hours it already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound
 //! of what was read) ends it, so a sparse filter costs at most that many queries, and a dense one fills its page
-//! in the first hour. A range (`from`/`to`) or a cursor says where the walk starts and ends.
+//! in the first slot. A range (`from`/`to`) or a cursor says where the walk starts and ends.
 //!
-//! Newest first, the walk starts in the hour of now plus [`CLOCK_SKEW`]: ingest stamps `createdAt` with its
+//! Newest first, the walk starts in the slot of now plus [`CLOCK_SKEW`]: ingest stamps `createdAt` with its
 //! clock, so no event is newer, clocks being kept. Oldest first without `from` or a cursor there is no first
 //! slice to start from, and the one query serves the page as before.
 
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
-use herald_platform::store::{created_day, created_hour, CREATED_DAY, CREATED_HOUR};
+use herald_platform::store::{
+    created_day, created_hour, created_slot, CREATED_DAY, CREATED_HOUR, CREATED_SLOT,
+};
 use mongodb::bson::{self, Bson, Document};
 
 use super::params::{ListQuery, Position};
 use super::SortOrder;
 
+/// Ten-minute slots a walk reads before it reads hours: the half hour [`SPARSE_AFTER`] needs to judge a filter.
+pub const SLOTS_BEFORE_HOURS: u32 = 3;
 /// Hours a walk reads before it reads days.
 pub const HOURS_BEFORE_DAYS: u32 = 6;
 /// Read days instead of hours once the hours read say the page needs more than this many more hours.
@@ -68,6 +74,8 @@ impl std::str::FromStr for Slicing {
 /// The width of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
+    /// Ten minutes, asked for with its hour (`createdSlot` has no index of its own).
+    Slot,
     Hour,
     Day,
 }
@@ -75,6 +83,7 @@ pub enum Grain {
 impl Grain {
     fn field(self) -> &'static str {
         match self {
+            Grain::Slot => CREATED_SLOT,
             Grain::Hour => CREATED_HOUR,
             Grain::Day => CREATED_DAY,
         }
@@ -82,6 +91,7 @@ impl Grain {
 
     fn length(self) -> Duration {
         match self {
+            Grain::Slot => Duration::minutes(10),
             Grain::Hour => Duration::hours(1),
             Grain::Day => Duration::days(1),
         }
@@ -95,6 +105,7 @@ impl Grain {
 
     fn key(self, start: DateTime<Utc>) -> String {
         match self {
+            Grain::Slot => created_slot(start),
             Grain::Hour => created_hour(start),
             Grain::Day => created_day(start),
         }
@@ -103,6 +114,7 @@ impl Grain {
     /// How many slices of this grain are read before the next grain (`None`: the unsliced query).
     fn budget(self) -> u32 {
         match self {
+            Grain::Slot => SLOTS_BEFORE_HOURS,
             Grain::Hour => HOURS_BEFORE_DAYS,
             Grain::Day => DAYS_BEFORE_ALL,
         }
@@ -110,6 +122,7 @@ impl Grain {
 
     fn wider(self) -> Option<Grain> {
         match self {
+            Grain::Slot => Some(Grain::Hour),
             Grain::Hour => Some(Grain::Day),
             Grain::Day => None,
         }
@@ -167,7 +180,7 @@ impl Walk {
         };
         Self {
             order: query.order,
-            grain: start.map(|_| Grain::Hour),
+            grain: start.map(|_| Grain::Slot),
             n_at_grain: 0,
             next: start.unwrap_or(now),
             frontier: None,
@@ -183,7 +196,7 @@ impl Walk {
     /// from now on.
     pub fn found(&mut self, n_found: usize, n_left: usize) {
         self.n_found += n_found;
-        let (Some(Grain::Hour), Some(frontier)) = (self.grain, self.frontier) else {
+        let (Some(Grain::Slot | Grain::Hour), Some(frontier)) = (self.grain, self.frontier) else {
             return;
         };
         let covered = (frontier - self.origin).abs();
@@ -222,6 +235,10 @@ impl Walk {
             self.done = true;
             return None;
         }
+        if grain == Grain::Slot {
+            // The hour's index narrows the rows; the slot is checked on them.
+            filter.insert(CREATED_HOUR, created_hour(start));
+        }
         filter.insert(grain.field(), grain.key(start));
         self.bound(&mut filter);
         match self.order {
@@ -235,7 +252,9 @@ impl Walk {
             }
         }
         self.n_at_grain += 1;
-        if self.n_at_grain >= grain.budget() {
+        // Slots go on to the hour's edge, so that no hour is fetched again for its part already read.
+        let on_hour = self.frontier.is_some_and(|f| Grain::Hour.start_of(f) == f);
+        if self.n_at_grain >= grain.budget() && (grain != Grain::Slot || on_hour) {
             self.grain = grain.wider();
             self.n_at_grain = 0;
             self.n_found = 0;
@@ -298,7 +317,7 @@ mod tests {
         let mut walk = Walk::new(query, now);
         let mut steps = Vec::new();
         while let Some(filter) = walk.next_filter(&doc! {}) {
-            let slice = [CREATED_HOUR, CREATED_DAY]
+            let slice = [CREATED_SLOT, CREATED_HOUR, CREATED_DAY]
                 .iter()
                 .find_map(|f| filter.get_str(f).ok().map(|k| format!("{f}={k}")))
                 .unwrap_or_else(|| "all".to_owned());
@@ -309,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn newest_first_reads_hours_then_days_then_the_rest() {
+    fn newest_first_reads_slots_then_hours_then_days_then_the_rest() {
         let now = at("2026-12-02T05:30:00Z");
         let walk = steps(
             &query(SortOrder::NewestFirst, Range::default(), Position::Page(1)),
@@ -319,12 +338,17 @@ mod tests {
         assert_eq!(
             slices,
             [
-                "createdHour=2026-12-02T05",
+                // Three slots, and on to the hour's edge.
+                "createdSlot=2026-12-02T05:3",
+                "createdSlot=2026-12-02T05:2",
+                "createdSlot=2026-12-02T05:1",
+                "createdSlot=2026-12-02T05:0",
                 "createdHour=2026-12-02T04",
                 "createdHour=2026-12-02T03",
                 "createdHour=2026-12-02T02",
                 "createdHour=2026-12-02T01",
                 "createdHour=2026-12-02T00",
+                "createdHour=2026-12-01T23",
                 "createdDay=2026-12-01",
                 "createdDay=2026-11-30",
                 "createdDay=2026-11-29",
@@ -338,51 +362,68 @@ mod tests {
         assert_eq!(walk[0].1, None, "the first slice has no bound");
         assert_eq!(
             walk[1].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T05:30:00Z")) })
+        );
+        assert_eq!(
+            walk[4].1,
             Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T05:00:00Z")) })
         );
         assert_eq!(
-            walk[13].1,
+            walk[10].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-01T23:00:00Z")) }),
+            "the first day is bounded by the hours read"
+        );
+        assert_eq!(
+            walk[17].1,
             Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-25T00:00:00Z")) })
         );
     }
 
     #[test]
-    fn sparse_hours_turn_into_days_and_dense_ones_do_not() {
+    fn sparse_slices_turn_into_days_and_dense_ones_do_not() {
         let now = at("2026-12-02T05:30:00Z");
         let q = query(SortOrder::NewestFirst, Range::default(), Position::Page(1));
         let slice_of = |filter: Document| {
             filter
-                .get_str(CREATED_HOUR)
-                .map(|h| format!("hour {h}"))
+                .get_str(CREATED_SLOT)
+                .map(|h| format!("slot {h}"))
+                .or_else(|_| filter.get_str(CREATED_HOUR).map(|h| format!("hour {h}")))
                 .or_else(|_| filter.get_str(CREATED_DAY).map(|d| format!("day {d}")))
                 .unwrap_or_else(|_| "all".to_owned())
         };
         // Half an hour with nothing: 11 would take hours more. Days from then on.
         let mut sparse = Walk::new(&q, now);
         let mut seen = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..6 {
             let filter = sparse.next_filter(&doc! {}).expect("a slice");
             seen.push(slice_of(filter));
             sparse.found(0, 11);
         }
         assert_eq!(
             seen,
-            ["hour 2026-12-02T05", "day 2026-12-02", "day 2026-12-01"]
+            [
+                "slot 2026-12-02T05:3",
+                "slot 2026-12-02T05:2",
+                "slot 2026-12-02T05:1",
+                "slot 2026-12-02T05:0",
+                "day 2026-12-02",
+                "day 2026-12-01"
+            ]
         );
-        // Fifty events in the first half hour, forty in the next hour: the rest is within the next hour.
+        // Fifteen events in each ten minutes: the rest is within the next hour.
         let mut dense = Walk::new(&q, now);
-        dense.next_filter(&doc! {}).expect("a slice");
-        dense.found(50, 51);
-        dense.next_filter(&doc! {}).expect("a slice");
-        dense.found(40, 11);
-        let third = dense.next_filter(&doc! {}).expect("a slice");
-        assert_eq!(slice_of(third), "hour 2026-12-02T03");
-        // A first hour that began a minute ago says nothing yet.
+        for (n_found, n_left) in [(15, 36), (15, 21), (15, 6), (1, 5)] {
+            dense.next_filter(&doc! {}).expect("a slice");
+            dense.found(n_found, n_left);
+        }
+        let fifth = dense.next_filter(&doc! {}).expect("a slice");
+        assert_eq!(slice_of(fifth), "hour 2026-12-02T04");
+        // A first slot that began a minute ago says nothing yet.
         let mut early = Walk::new(&q, at("2026-12-02T05:00:30Z"));
         early.next_filter(&doc! {}).expect("a slice");
         early.found(0, 11);
         let second = early.next_filter(&doc! {}).expect("a slice");
-        assert_eq!(slice_of(second), "hour 2026-12-02T04");
+        assert_eq!(slice_of(second), "slot 2026-12-02T04:5");
     }
 
     #[test]
@@ -392,12 +433,12 @@ mod tests {
             &query(SortOrder::NewestFirst, Range::default(), Position::Page(1)),
             now,
         );
-        assert_eq!(walk[6].0, "createdDay=2026-12-02");
+        assert_eq!(walk[10].0, "createdDay=2026-12-02");
         assert_eq!(
-            walk[6].1,
-            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T15:00:00Z")) })
+            walk[10].1,
+            Some(doc! { "$lt": bson::DateTime::from_chrono(at("2026-12-02T14:00:00Z")) })
         );
-        assert_eq!(walk[7].0, "createdDay=2026-12-01");
+        assert_eq!(walk[11].0, "createdDay=2026-12-01");
     }
 
     #[test]
@@ -415,7 +456,12 @@ mod tests {
         assert_eq!(
             slices,
             [
-                "createdHour=2026-11-01T12",
+                "createdSlot=2026-11-01T12:5",
+                "createdSlot=2026-11-01T12:4",
+                "createdSlot=2026-11-01T12:3",
+                "createdSlot=2026-11-01T12:2",
+                "createdSlot=2026-11-01T12:1",
+                "createdSlot=2026-11-01T12:0",
                 "createdHour=2026-11-01T11",
                 "createdHour=2026-11-01T10"
             ]
@@ -428,13 +474,22 @@ mod tests {
         assert_eq!(
             slices,
             [
-                "createdHour=2026-11-01T10",
+                "createdSlot=2026-11-01T10:0",
+                "createdSlot=2026-11-01T10:1",
+                "createdSlot=2026-11-01T10:2",
+                "createdSlot=2026-11-01T10:3",
+                "createdSlot=2026-11-01T10:4",
+                "createdSlot=2026-11-01T10:5",
                 "createdHour=2026-11-01T11",
                 "createdHour=2026-11-01T12"
             ]
         );
         assert_eq!(
             oldest[1].1,
+            Some(doc! { "$gte": bson::DateTime::from_chrono(at("2026-11-01T10:10:00Z")) })
+        );
+        assert_eq!(
+            oldest[6].1,
             Some(doc! { "$gte": bson::DateTime::from_chrono(at("2026-11-01T11:00:00Z")) })
         );
     }
@@ -460,8 +515,9 @@ mod tests {
             ),
             now,
         );
-        assert_eq!(newest[0].0, "createdHour=2026-11-20T08");
-        assert_eq!(newest[1].0, "createdHour=2026-11-20T07");
+        assert_eq!(newest[0].0, "createdSlot=2026-11-20T08:1");
+        assert_eq!(newest[1].0, "createdSlot=2026-11-20T08:0");
+        assert_eq!(newest[2].0, "createdSlot=2026-11-20T07:5");
         let oldest = steps(
             &query(
                 SortOrder::OldestFirst,
@@ -470,9 +526,11 @@ mod tests {
             ),
             now,
         );
-        assert_eq!(oldest[0].0, "createdHour=2026-11-20T08");
-        assert_eq!(oldest[6].0, "createdDay=2026-11-20");
-        assert_eq!(oldest[7].0, "createdDay=2026-11-21");
+        assert_eq!(oldest[0].0, "createdSlot=2026-11-20T08:1");
+        assert_eq!(oldest[4].0, "createdSlot=2026-11-20T08:5");
+        assert_eq!(oldest[5].0, "createdHour=2026-11-20T09");
+        assert_eq!(oldest[11].0, "createdDay=2026-11-20");
+        assert_eq!(oldest[12].0, "createdDay=2026-11-21");
         assert_eq!(oldest.last().map(|s| s.0.as_str()), Some("all"));
     }
 
@@ -496,6 +554,9 @@ mod tests {
         let mut walk = Walk::new(&q, at("2026-12-02T05:30:00Z"));
         let page = super::super::reader::page_filter(&q);
         let first = walk.next_filter(&page).expect("a slice");
+        // A slot is asked for with its hour, whose index narrows the rows.
+        assert_eq!(first.get_str(CREATED_SLOT), Ok("2026-11-01T10:2"));
+        assert_eq!(first.get_str(CREATED_HOUR), Ok("2026-11-01T10"));
         assert_eq!(
             first.get_document("createdAt").ok(),
             Some(&doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-01T10:30:00Z")) })
@@ -503,7 +564,7 @@ mod tests {
         let second = walk.next_filter(&page).expect("a slice");
         assert_eq!(
             second.get_document("createdAt").ok(),
-            Some(&doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-01T10:00:00Z")) })
+            Some(&doc! { "$lt": bson::DateTime::from_chrono(at("2026-11-01T10:20:00Z")) })
         );
     }
 }
