@@ -9,9 +9,10 @@
 //! in the list's order, each query sorted and limited as the whole list would be, until the page is full; slices
 //! partition `createdAt`, so the pages are exactly those of the one query, cursor and all.
 //!
-//! The walk is bounded: it reads [`SLOTS_BEFORE_HOURS`] slots (and on to the hour's edge), then hours; after [`HOURS_BEFORE_DAYS`] hours, or sooner when the hours read so far say the page
-//! would need more than [`HOURS_AHEAD`] more of them (a sparse filter), it reads days (the first one only up to
-//! the hours it already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound
+//! The walk is bounded: it reads [`SLOTS_BEFORE_HOURS`] slots (and on to the hour's edge), then hours; after
+//! [`HOURS_BEFORE_DAYS`] hours, or sooner when the slices read since the first match say the page would need more
+//! than [`HOURS_AHEAD`] more hours (a sparse filter; slices before any match say nothing, so a quiet stretch
+//! before a busy one is not mistaken for one), it reads days (the first one only up to the slices it already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound
 //! of what was read) ends it, so a sparse filter costs at most that many queries, and a dense one fills its page
 //! in the first slot. A range (`from`/`to`) or a cursor says where the walk starts and ends.
 //!
@@ -144,10 +145,13 @@ pub struct Walk {
     frontier: Option<DateTime<Utc>>,
     /// Newest first: the earliest instant in range; oldest first: the first instant past the range.
     end: Option<DateTime<Utc>>,
-    /// Where the slices read started (`start` of [`Walk::new`]), and how many events those of the current grain
-    /// returned: the filter's density so far.
-    origin: DateTime<Utc>,
+    /// Where the density of the filter is measured from: the edge, toward the walk's start, of the first slice
+    /// that found a match (`None` until one has), and how many events the slices found since: an empty stretch
+    /// (a quiet night before a busy day) says nothing about how dense the filter is where events are.
+    origin: Option<DateTime<Utc>>,
     n_found: usize,
+    /// The edge toward the walk's start of the slice last read.
+    last_edge: DateTime<Utc>,
     done: bool,
 }
 
@@ -185,26 +189,32 @@ impl Walk {
             next: start.unwrap_or(now),
             frontier: None,
             end,
-            origin: start.unwrap_or(now),
+            origin: None,
             n_found: 0,
+            last_edge: start.unwrap_or(now),
             done: false,
         }
     }
 
     /// Tells the walk that its last query returned `n_found` events and that the page still wants `n_left` more:
-    /// a walk through hours whose matches are too sparse to fill the page in [`HOURS_AHEAD`] more hours reads days
-    /// from now on.
+    /// a walk through slots and hours whose matches, since the first one, are too sparse to fill the page in
+    /// [`HOURS_AHEAD`] more hours reads days from now on.
     pub fn found(&mut self, n_found: usize, n_left: usize) {
+        if self.origin.is_none() && n_found > 0 {
+            self.origin = Some(self.last_edge);
+        }
         self.n_found += n_found;
-        let (Some(Grain::Slot | Grain::Hour), Some(frontier)) = (self.grain, self.frontier) else {
+        let (Some(Grain::Slot | Grain::Hour), Some(frontier), Some(origin)) =
+            (self.grain, self.frontier, self.origin)
+        else {
             return;
         };
-        let covered = (frontier - self.origin).abs();
+        let covered = (frontier - origin).abs();
         if n_left == 0 || covered < SPARSE_AFTER {
             return;
         }
         let covered_hours = covered.num_milliseconds() as f64 / 3_600_000.0;
-        // One more than found, so that no match at all reads as sparse rather than as a division by zero.
+        // One more than found: a slight lean toward sparse.
         let hours_needed = n_left as f64 * covered_hours / (self.n_found + 1) as f64;
         if hours_needed > HOURS_AHEAD {
             self.grain = Some(Grain::Day);
@@ -241,6 +251,10 @@ impl Walk {
         }
         filter.insert(grain.field(), grain.key(start));
         self.bound(&mut filter);
+        self.last_edge = match self.order {
+            SortOrder::NewestFirst => self.frontier.unwrap_or(self.last_edge).min(past),
+            SortOrder::OldestFirst => self.frontier.unwrap_or(self.last_edge).max(start),
+        };
         match self.order {
             SortOrder::NewestFirst => {
                 self.frontier = Some(start);
@@ -257,7 +271,6 @@ impl Walk {
         if self.n_at_grain >= grain.budget() && (grain != Grain::Slot || on_hour) {
             self.grain = grain.wider();
             self.n_at_grain = 0;
-            self.n_found = 0;
         }
         Some(filter)
     }
@@ -391,13 +404,14 @@ mod tests {
                 .or_else(|_| filter.get_str(CREATED_DAY).map(|d| format!("day {d}")))
                 .unwrap_or_else(|_| "all".to_owned())
         };
-        // Half an hour with nothing: 11 would take hours more. Days from then on.
+        // One match in the first ten minutes, then half an hour with nothing: 10 more would take hours. Days
+        // from then on.
         let mut sparse = Walk::new(&q, now);
         let mut seen = Vec::new();
-        for _ in 0..6 {
+        for n_found in [1, 0, 0, 0, 0, 0] {
             let filter = sparse.next_filter(&doc! {}).expect("a slice");
             seen.push(slice_of(filter));
-            sparse.found(0, 11);
+            sparse.found(n_found, 10);
         }
         assert_eq!(
             seen,
@@ -417,6 +431,15 @@ mod tests {
             dense.found(n_found, n_left);
         }
         let fifth = dense.next_filter(&doc! {}).expect("a slice");
+        assert_eq!(slice_of(fifth), "hour 2026-12-02T04");
+        // Slices with nothing at all say nothing of the filter: a quiet stretch before a busy one is read at the
+        // grain it started with.
+        let mut quiet = Walk::new(&q, now);
+        for _ in 0..4 {
+            quiet.next_filter(&doc! {}).expect("a slice");
+            quiet.found(0, 51);
+        }
+        let fifth = quiet.next_filter(&doc! {}).expect("a slice");
         assert_eq!(slice_of(fifth), "hour 2026-12-02T04");
         // A first slot that began a minute ago says nothing yet.
         let mut early = Walk::new(&q, at("2026-12-02T05:00:30Z"));
