@@ -9,7 +9,7 @@
 //! in the list's order, each query sorted and limited as the whole list would be, until the page is full; slices
 //! partition `createdAt`, so the pages are exactly those of the one query, cursor and all.
 //!
-//! The walk is bounded: it reads [`SLOTS_BEFORE_HOURS`] slots (and on to the hour's edge), then hours; after
+//! The walk is bounded: it reads slots until an hour's edge once they cover [`SLOTS_COVER`], then hours; after
 //! [`HOURS_BEFORE_DAYS`] hours, or sooner when the slices read since the first match say the page would need more
 //! than [`HOURS_AHEAD`] more hours (a sparse filter; slices before any match say nothing, so a quiet stretch
 //! before a busy one is not mistaken for one), it reads days (the first one only up to the slices it already read), and after [`DAYS_BEFORE_ALL`] days one query without a slice (and with the bound
@@ -29,8 +29,9 @@ use mongodb::bson::{self, Bson, Document};
 use super::params::{ListQuery, Position};
 use super::SortOrder;
 
-/// Ten-minute slots a walk reads before it reads hours: the half hour [`SPARSE_AFTER`] needs to judge a filter.
-pub const SLOTS_BEFORE_HOURS: u32 = 3;
+/// How much time a walk's ten-minute slots cover, at least, before it reads hours (from the first hour's edge
+/// after it): a walk that starts a minute past the hour does not fetch the whole hour before for its first page.
+pub const SLOTS_COVER: TimeDelta = TimeDelta::minutes(10);
 /// Hours a walk reads before it reads days.
 pub const HOURS_BEFORE_DAYS: u32 = 6;
 /// Read days instead of hours once the hours read say the page needs more than this many more hours.
@@ -115,7 +116,8 @@ impl Grain {
     /// How many slices of this grain are read before the next grain (`None`: the unsliced query).
     fn budget(self) -> u32 {
         match self {
-            Grain::Slot => SLOTS_BEFORE_HOURS,
+            // Slots end at an hour's edge instead (see `SLOTS_COVER`).
+            Grain::Slot => u32::MAX,
             Grain::Hour => HOURS_BEFORE_DAYS,
             Grain::Day => DAYS_BEFORE_ALL,
         }
@@ -152,6 +154,8 @@ pub struct Walk {
     n_found: usize,
     /// The edge toward the walk's start of the slice last read.
     last_edge: DateTime<Utc>,
+    /// Where the walk began.
+    began: DateTime<Utc>,
     done: bool,
 }
 
@@ -192,6 +196,7 @@ impl Walk {
             origin: None,
             n_found: 0,
             last_edge: start.unwrap_or(now),
+            began: start.unwrap_or(now),
             done: false,
         }
     }
@@ -266,9 +271,12 @@ impl Walk {
             }
         }
         self.n_at_grain += 1;
-        // Slots go on to the hour's edge, so that no hour is fetched again for its part already read.
-        let on_hour = self.frontier.is_some_and(|f| Grain::Hour.start_of(f) == f);
-        if self.n_at_grain >= grain.budget() && (grain != Grain::Slot || on_hour) {
+        // Slots end at the first hour's edge past `SLOTS_COVER`, so that no hour is fetched again for a part of it
+        // already read.
+        let slots_done = self
+            .frontier
+            .is_some_and(|f| Grain::Hour.start_of(f) == f && (f - self.began).abs() >= SLOTS_COVER);
+        if self.n_at_grain >= grain.budget() || (grain == Grain::Slot && slots_done) {
             self.grain = grain.wider();
             self.n_at_grain = 0;
         }
@@ -351,7 +359,7 @@ mod tests {
         assert_eq!(
             slices,
             [
-                // Three slots, and on to the hour's edge.
+                // Slots to the first hour's edge ten minutes or more away.
                 "createdSlot=2026-12-02T05:3",
                 "createdSlot=2026-12-02T05:2",
                 "createdSlot=2026-12-02T05:1",
@@ -540,7 +548,7 @@ mod tests {
         );
         assert_eq!(newest[0].0, "createdSlot=2026-11-20T08:1");
         assert_eq!(newest[1].0, "createdSlot=2026-11-20T08:0");
-        assert_eq!(newest[2].0, "createdSlot=2026-11-20T07:5");
+        assert_eq!(newest[2].0, "createdHour=2026-11-20T07");
         let oldest = steps(
             &query(
                 SortOrder::OldestFirst,
