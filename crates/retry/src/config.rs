@@ -1,11 +1,10 @@
 //! `herald-retry`'s configuration, from the environment.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use herald_domain::provider::{self, KnownProviders};
+use herald_domain::provider::KnownProviders;
 use herald_domain::retry::RetryRules;
-use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
+use herald_domain::DEFAULT_DELAY_TIERS_SECS;
 use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::service::ServiceConfig;
 use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
@@ -58,24 +57,7 @@ impl ServiceConfig for Config {
                 }),
             },
         };
-        let mut extras = BTreeMap::new();
-        for channel in Channel::ALL {
-            let Some(key) = provider::extras_variable(*channel) else {
-                continue;
-            };
-            match env.raw(key).map(|raw| provider::parse_names(*channel, raw)) {
-                None => {}
-                Some(Ok(names)) => {
-                    extras.insert(*channel, names);
-                }
-                Some(Err(problems)) => {
-                    for problem in problems {
-                        env.problem(key, problem);
-                    }
-                }
-            }
-        }
-        let providers = KnownProviders::new(&extras);
+        let providers = KnownProviders::new(&herald_platform::templates::read_extra_providers(env));
         for e in rules.unknown_providers(&providers) {
             let path = rules_path
                 .as_deref()
