@@ -89,7 +89,7 @@ impl Service for App {
             indexes,
         };
         let router = routes::router(state.clone(), &config);
-        let server = HttpServer::bind(&config.host, config.port, router).await?;
+        let server = HttpServer::bind(&config.listen, router).await?;
         Ok(Self {
             server,
             state,

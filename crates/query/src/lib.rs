@@ -107,7 +107,7 @@ impl Service for App {
             consumers,
         };
         let router = routes::router(state, &config);
-        let server = HttpServer::bind(&config.host, config.port, router).await?;
+        let server = HttpServer::bind(&config.listen, router).await?;
         Ok(Self {
             server,
             indexes,
