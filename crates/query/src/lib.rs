@@ -115,7 +115,6 @@ impl Service for App {
         })
     }
 
-    /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
         self.server.port()
     }
