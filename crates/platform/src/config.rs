@@ -219,7 +219,7 @@ pub struct Listen {
     /// `HERALD_<SERVICE>_HOST`: the address to listen on. Default `127.0.0.1`.
     pub host: String,
     /// `HERALD_<SERVICE>_PORT`: the TCP port; 0 lets the system pick one. Default the service's own (ingest 3000,
-    /// query 3001, replay 3005, dispatch 3010 to 3013 by lane, retry 3020, alert 3030), 0 for an
+    /// query 3001, replay 3005, dispatch 3010 to 3012 by lane, retry 3020, alert 3030), 0 for an
     /// [`EnvReader::embedded`] service.
     pub port: u16,
 }
