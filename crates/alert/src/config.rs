@@ -5,7 +5,7 @@ use std::time::Duration;
 use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::service::ServiceConfig;
 use herald_platform::smtp::SmtpConfig;
-use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 use url::Url;
 
 use crate::rules::{self, Rules};
@@ -16,10 +16,9 @@ pub const SERVICE: &str = "herald-alert";
 /// Everything `herald-alert` reads at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HERALD_ALERT_HOST`: address of the health server. Default `127.0.0.1`.
-    pub host: String,
-    /// `HERALD_ALERT_PORT`: port of the health server (`/api/health`, `/api/ready`). Default 3030; 0 picks one.
-    pub port: u16,
+    /// `HERALD_ALERT_HOST` and `HERALD_ALERT_PORT`: the health server (`/api/health`, `/api/ready`), see
+    /// [`Listen`]. Default `127.0.0.1:3030`.
+    pub listen: Listen,
     /// `HERALD_ALERT_RULES`: path of a TOML (or `.json`) rules file. Default: none, the built-in rules.
     pub rules_path: Option<String>,
     /// The rules in force, validated.
@@ -51,8 +50,7 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
     fn read(env: &mut EnvReader) -> Self {
-        let host = env.string("HERALD_ALERT_HOST", "127.0.0.1");
-        let port = env.parse("HERALD_ALERT_PORT", 3030u16);
+        let listen = Listen::read(env, "ALERT", 3030);
         let recipients: Vec<String> = env
             .string("HERALD_ALERT_RECIPIENTS", "herald-alerts@localhost")
             .split(',')
@@ -62,24 +60,11 @@ impl ServiceConfig for Config {
         if let Err(e) = rules::check_recipients(&recipients) {
             env.problem("HERALD_ALERT_RECIPIENTS", e);
         }
-        let rules_path = env.optional_string("HERALD_ALERT_RULES");
-        let rules = match &rules_path {
-            None => Rules::builtin(&recipients),
-            Some(path) => match std::fs::read_to_string(path) {
-                Err(e) => {
-                    env.problem("HERALD_ALERT_RULES", format!("cannot read {path}: {e}"));
-                    Rules::builtin(&recipients)
-                }
-                Ok(text) => {
-                    Rules::from_file_text(path, &text, &recipients).unwrap_or_else(|problems| {
-                        for problem in problems {
-                            env.problem("HERALD_ALERT_RULES", format!("{path}: {problem}"));
-                        }
-                        Rules::builtin(&recipients)
-                    })
-                }
-            },
-        };
+        let (rules_path, rules) = env.file(
+            "HERALD_ALERT_RULES",
+            || Rules::builtin(&recipients),
+            |path, text| Rules::from_file_text(path, text, &recipients),
+        );
         let query_raw = env.string("HERALD_QUERY_PUBLIC_URL", "http://localhost:3001");
         let query_url = match Url::parse(&query_raw) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => url,
@@ -107,8 +92,7 @@ impl ServiceConfig for Config {
         let mongo = MongoConfig::read(env);
         let telemetry = TelemetryConfig::read(env);
         Self {
-            host,
-            port,
+            listen,
             rules_path,
             rules,
             recipients,
@@ -139,22 +123,16 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use herald_platform::ConfigError;
-
     use super::*;
 
-    fn read(env: EnvReader) -> Result<Config, ConfigError> {
-        Config::read_all(env)
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> EnvReader {
-        EnvReader::from_pairs(pairs)
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
+        Config::read_all(EnvReader::from_pairs(pairs))
     }
 
     #[test]
     fn defaults() {
-        let config = read(env(&[])).expect("valid");
-        assert_eq!(config.port, 3030);
+        let config = read(&[]).expect("valid");
+        assert_eq!(config.listen.port, 3030);
         assert_eq!(config.rules.all().len(), 3);
         assert_eq!(config.recipients, ["herald-alerts@localhost"]);
         assert_eq!(config.query_url.as_str(), "http://localhost:3001/");
@@ -170,14 +148,14 @@ mod tests {
             "[[rules]]\nname = \"x\"\nthreshold = 0\nwindow = \"5m\"\ncooldown = \"5m\"\n",
         )
         .expect("write rules");
-        let err = read(env(&[
+        let err = read(&[
             ("HERALD_ALERT_RULES", &path.display().to_string()),
             ("HERALD_ALERT_RECIPIENTS", "nobody"),
             ("HERALD_QUERY_PUBLIC_URL", "ftp://x"),
             ("HERALD_ALERT_SWEEP_INTERVAL_MS", "0"),
             ("HERALD_ALERT_PORT", "eighty"),
             ("HERALD_SMTP_TLS", "ssl"),
-        ]))
+        ])
         .expect_err("all bad");
         let text = err.to_string();
         for key in [

@@ -71,7 +71,7 @@ impl Service for App {
         )
         .map_err(Error::build)?;
         let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
-        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
+        let health = HealthServer::bind(&config.listen, readiness).await?;
         for rule in config.rules.all() {
             tracing::info!(rule = %rule.name, matches = %rule.matcher.describe(), threshold = rule.threshold,
                 window_secs = rule.window.as_secs(), cooldown_secs = rule.cooldown.as_secs(), "alert rule");

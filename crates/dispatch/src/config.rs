@@ -8,7 +8,7 @@ use std::time::Duration;
 use herald_domain::Lane;
 use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::service::ServiceConfig;
-use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 
 pub use crate::provider::settings::{Backend, NamedProvider, Secret};
 pub use crate::provider::{
@@ -24,12 +24,10 @@ pub const SERVICE: &str = "herald-dispatch";
 pub struct Config {
     /// `--lane` / `HERALD_LANE`: the lane this process consumes: `critical`, `default` or `retry`. Required.
     pub lane: Lane,
-    /// `HERALD_DISPATCH_HOST`: address of the health/ready/metrics server. Default `127.0.0.1` (use `0.0.0.0` in
-    /// a container).
-    pub host: String,
-    /// `HERALD_DISPATCH_PORT`: its port; 0 picks a free one. Default 3010 for `critical`, 3011 for `default`,
-    /// 3012 for `retry`, so the three lanes run side by side on one host.
-    pub port: u16,
+    /// `HERALD_DISPATCH_HOST` and `HERALD_DISPATCH_PORT`: the health/ready/metrics server, see [`Listen`].
+    /// Default `127.0.0.1` (use `0.0.0.0` in a container) and port 3010 for `critical`, 3011 for `default`, 3012
+    /// for `retry`, so the three lanes run side by side on one host.
+    pub listen: Listen,
     /// `HERALD_SEND_TIMEOUT_MS`: the longest one send may take, in milliseconds, connection included. Default
     /// 10000. A claim's lease is this plus 5 s.
     pub send_timeout: Duration,
@@ -127,8 +125,7 @@ impl Config {
         }
         let mut config = Self {
             lane,
-            host: env.string("HERALD_DISPATCH_HOST", "127.0.0.1"),
-            port: env.parse("HERALD_DISPATCH_PORT", default_port(lane)),
+            listen: Listen::read(env, "DISPATCH", default_port(lane)),
             send_timeout,
             queue_depth,
             concurrency,
@@ -222,7 +219,7 @@ mod tests {
     fn defaults_follow_the_lane() {
         let config = read(&[("HERALD_LANE", "critical")], None).expect("valid");
         assert_eq!(config.lane, Lane::Critical);
-        assert_eq!(config.port, 3010);
+        assert_eq!(config.listen.port, 3010);
         assert_eq!(config.send_timeout, Duration::from_secs(10));
         assert_eq!(config.lease(), Duration::from_secs(15));
         assert_eq!(config.queue_depth, 16);
@@ -240,7 +237,7 @@ mod tests {
             .iter()
             .any(|w| w.contains("HERALD_WEBHOOK_SECRET")));
         let retry = read(&[], Some(Lane::Retry)).expect("valid");
-        assert_eq!(retry.port, 3012);
+        assert_eq!(retry.listen.port, 3012);
     }
 
     #[test]

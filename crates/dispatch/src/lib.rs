@@ -113,7 +113,7 @@ impl Service for App {
             config.concurrency,
         )?;
         let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
-        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
+        let health = HealthServer::bind(&config.listen, readiness).await?;
         let port = health.port();
         tracing::info!(
             lane = config.lane.as_str(),

@@ -11,15 +11,14 @@ use herald_platform::http::rate_limit::RateLimitConfig;
 use herald_platform::http::HttpConfig;
 use herald_platform::lanes::Sweep;
 use herald_platform::service::ServiceConfig;
-use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-ingest` can be told. See `.env.example` for the variables.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HERALD_INGEST_HOST`: address the HTTP server listens on. Default `127.0.0.1`.
-    pub host: String,
-    /// `HERALD_INGEST_PORT`: TCP port of the HTTP server; 0 lets the system pick one. Default 3000.
-    pub port: u16,
+    /// `HERALD_INGEST_HOST` and `HERALD_INGEST_PORT`: where the HTTP server listens, see [`Listen`]. Default
+    /// `127.0.0.1:3000`.
+    pub listen: Listen,
     /// `HERALD_MAX_BODY_BYTES`: largest accepted request body, in bytes; larger bodies get 413.
     /// Default 262144 (256 KiB).
     pub max_body_bytes: usize,
@@ -54,8 +53,7 @@ impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
         Self {
-            host: env.string("HERALD_INGEST_HOST", "127.0.0.1"),
-            port: env.parse("HERALD_INGEST_PORT", 3000),
+            listen: Listen::read(env, "INGEST", 3000),
             max_body_bytes: env.positive("HERALD_MAX_BODY_BYTES", 256 * 1024),
             default_region: env.parse("HERALD_DEFAULT_REGION", Region::default()),
             sweep: Sweep::read(env),
@@ -79,11 +77,11 @@ impl ServiceConfig for Config {
 impl Config {
     /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
     pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
-        let mut config = Self::read(&mut EnvReader::from_pairs(&[("HERALD_AUTH", "off")]));
-        config.port = 0;
-        config.kafka = kafka;
-        config.mongo = mongo;
-        config
+        Self {
+            kafka,
+            mongo,
+            ..Self::read(&mut EnvReader::embedded())
+        }
     }
 
     /// The validation settings this configuration implies.
@@ -106,18 +104,17 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! These read with authentication off: its own checks are tested in herald-platform.
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
-        // Authentication's own checks are tested in herald-platform.
-        Config::read_pairs_without_auth(pairs)
-    }
+    use super::*;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let config = read(&[]).expect("the defaults are valid");
-        assert_eq!(config.host, "127.0.0.1");
-        assert_eq!(config.port, 3000);
+        let config = Config::read_pairs_without_auth(&[]).expect("the defaults are valid");
+        assert_eq!(
+            (config.listen.host.as_str(), config.listen.port),
+            ("127.0.0.1", 3000)
+        );
         assert_eq!(config.max_body_bytes, 262_144);
         assert_eq!(config.default_region.to_string(), "US");
         assert_eq!(config.sweep.interval, Duration::from_millis(2000));
@@ -128,30 +125,21 @@ mod tests {
 
     #[test]
     fn every_bad_variable_is_listed() {
-        let err = read(&[
+        let bad = [
             ("HERALD_INGEST_PORT", "70000"),
             ("HERALD_MAX_BODY_BYTES", "0"),
             ("HERALD_DEFAULT_REGION", "Atlantis"),
             ("HERALD_SWEEP_INTERVAL_MS", "soon"),
             ("HERALD_REQUEST_TIMEOUT_MS", "0"),
-        ])
-        .expect_err("five bad variables");
-        let text = err.to_string();
-        assert_eq!(err.problems.len(), 5, "{text}");
-        for key in [
-            "HERALD_INGEST_PORT",
-            "HERALD_MAX_BODY_BYTES",
-            "HERALD_DEFAULT_REGION",
-            "HERALD_SWEEP_INTERVAL_MS",
-            "HERALD_REQUEST_TIMEOUT_MS",
-        ] {
-            assert!(text.contains(key), "{key} missing from: {text}");
-        }
+        ];
+        let err = Config::read_pairs_without_auth(&bad).expect_err("five bad variables");
+        assert_eq!(err.problems.len(), 5, "{err}");
+        assert!(err.unnamed(bad.map(|(key, _)| key)).is_empty(), "{err}");
     }
 
     #[test]
     fn providers_come_from_the_dispatchers_variables_and_templates_from_their_folder() {
-        let config = read(&[
+        let config = Config::read_pairs_without_auth(&[
             ("HERALD_MAILGUN_API_KEY", "key"),
             ("HERALD_SMS_PROVIDERS", "backup"),
         ])
@@ -165,8 +153,11 @@ mod tests {
             ["backup", "sandbox"]
         );
         assert!(config.templates.is_empty());
-        let err = read(&[("HERALD_TEMPLATES_DIR", "/nonexistent/herald-templates")])
-            .expect_err("no such folder");
+        let err = Config::read_pairs_without_auth(&[(
+            "HERALD_TEMPLATES_DIR",
+            "/nonexistent/herald-templates",
+        )])
+        .expect_err("no such folder");
         assert!(
             err.to_string().contains(
                 "HERALD_TEMPLATES_DIR: cannot read the folder /nonexistent/herald-templates"

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use herald_domain::request::Rules;
 use herald_platform::kafka;
-use herald_platform::lanes::{self, LanePublisher, OutboxClearer, Sweep};
+use herald_platform::lanes::{LanePublisher, OutboxClearer, OutboxSweeper};
 use herald_platform::service::{self, HttpServer, IndexGate, Service, Supervisor};
 use herald_platform::store::{Accepting, EventStore};
 use mongodb::Database;
@@ -62,7 +62,7 @@ fn recorders(store: EventStore) -> Recorders {
 pub struct App {
     server: HttpServer,
     state: AppState,
-    sweep: Sweep,
+    sweeper: OutboxSweeper,
 }
 
 impl Service for App {
@@ -88,16 +88,21 @@ impl Service for App {
             rules: config.rules(),
             indexes,
         };
+        let sweeper = OutboxSweeper::new(
+            state.store.clone(),
+            state.publisher.clone(),
+            config.sweep,
+            state.indexes.clone(),
+        );
         let router = routes::router(state.clone(), &config);
-        let server = HttpServer::bind(&config.host, config.port, router).await?;
+        let server = HttpServer::bind(&config.listen, router).await?;
         Ok(Self {
             server,
             state,
-            sweep: config.sweep,
+            sweeper,
         })
     }
 
-    /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
         self.server.port()
     }
@@ -108,16 +113,7 @@ impl Service for App {
         let mut tasks = Supervisor::new(&shutdown);
         let stop = tasks.stop_token();
         tasks.spawn_index_gate(&self.state.indexes);
-        tasks.spawn_droppable(
-            "outbox sweeper",
-            lanes::sweep_until_stopped(
-                self.state.store.clone(),
-                self.state.publisher.clone(),
-                self.sweep,
-                self.state.indexes.clone(),
-                stop.clone(),
-            ),
-        );
+        self.sweeper.spawn(&mut tasks);
         self.server
             .spawn(Self::NAME, &mut tasks, stop.cancelled_owned());
         let stopped = tasks.wait().await;

@@ -23,12 +23,24 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+impl ConfigError {
+    /// The `keys` that none of the problems names: what a configuration test of several bad variables checks
+    /// is empty.
+    pub fn unnamed<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        keys.into_iter()
+            .filter(|key| !self.problems.iter().any(|p| p.contains(key)))
+            .collect()
+    }
+}
+
 /// Reads typed values from the environment (or a map, in tests), collecting problems instead of stopping at the
 /// first one.
 #[derive(Debug)]
 pub struct EnvReader {
     vars: HashMap<String, String>,
     problems: Vec<String>,
+    /// Whether every [`Listen`] defaults to port 0 ([`EnvReader::embedded`]).
+    free_ports: bool,
 }
 
 impl Default for EnvReader {
@@ -48,6 +60,16 @@ impl EnvReader {
         Self {
             vars,
             problems: Vec::new(),
+            free_ports: false,
+        }
+    }
+
+    /// The defaults of a service embedded in another process (tests, the end-to-end harness): no variables,
+    /// the HTTP APIs' authentication off (`HERALD_AUTH=off`) and every [`Listen`] on a port the system picks.
+    pub fn embedded() -> Self {
+        Self {
+            free_ports: true,
+            ..Self::from_pairs(&[("HERALD_AUTH", "off")])
         }
     }
 
@@ -146,6 +168,34 @@ impl EnvReader {
         }
     }
 
+    /// The file whose path `key` names, and what `parse` makes of it (given the path and the text); unset, the
+    /// path is `None`. A file that cannot be read, or each problem `parse` finds in it, is a problem of `key`
+    /// (`cannot read <path>: <error>`, `<path>: <problem>`), and `fallback()` stands in for what it would have
+    /// given, as it does when `key` is unset.
+    pub fn file<T, P: fmt::Display>(
+        &mut self,
+        key: &str,
+        fallback: impl FnOnce() -> T,
+        parse: impl FnOnce(&str, &str) -> Result<T, Vec<P>>,
+    ) -> (Option<String>, T) {
+        let Some(path) = self.optional_string(key) else {
+            return (None, fallback());
+        };
+        let value = match std::fs::read_to_string(&path) {
+            Err(e) => {
+                self.problem(key, format!("cannot read {path}: {e}"));
+                fallback()
+            }
+            Ok(text) => parse(&path, &text).unwrap_or_else(|problems| {
+                for problem in problems {
+                    self.problem(key, format!("{path}: {problem}"));
+                }
+                fallback()
+            }),
+        };
+        (Some(path), value)
+    }
+
     /// Records a problem found by a service's own cross-field checks.
     pub fn problem(&mut self, key: &str, message: impl fmt::Display) {
         self.problems.push(format!("{key}: {message}"));
@@ -159,6 +209,28 @@ impl EnvReader {
             Err(ConfigError {
                 problems: self.problems,
             })
+        }
+    }
+}
+
+/// Where a service listens: its HTTP API, or the health server of a service whose only HTTP is health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// `HERALD_<SERVICE>_HOST`: the address to listen on. Default `127.0.0.1`.
+    pub host: String,
+    /// `HERALD_<SERVICE>_PORT`: the TCP port; 0 lets the system pick one. Default the service's own (ingest 3000,
+    /// query 3001, replay 3005, dispatch 3010 to 3012 by lane, retry 3020, alert 3030), 0 for an
+    /// [`EnvReader::embedded`] service.
+    pub port: u16,
+}
+
+impl Listen {
+    /// Reads `HERALD_<service>_HOST` and `HERALD_<service>_PORT` (`service` is `INGEST`, `DISPATCH`, ...).
+    pub fn read(env: &mut EnvReader, service: &str, default_port: u16) -> Self {
+        let default_port = if env.free_ports { 0 } else { default_port };
+        Self {
+            host: env.string(&format!("HERALD_{service}_HOST"), "127.0.0.1"),
+            port: env.parse(&format!("HERALD_{service}_PORT"), default_port),
         }
     }
 }
@@ -512,6 +584,54 @@ mod tests {
         assert_eq!(kafka.brokers, "127.0.0.1:9092");
         assert_eq!(kafka.client_id, "ingest");
         assert_eq!(mongo.database, "herald");
+    }
+
+    #[test]
+    fn a_service_listens_on_its_own_variables_and_an_embedded_one_on_a_free_port() {
+        let mut env = reader(&[("HERALD_QUERY_PORT", "4001")]);
+        let query = Listen::read(&mut env, "QUERY", 3001);
+        let ingest = Listen::read(&mut env, "INGEST", 3000);
+        env.finish().expect("valid");
+        assert_eq!((query.host.as_str(), query.port), ("127.0.0.1", 4001));
+        assert_eq!((ingest.host.as_str(), ingest.port), ("127.0.0.1", 3000));
+        let mut env = EnvReader::embedded();
+        assert_eq!(Listen::read(&mut env, "INGEST", 3000).port, 0);
+        assert_eq!(env.raw("HERALD_AUTH"), Some("off"));
+        let mut env = reader(&[("HERALD_INGEST_PORT", "eighty")]);
+        let _listen = Listen::read(&mut env, "INGEST", 3000);
+        let text = env.finish().expect_err("a bad port").to_string();
+        assert!(text.contains("HERALD_INGEST_PORT"), "{text}");
+    }
+
+    #[test]
+    fn a_file_is_read_and_parsed_or_its_problems_recorded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rules.txt");
+        std::fs::write(&path, "3").expect("write");
+        let path = path.display().to_string();
+        let parse = |_: &str, text: &str| text.parse::<u8>().map_err(|e| vec![e]);
+        let mut env = reader(&[("HERALD_RULES", &path)]);
+        assert_eq!(
+            env.file("HERALD_RULES", || 0, parse),
+            (Some(path.clone()), 3)
+        );
+        assert_eq!(env.file("HERALD_UNSET", || 0, parse), (None, 0));
+        env.finish().expect("valid");
+
+        std::fs::write(&path, "three").expect("write");
+        let missing = dir.path().join("missing.txt").display().to_string();
+        let mut env = reader(&[("HERALD_RULES", &path), ("HERALD_OTHER", &missing)]);
+        assert_eq!(env.file("HERALD_RULES", || 0, parse).1, 0);
+        assert_eq!(env.file("HERALD_OTHER", || 0, parse).1, 0);
+        let err = env.finish().expect_err("a bad and a missing file");
+        assert!(
+            err.problems[0].starts_with(&format!("HERALD_RULES: {path}: ")),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].starts_with(&format!("HERALD_OTHER: cannot read {missing}: ")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batcher, Limits};
-use crate::service::IndexGate;
+use crate::service::{IndexGate, Supervisor};
 use crate::store::{self, EventStore};
 use crate::{kafka, EnvReader};
 
@@ -210,40 +210,67 @@ impl Sweep {
     }
 }
 
-/// Publishes the events whose outbox entries are older than `sweep.age`, every `sweep.interval`, until
-/// `shutdown`. Nothing is swept before `indexes` open (MongoDB was away at startup).
-pub async fn sweep_until_stopped(
+/// The outbox sweeper of a service that publishes events (ingest, replay): built with the service, spawned on its
+/// [`Supervisor`] when it runs.
+#[derive(Debug, Clone)]
+pub struct OutboxSweeper {
     store: EventStore,
     publisher: LanePublisher,
     sweep: Sweep,
     indexes: IndexGate,
-    shutdown: CancellationToken,
-) {
-    let mut ticker = tokio::time::interval(sweep.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
-        // Stopping mid-sweep is safe: an entry is deleted only after its publish, so what is left is swept again.
-        let work = async {
-            if indexes.is_open() {
-                sweep_once(&store, &publisher, sweep.age).await
-            } else {
-                Ok(0)
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            swept = work => match swept {
-                Ok(0) => {}
-                Ok(n_events) => tracing::info!(n_events, "published events left in the outbox"),
-                Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again next interval"),
-            },
+}
+
+impl OutboxSweeper {
+    /// A sweeper publishing with `publisher` the events of `store` whose outbox entries are older than
+    /// `sweep.age`, every `sweep.interval`; nothing is swept before `indexes` open (MongoDB was away at startup).
+    pub fn new(
+        store: EventStore,
+        publisher: LanePublisher,
+        sweep: Sweep,
+        indexes: IndexGate,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            sweep,
+            indexes,
         }
     }
-    tracing::debug!("outbox sweeper stopped");
+
+    /// Sweeps as a task of `tasks` (`outbox sweeper`, which may end with the others) until they stop.
+    pub fn spawn(self, tasks: &mut Supervisor) {
+        let stop = tasks.stop_token();
+        tasks.spawn_droppable("outbox sweeper", self.sweep_until_stopped(stop));
+    }
+
+    /// Publishes the events whose outbox entries are old enough, every interval, until `shutdown`.
+    async fn sweep_until_stopped(self, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.sweep.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            // Stopping mid-sweep is safe: an entry is deleted only after its publish, so what is left is swept again.
+            let work = async {
+                if self.indexes.is_open() {
+                    sweep_once(&self.store, &self.publisher, self.sweep.age).await
+                } else {
+                    Ok(0)
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                swept = work => match swept {
+                    Ok(0) => {}
+                    Ok(n_events) => tracing::info!(n_events, "published events left in the outbox"),
+                    Err(e) => tracing::warn!(error = %e, "outbox sweep failed; trying again next interval"),
+                },
+            }
+        }
+        tracing::debug!("outbox sweeper stopped");
+    }
 }
 
 /// Why a sweep stopped early.

@@ -17,5 +17,7 @@ pub mod store;
 pub mod telemetry;
 pub mod templates;
 
-pub use config::{ConfigError, EnvReader, KafkaConfig, MongoConfig, OtlpConfig, TelemetryConfig};
+pub use config::{
+    ConfigError, EnvReader, KafkaConfig, Listen, MongoConfig, OtlpConfig, TelemetryConfig,
+};
 pub use shutdown::{shutdown_signal, shutdown_signal_within};

@@ -73,6 +73,13 @@ pub fn load_dir(dir: &Path) -> Result<Templates, Vec<String>> {
 /// (`herald_domain::provider::configured`, plus the names of `HERALD_EMAIL_PROVIDERS` / `HERALD_SMS_PROVIDERS`),
 /// each bad extra name a problem in `env`.
 pub fn read_providers(env: &mut EnvReader) -> KnownProviders {
+    let extras = read_extra_providers(env);
+    KnownProviders::configured(&extras, |key| env.raw(key))
+}
+
+/// The extra provider names per channel of `HERALD_EMAIL_PROVIDERS` / `HERALD_SMS_PROVIDERS`, read as the
+/// dispatchers read them, each bad name a problem in `env` (herald-retry checks its rules against them).
+pub fn read_extra_providers(env: &mut EnvReader) -> BTreeMap<Channel, Vec<String>> {
     let mut extras = BTreeMap::new();
     for channel in Channel::ALL {
         let Some(key) = names::extras_variable(*channel) else {
@@ -90,7 +97,7 @@ pub fn read_providers(env: &mut EnvReader) -> KnownProviders {
             }
         }
     }
-    KnownProviders::configured(&extras, |key| env.raw(key))
+    extras
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl Service for App {
             consumers,
         };
         let router = routes::router(state, &config);
-        let server = HttpServer::bind(&config.host, config.port, router).await?;
+        let server = HttpServer::bind(&config.listen, router).await?;
         Ok(Self {
             server,
             indexes,
@@ -115,7 +115,6 @@ impl Service for App {
         })
     }
 
-    /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
         self.server.port()
     }

@@ -8,15 +8,14 @@ use herald_platform::service::ServiceConfig;
 use herald_platform::store::retention::{
     Retention, DEFAULT_DLQ_RETENTION_DAYS, DEFAULT_RETENTION_DAYS,
 };
-use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-replay` can be told. See `.env.example` for the variables.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HERALD_REPLAY_HOST`: address the HTTP server listens on. Default `127.0.0.1`.
-    pub host: String,
-    /// `HERALD_REPLAY_PORT`: TCP port of the HTTP server; 0 lets the system pick one. Default 3005.
-    pub port: u16,
+    /// `HERALD_REPLAY_HOST` and `HERALD_REPLAY_PORT`: where the HTTP server listens, see [`Listen`]. Default
+    /// `127.0.0.1:3005`.
+    pub listen: Listen,
     /// `HERALD_REPLAY_RATE_PER_SEC`: most dead letters put back on the lanes per second, across every replay
     /// this process runs, so that a large replay does not swamp the dispatchers. Default 200.
     pub rate_per_sec: u32,
@@ -48,8 +47,7 @@ impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
         Self {
-            host: env.string("HERALD_REPLAY_HOST", "127.0.0.1"),
-            port: env.parse("HERALD_REPLAY_PORT", 3005),
+            listen: Listen::read(env, "REPLAY", 3005),
             rate_per_sec: env.positive("HERALD_REPLAY_RATE_PER_SEC", 200),
             request_timeout: env
                 .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(60)),
@@ -74,28 +72,27 @@ impl ServiceConfig for Config {
 impl Config {
     /// The defaults, listening on a free port, with the given Kafka and MongoDB: for tests and embedding.
     pub fn for_test(kafka: KafkaConfig, mongo: MongoConfig) -> Self {
-        let mut config = Self::read(&mut EnvReader::from_pairs(&[("HERALD_AUTH", "off")]));
-        config.port = 0;
-        config.kafka = kafka;
-        config.mongo = mongo;
-        config
+        Self {
+            kafka,
+            mongo,
+            ..Self::read(&mut EnvReader::embedded())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! These read with authentication off: its own checks are tested in herald-platform.
 
-    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
-        // Authentication's own checks are tested in herald-platform.
-        Config::read_pairs_without_auth(pairs)
-    }
+    use super::*;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let config = read(&[]).expect("the defaults are valid");
-        assert_eq!(config.host, "127.0.0.1");
-        assert_eq!(config.port, 3005);
+        let config = Config::read_pairs_without_auth(&[]).expect("the defaults are valid");
+        assert_eq!(
+            (config.listen.host.as_str(), config.listen.port),
+            ("127.0.0.1", 3005)
+        );
         assert_eq!(config.rate_per_sec, 200);
         assert_eq!(config.request_timeout, Duration::from_secs(60));
         assert_eq!(config.max_body_bytes, 2_097_152);
@@ -105,24 +102,15 @@ mod tests {
 
     #[test]
     fn every_bad_variable_is_listed() {
-        let err = read(&[
+        let bad = [
             ("HERALD_REPLAY_PORT", "-1"),
             ("HERALD_REPLAY_RATE_PER_SEC", "0"),
             ("HERALD_REQUEST_TIMEOUT_MS", "a minute"),
             ("HERALD_MAX_BODY_BYTES", "0"),
             ("MONGODB_URI", "postgres://db"),
-        ])
-        .expect_err("five bad variables");
-        let text = err.to_string();
-        assert_eq!(err.problems.len(), 5, "{text}");
-        for key in [
-            "HERALD_REPLAY_PORT",
-            "HERALD_REPLAY_RATE_PER_SEC",
-            "HERALD_REQUEST_TIMEOUT_MS",
-            "HERALD_MAX_BODY_BYTES",
-            "MONGODB_URI",
-        ] {
-            assert!(text.contains(key), "{key} missing from: {text}");
-        }
+        ];
+        let err = Config::read_pairs_without_auth(&bad).expect_err("five bad variables");
+        assert_eq!(err.problems.len(), 5, "{err}");
+        assert!(err.unnamed(bad.map(|(key, _)| key)).is_empty(), "{err}");
     }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use herald_platform::kafka;
-use herald_platform::lanes::{self, LanePublisher, Sweep};
+use herald_platform::lanes::{LanePublisher, OutboxSweeper};
 use herald_platform::service::{self, HttpServer, IndexGate, Service, Supervisor};
 use herald_platform::store::{retention, EventStore};
 use mongodb::Database;
@@ -52,7 +52,7 @@ pub struct AppState {
 pub struct App {
     server: HttpServer,
     state: AppState,
-    sweep: Sweep,
+    sweeper: OutboxSweeper,
 }
 
 impl Service for App {
@@ -83,16 +83,21 @@ impl Service for App {
             indexes,
             retention: config.retention,
         };
+        let sweeper = OutboxSweeper::new(
+            state.store.clone(),
+            state.replayer.publisher().clone(),
+            config.sweep,
+            state.indexes.clone(),
+        );
         let router = routes::router(state.clone(), &config);
-        let server = HttpServer::bind(&config.host, config.port, router).await?;
+        let server = HttpServer::bind(&config.listen, router).await?;
         Ok(Self {
             server,
             state,
-            sweep: config.sweep,
+            sweeper,
         })
     }
 
-    /// The port the service listens on (the one the system picked, when configured with 0).
     fn port(&self) -> u16 {
         self.server.port()
     }
@@ -126,16 +131,7 @@ impl Service for App {
                 stop.clone(),
             ),
         );
-        tasks.spawn_droppable(
-            "outbox sweeper",
-            lanes::sweep_until_stopped(
-                self.state.store.clone(),
-                self.state.replayer.publisher().clone(),
-                self.sweep,
-                self.state.indexes.clone(),
-                stop.clone(),
-            ),
-        );
+        self.sweeper.spawn(&mut tasks);
         let stopping = self.state.replayer.stopping();
         let signal = async move {
             stop.cancelled().await;

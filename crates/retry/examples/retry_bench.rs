@@ -34,7 +34,7 @@ use herald_platform::config::LogFormat;
 use herald_platform::kafka::{self, build_consumer, build_producer};
 use herald_platform::service::Service;
 use herald_platform::store::{EventRecord, EventStore};
-use herald_platform::{mongo, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{mongo, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 use herald_retry::delay::HEADER_DUE_AT;
 use herald_retry::{App, Config};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -188,8 +188,10 @@ async fn main() -> Result<()> {
 
     let rules = format!("[default]\nbase_ms = {}\nmax_attempts = 10\n", args.base_ms);
     let app = App::build(Config {
-        host: "127.0.0.1".into(),
-        port: 0,
+        listen: Listen {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
         rules_path: None,
         rules: RetryRules::from_toml(&rules).map_err(|e| anyhow::anyhow!("rules: {e:?}"))?,
         tiers_secs: args.tiers_secs.clone(),

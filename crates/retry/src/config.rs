@@ -1,22 +1,20 @@
 //! `herald-retry`'s configuration, from the environment.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use herald_domain::provider::{self, KnownProviders};
+use herald_domain::provider::KnownProviders;
 use herald_domain::retry::RetryRules;
-use herald_domain::{Channel, DEFAULT_DELAY_TIERS_SECS};
+use herald_domain::DEFAULT_DELAY_TIERS_SECS;
 use herald_platform::kafka::watch::WatchConfig;
 use herald_platform::service::ServiceConfig;
-use herald_platform::{EnvReader, KafkaConfig, MongoConfig, TelemetryConfig};
+use herald_platform::{EnvReader, KafkaConfig, Listen, MongoConfig, TelemetryConfig};
 
 /// Everything `herald-retry` reads at startup.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `HERALD_RETRY_HOST`: address of the health server. Default `127.0.0.1`.
-    pub host: String,
-    /// `HERALD_RETRY_PORT`: port of the health server (`/api/health`, `/api/ready`). Default 3020; 0 picks one.
-    pub port: u16,
+    /// `HERALD_RETRY_HOST` and `HERALD_RETRY_PORT`: the health server (`/api/health`, `/api/ready`), see
+    /// [`Listen`]. Default `127.0.0.1:3020`.
+    pub listen: Listen,
     /// `HERALD_RETRY_RULES`: path of a TOML rules file (see the README). Default: none, built-in rules.
     pub rules_path: Option<PathBuf>,
     /// The rules, parsed and validated from `rules_path`. Every provider they name must be known: a built-in
@@ -37,45 +35,12 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
     fn read(env: &mut EnvReader) -> Self {
-        let host = env.string("HERALD_RETRY_HOST", "127.0.0.1");
-        let port = env.parse("HERALD_RETRY_PORT", 3020u16);
-        let rules_path = env.optional_string("HERALD_RETRY_RULES").map(PathBuf::from);
-        let rules = match &rules_path {
-            None => RetryRules::default(),
-            Some(path) => match std::fs::read_to_string(path) {
-                Err(e) => {
-                    env.problem(
-                        "HERALD_RETRY_RULES",
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    RetryRules::default()
-                }
-                Ok(text) => RetryRules::from_toml(&text).unwrap_or_else(|errors| {
-                    for e in errors {
-                        env.problem("HERALD_RETRY_RULES", format!("{}: {e}", path.display()));
-                    }
-                    RetryRules::default()
-                }),
-            },
-        };
-        let mut extras = BTreeMap::new();
-        for channel in Channel::ALL {
-            let Some(key) = provider::extras_variable(*channel) else {
-                continue;
-            };
-            match env.raw(key).map(|raw| provider::parse_names(*channel, raw)) {
-                None => {}
-                Some(Ok(names)) => {
-                    extras.insert(*channel, names);
-                }
-                Some(Err(problems)) => {
-                    for problem in problems {
-                        env.problem(key, problem);
-                    }
-                }
-            }
-        }
-        let providers = KnownProviders::new(&extras);
+        let listen = Listen::read(env, "RETRY", 3020);
+        let (rules_path, rules) = env.file("HERALD_RETRY_RULES", RetryRules::default, |_, text| {
+            RetryRules::from_toml(text)
+        });
+        let rules_path = rules_path.map(PathBuf::from);
+        let providers = KnownProviders::new(&herald_platform::templates::read_extra_providers(env));
         for e in rules.unknown_providers(&providers) {
             let path = rules_path
                 .as_deref()
@@ -109,8 +74,7 @@ impl ServiceConfig for Config {
         let mongo = MongoConfig::read(env);
         let telemetry = TelemetryConfig::read(env);
         Self {
-            host,
-            port,
+            listen,
             rules_path,
             rules,
             tiers_secs,
@@ -136,13 +100,13 @@ impl Config {
         rules: RetryRules,
         tiers_secs: &[u64],
     ) -> Self {
-        let mut config = Self::read(&mut EnvReader::from_pairs(&[]));
-        config.port = 0;
-        config.kafka = kafka;
-        config.mongo = mongo;
-        config.rules = rules;
-        config.tiers_secs = tiers_secs.to_vec();
-        config
+        Self {
+            kafka,
+            mongo,
+            rules,
+            tiers_secs: tiers_secs.to_vec(),
+            ..Self::read(&mut EnvReader::embedded())
+        }
     }
 }
 
@@ -167,12 +131,10 @@ pub fn parse_tiers(raw: &str) -> Result<Vec<u64>, String> {
 
 #[cfg(test)]
 mod tests {
-    use herald_platform::ConfigError;
-
     use super::*;
 
-    fn read(env: EnvReader) -> Result<Config, ConfigError> {
-        Config::read_all(env)
+    fn read(pairs: &[(&str, &str)]) -> Result<Config, herald_platform::ConfigError> {
+        Config::read_all(EnvReader::from_pairs(pairs))
     }
 
     #[test]
@@ -192,34 +154,26 @@ mod tests {
             "[channels.sms]\nproviders = [\"http-sms\", \"backup\"]\n[channels.email]\nproviders = [\"smtp\", \"relay\"]\n",
         )
         .expect("write rules");
-        let env = |sms: &str| {
-            EnvReader::from_map(
-                [
-                    ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
-                    ("HERALD_SMS_PROVIDERS".to_string(), sms.to_string()),
-                ]
-                .into_iter()
-                .collect(),
-            )
-        };
-        let err = read(env("backup")).expect_err("relay is unknown");
+        let path = path.display().to_string();
+        let err = read(&[
+            ("HERALD_RETRY_RULES", &path),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+        ])
+        .expect_err("relay is unknown");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert!(
             err.to_string()
                 .contains("channels.email.providers: unknown provider 'relay', expected one of: smtp, sendgrid, mailgun, sandbox"),
             "{err}"
         );
-        let err = read(env("")).expect_err("backup and relay are unknown");
+        let err = read(&[("HERALD_RETRY_RULES", &path), ("HERALD_SMS_PROVIDERS", "")])
+            .expect_err("backup and relay are unknown");
         assert_eq!(err.problems.len(), 2, "{err}");
-        let config = read(EnvReader::from_map(
-            [
-                ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
-                ("HERALD_SMS_PROVIDERS".to_string(), "backup".to_string()),
-                ("HERALD_EMAIL_PROVIDERS".to_string(), "relay".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-        ))
+        let config = read(&[
+            ("HERALD_RETRY_RULES", &path),
+            ("HERALD_SMS_PROVIDERS", "backup"),
+            ("HERALD_EMAIL_PROVIDERS", "relay"),
+        ])
         .expect("every provider is known");
         assert!(config.rules_path.is_some());
     }
@@ -229,15 +183,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("rules.toml");
         std::fs::write(&path, "[default]\nmax_attempts = 0\n").expect("write rules");
-        let env = EnvReader::from_map(
-            [
-                ("HERALD_RETRY_RULES".to_string(), path.display().to_string()),
-                ("HERALD_RETRY_TIERS".to_string(), "9,3".to_string()),
-            ]
-            .into_iter()
-            .collect(),
-        );
-        let err = read(env).expect_err("two problems");
+        let err = read(&[
+            ("HERALD_RETRY_RULES", &path.display().to_string()),
+            ("HERALD_RETRY_TIERS", "9,3"),
+        ])
+        .expect_err("two problems");
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.to_string().contains("default.max_attempts"), "{err}");
     }

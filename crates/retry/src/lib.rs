@@ -96,7 +96,7 @@ impl Service for App {
             tiers_secs: Arc::new(config.tiers_secs.clone()),
         };
         let readiness = Readiness::of(Some(&config.kafka), &db, &indexes);
-        let health = HealthServer::bind(&config.host, config.port, readiness).await?;
+        let health = HealthServer::bind(&config.listen, readiness).await?;
         Ok(Self {
             config,
             state,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use super::{BindError, Supervisor};
+use crate::config::Listen;
 use crate::health::{self, Readiness};
 use crate::kafka::watch;
 
@@ -43,9 +44,9 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `host:port` (port 0: one the system picks) for `router`, which holds every route and its middleware.
-    pub async fn bind(host: &str, port: u16, router: Router) -> Result<Self, BindError> {
-        let (listener, address) = bind(host, port).await?;
+    /// Binds `listen` (port 0: one the system picks) for `router`, which holds every route and its middleware.
+    pub async fn bind(listen: &Listen, router: Router) -> Result<Self, BindError> {
+        let (listener, address) = bind(&listen.host, listen.port).await?;
         Ok(Self {
             listener,
             address,
@@ -82,9 +83,9 @@ pub struct HealthServer {
 }
 
 impl HealthServer {
-    /// Binds `host:port` (port 0: one the system picks); `/api/ready` checks `readiness`.
-    pub async fn bind(host: &str, port: u16, readiness: Readiness) -> Result<Self, BindError> {
-        let (listener, address) = bind(host, port).await?;
+    /// Binds `listen` (port 0: one the system picks); `/api/ready` checks `readiness`.
+    pub async fn bind(listen: &Listen, readiness: Readiness) -> Result<Self, BindError> {
+        let (listener, address) = bind(&listen.host, listen.port).await?;
         Ok(Self {
             listener,
             port: address.port(),
