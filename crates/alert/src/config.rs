@@ -50,7 +50,7 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
     fn read(env: &mut EnvReader) -> Self {
-        let listen = Listen::read(env, "ALERT", 3030);
+        let listen = Listen::read(env, ["HERALD_ALERT_HOST", "HERALD_ALERT_PORT"], 3030);
         let recipients: Vec<String> = env
             .string("HERALD_ALERT_RECIPIENTS", "herald-alerts@localhost")
             .split(',')

@@ -125,7 +125,11 @@ impl Config {
         }
         let mut config = Self {
             lane,
-            listen: Listen::read(env, "DISPATCH", default_port(lane)),
+            listen: Listen::read(
+                env,
+                ["HERALD_DISPATCH_HOST", "HERALD_DISPATCH_PORT"],
+                default_port(lane),
+            ),
             send_timeout,
             queue_depth,
             concurrency,

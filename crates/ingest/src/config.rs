@@ -53,7 +53,7 @@ impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
         Self {
-            listen: Listen::read(env, "INGEST", 3000),
+            listen: Listen::read(env, ["HERALD_INGEST_HOST", "HERALD_INGEST_PORT"], 3000),
             max_body_bytes: env.positive("HERALD_MAX_BODY_BYTES", 256 * 1024),
             default_region: env.parse("HERALD_DEFAULT_REGION", Region::default()),
             sweep: Sweep::read(env),

@@ -225,12 +225,13 @@ pub struct Listen {
 }
 
 impl Listen {
-    /// Reads `HERALD_<service>_HOST` and `HERALD_<service>_PORT` (`service` is `INGEST`, `DISPATCH`, ...).
-    pub fn read(env: &mut EnvReader, service: &str, default_port: u16) -> Self {
+    /// Reads the variables `[host, port]` (`["HERALD_INGEST_HOST", "HERALD_INGEST_PORT"]`: named whole, so that a
+    /// search of the code finds every variable it reads, as the deployment files' test does).
+    pub fn read(env: &mut EnvReader, [host, port]: [&str; 2], default_port: u16) -> Self {
         let default_port = if env.free_ports { 0 } else { default_port };
         Self {
-            host: env.string(&format!("HERALD_{service}_HOST"), "127.0.0.1"),
-            port: env.parse(&format!("HERALD_{service}_PORT"), default_port),
+            host: env.string(host, "127.0.0.1"),
+            port: env.parse(port, default_port),
         }
     }
 }
@@ -589,16 +590,19 @@ mod tests {
     #[test]
     fn a_service_listens_on_its_own_variables_and_an_embedded_one_on_a_free_port() {
         let mut env = reader(&[("HERALD_QUERY_PORT", "4001")]);
-        let query = Listen::read(&mut env, "QUERY", 3001);
-        let ingest = Listen::read(&mut env, "INGEST", 3000);
+        let query = Listen::read(&mut env, ["HERALD_QUERY_HOST", "HERALD_QUERY_PORT"], 3001);
+        let ingest = Listen::read(&mut env, ["HERALD_INGEST_HOST", "HERALD_INGEST_PORT"], 3000);
         env.finish().expect("valid");
         assert_eq!((query.host.as_str(), query.port), ("127.0.0.1", 4001));
         assert_eq!((ingest.host.as_str(), ingest.port), ("127.0.0.1", 3000));
         let mut env = EnvReader::embedded();
-        assert_eq!(Listen::read(&mut env, "INGEST", 3000).port, 0);
+        assert_eq!(
+            Listen::read(&mut env, ["HERALD_INGEST_HOST", "HERALD_INGEST_PORT"], 3000).port,
+            0
+        );
         assert_eq!(env.raw("HERALD_AUTH"), Some("off"));
         let mut env = reader(&[("HERALD_INGEST_PORT", "eighty")]);
-        let _listen = Listen::read(&mut env, "INGEST", 3000);
+        let _listen = Listen::read(&mut env, ["HERALD_INGEST_HOST", "HERALD_INGEST_PORT"], 3000);
         let text = env.finish().expect_err("a bad port").to_string();
         assert!(text.contains("HERALD_INGEST_PORT"), "{text}");
     }

@@ -55,7 +55,7 @@ impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
         Self {
-            listen: Listen::read(env, "QUERY", 3001),
+            listen: Listen::read(env, ["HERALD_QUERY_HOST", "HERALD_QUERY_PORT"], 3001),
             mask: env.parse("HERALD_QUERY_MASK_FIELDS", Masker::default()),
             request_timeout: env
                 .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(10)),

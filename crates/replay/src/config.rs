@@ -47,7 +47,7 @@ impl ServiceConfig for Config {
     /// Reads the configuration, recording every problem in `env`.
     fn read(env: &mut EnvReader) -> Self {
         Self {
-            listen: Listen::read(env, "REPLAY", 3005),
+            listen: Listen::read(env, ["HERALD_REPLAY_HOST", "HERALD_REPLAY_PORT"], 3005),
             rate_per_sec: env.positive("HERALD_REPLAY_RATE_PER_SEC", 200),
             request_timeout: env
                 .positive_millis("HERALD_REQUEST_TIMEOUT_MS", Duration::from_secs(60)),

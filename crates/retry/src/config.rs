@@ -35,7 +35,7 @@ pub struct Config {
 impl ServiceConfig for Config {
     /// Reads every field, recording each problem in `env` (call `env.finish()` afterwards).
     fn read(env: &mut EnvReader) -> Self {
-        let listen = Listen::read(env, "RETRY", 3020);
+        let listen = Listen::read(env, ["HERALD_RETRY_HOST", "HERALD_RETRY_PORT"], 3020);
         let (rules_path, rules) = env.file("HERALD_RETRY_RULES", RetryRules::default, |_, text| {
             RetryRules::from_toml(text)
         });
