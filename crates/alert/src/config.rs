@@ -40,10 +40,13 @@ pub struct Config {
     pub send_attempts: u32,
     /// `HERALD_SMTP_*`: the mail server (see the README).
     pub smtp: SmtpConfig,
+    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`].
     pub kafka: KafkaConfig,
     /// `HERALD_KAFKA_CONSUMER_*`: when the status consumer counts as stuck and is rebuilt.
     pub watch: WatchConfig,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
     pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT`, `RUST_LOG` and the OpenTelemetry exporter's variables: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
 }
 

@@ -55,10 +55,13 @@ pub struct Config {
     /// `HERALD_SMS_PROVIDERS`: more SMS APIs, by name (comma-separated; default none), each configured by
     /// `HERALD_SMS_<NAME>_BASE_URL`, `_ACCOUNT_ID`, `_AUTH_TOKEN` and `_FROM`, all required.
     pub sms_extras: Vec<NamedProvider<SmsConfig>>,
+    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`].
     pub kafka: KafkaConfig,
     /// `HERALD_KAFKA_CONSUMER_*`: when the lane consumer counts as stuck and is rebuilt.
     pub watch: WatchConfig,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
     pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT`, `RUST_LOG` and the OpenTelemetry exporter's variables: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
 }
 

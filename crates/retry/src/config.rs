@@ -25,10 +25,13 @@ pub struct Config {
     pub tiers_secs: Vec<u64>,
     /// `HERALD_TOPIC_REPLICATION`: replication factor of the delay topics this service creates. Default 1.
     pub topic_replication: i32,
+    /// `KAFKA_BROKERS`, `HERALD_TOPIC_PREFIX` and the other Kafka settings: see [`KafkaConfig`].
     pub kafka: KafkaConfig,
     /// `HERALD_KAFKA_CONSUMER_*`: when a consumer counts as stuck and is rebuilt.
     pub watch: WatchConfig,
+    /// `MONGODB_URI` and `MONGODB_DATABASE`: see [`MongoConfig`].
     pub mongo: MongoConfig,
+    /// `HERALD_LOG_FORMAT`, `RUST_LOG` and the OpenTelemetry exporter's variables: see [`TelemetryConfig`].
     pub telemetry: TelemetryConfig,
 }
 
