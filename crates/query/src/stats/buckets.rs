@@ -102,34 +102,39 @@ impl Delta {
     }
 }
 
+/// The start of the UTC `length` (an hour, a day) that `at` falls in.
+fn start_of(at: DateTime<Utc>, length: TimeDelta) -> DateTime<Utc> {
+    at.duration_trunc(length).unwrap_or(at)
+}
+
+/// The first UTC `length` (an hour, a day) that starts at or after `at`.
+fn start_at_or_after(at: DateTime<Utc>, length: TimeDelta) -> DateTime<Utc> {
+    let start = start_of(at, length);
+    if start == at {
+        start
+    } else {
+        start + length
+    }
+}
+
 /// The start of the hour `at` falls in.
 pub fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
+    start_of(at, TimeDelta::hours(1))
 }
 
 /// The first hour that starts at or after `at`.
 pub fn hour_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
-    let start = hour_of(at);
-    if start == at {
-        start
-    } else {
-        start + TimeDelta::hours(1)
-    }
+    start_at_or_after(at, TimeDelta::hours(1))
 }
 
 /// The start of the UTC day `at` falls in.
 pub fn day_of(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(TimeDelta::days(1)).unwrap_or(at)
+    start_of(at, TimeDelta::days(1))
 }
 
 /// The first UTC day that starts at or after `at`.
 pub fn day_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
-    let start = day_of(at);
-    if start == at {
-        start
-    } else {
-        start + TimeDelta::days(1)
-    }
+    start_at_or_after(at, TimeDelta::days(1))
 }
 
 /// A bucket's id: its hour, `2026-12-02T01`.

@@ -72,11 +72,11 @@ pub struct StatsReader {
 pub type HourInFlight = BTreeMap<(Status, String, String), i64>;
 
 /// The events in flight, counted by hour of creation, then by status, channel and priority.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub by_hour: BTreeMap<DateTime<Utc>, HourInFlight>,
     pub at: DateTime<Utc>,
-    taken: Option<Instant>,
+    taken: Instant,
     took: Duration,
 }
 
@@ -87,7 +87,7 @@ impl Snapshot {
     }
 
     fn age(&self) -> Duration {
-        self.taken.map_or(Duration::MAX, |t| t.elapsed())
+        self.taken.elapsed()
     }
 
     /// Adds the events of the hours within `hours`.
@@ -332,7 +332,7 @@ impl StatsReader {
         let snapshot = Arc::new(Snapshot {
             by_hour,
             at,
-            taken: Some(started),
+            taken: started,
             took: started.elapsed(),
         });
         *self

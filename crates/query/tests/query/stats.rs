@@ -196,16 +196,7 @@ async fn a_batch_folded_again_counts_once() -> Result<()> {
         .filter(|r| r.status.is_terminal())
         .cloned()
         .collect();
-    let mut steps = Vec::new();
-    for (i, record) in records.iter().enumerate() {
-        for status in steps_of(i, record) {
-            steps.push(Step {
-                partition: (i % 2) as i32,
-                offset: steps.len() as i64,
-                status,
-            });
-        }
-    }
+    let steps = all_steps(&records);
     let buckets = Buckets::new(&db);
     let (first, rest) = steps.split_at(steps.len() / 2);
     buckets.apply(first).await?;
